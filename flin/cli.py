@@ -1,0 +1,253 @@
+"""``flin``: the command line. Options map 1:1 onto ``Config``; every option
+can come from a ``FLIN_*`` environment variable.
+
+Exit codes: 0 ok, 1 key not found (``get``), 2 usage, 3 cannot reach the
+cluster, 4 the server answered with an error.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Callable
+
+import click
+
+from . import errors
+from .client import Client
+from .config import DEFAULT_ENDPOINT, Config
+
+EXIT_NOT_FOUND, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_SERVER = 1, 2, 3, 4
+
+endpoint_opt = click.option("--endpoint", "-e", default=DEFAULT_ENDPOINT, show_default=True,
+                            envvar="FLIN_ENDPOINT", help="Router endpoint (tcp:// or ipc://).")
+timeout_opt = click.option("--timeout", default=5.0, show_default=True, envvar="FLIN_TIMEOUT",
+                           help="Seconds to wait for the cluster.")
+data_opt = click.option("--data", "-d", default="./data", show_default=True, envvar="FLIN_DATA",
+                        type=click.Path(file_okay=False), help="Data folder.")
+
+
+def _out(data: bytes) -> None:
+    sys.stdout.buffer.write(data + b"\n")
+    sys.stdout.buffer.flush()
+
+
+def _run(endpoint: str, timeout: float, fn: Callable[[Client], Any]) -> Any:
+    """Call ``fn`` with a client; turn failures into messages and exit codes."""
+    try:
+        with Client(endpoint, timeout=timeout) as client:
+            return fn(client)
+    except errors.TransportError as exc:
+        click.echo("flin: cannot reach the cluster at %s: %s" % (endpoint, exc), err=True)
+        sys.exit(EXIT_UNREACHABLE)
+    except errors.ServerError as exc:
+        click.echo("flin: %s: %s" % (type(exc).__name__, exc), err=True)
+        sys.exit(EXIT_SERVER)
+
+
+@click.group(context_settings={"auto_envvar_prefix": "FLIN", "help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="flin")
+def main() -> None:
+    """Flin: a persistent, sharded key-value store."""
+
+
+@main.command()
+@data_opt
+@click.option("--shards", default=64, show_default=True, envvar="FLIN_SHARDS", type=click.IntRange(1, 4096),
+              help="Shard worker processes (fixed once the data folder exists).")
+@click.option("--bind", default=DEFAULT_ENDPOINT, show_default=True, envvar="FLIN_BIND",
+              help="Client endpoint: tcp://HOST:PORT or ipc://PATH.")
+@click.option("--sync", is_flag=True, help="fsync every write batch before acknowledging it.")
+@click.option("--read-cache-mb", default=4.0, show_default=True, type=click.FloatRange(0),
+              help="Per-shard read cache in MiB (0 = off).")
+@click.option("--shard-timeout", default=2.0, show_default=True, type=click.FloatRange(0.1),
+              help="Seconds before an unanswered shard batch fails as OutcomeUnknown.")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--insecure", is_flag=True, help="Allow a non-loopback bind without authentication.")
+def start(data: str, shards: int, bind: str, sync: bool, read_cache_mb: float,
+          shard_timeout: float, log_level: str, insecure: bool) -> None:
+    """Run a cluster in the foreground until SIGINT/SIGTERM."""
+    from .cluster import StartError, Supervisor, setup_logging
+    from .security import check_bind
+    cfg = Config(data=data, shards=shards, bind=bind, sync=sync, read_cache_mb=read_cache_mb,
+                 shard_timeout=shard_timeout, log_level=log_level, insecure=insecure)
+    try:
+        check_bind(cfg)
+    except ValueError as exc:
+        raise click.UsageError(str(exc))
+    setup_logging(log_level)
+    try:
+        sys.exit(Supervisor(cfg).run())
+    except StartError as exc:
+        click.echo("flin: %s" % exc, err=True)
+        sys.exit(EXIT_USAGE)
+
+
+@main.command()
+@data_opt
+@click.option("--wait", default=30.0, show_default=True, help="Seconds to wait for it to stop.")
+def stop(data: str, wait: float) -> None:
+    """Stop the cluster serving DATA (SIGTERM to its supervisor, then wait)."""
+    from .cluster import stop as stop_cluster
+    if not stop_cluster(Config(data=data), wait):
+        click.echo("flin: no cluster is running on %s" % data, err=True)
+        sys.exit(EXIT_UNREACHABLE)
+    click.echo("flin: stopped")
+
+
+@main.command()
+@endpoint_opt
+@timeout_opt
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(endpoint: str, timeout: float, as_json: bool) -> None:
+    """The router and every shard: id, pid, alive."""
+    st = _run(endpoint, timeout, lambda c: c.status())
+    if as_json:
+        click.echo(json.dumps(st))
+        return
+    alive = sum(1 for s in st["shards"] if s["alive"])
+    click.echo("router  pid %d  up %.0fs  %d/%d shards alive"
+               % (st["router"]["pid"], st["router"]["uptime"], alive, len(st["shards"])))
+    for s in st["shards"]:
+        click.echo("shard %3d  pid %-8s %s" % (s["id"], s["pid"] or "-",
+                                             "alive" if s["alive"] else "DOWN: %s" % s["error"]))
+    if alive < len(st["shards"]):
+        sys.exit(EXIT_SERVER)
+
+
+@main.command()
+@endpoint_opt
+@timeout_opt
+@click.argument("key")
+def get(endpoint: str, timeout: float, key: str) -> None:
+    """Print KEY's value (exit 1 if it does not exist)."""
+    value = _run(endpoint, timeout, lambda c: c.get(key))
+    if value is None:
+        click.echo("flin: %s: not found" % key, err=True)
+        sys.exit(EXIT_NOT_FOUND)
+    _out(value)
+
+
+@main.command("set")
+@endpoint_opt
+@timeout_opt
+@click.option("--ttl", type=click.FloatRange(0, min_open=True), help="Expire after this many seconds.")
+@click.option("--nx", is_flag=True, help="Only if KEY does not exist.")
+@click.option("--xx", is_flag=True, help="Only if KEY exists.")
+@click.argument("key")
+@click.argument("value")
+def set_(endpoint: str, timeout: float, ttl: float | None, nx: bool, xx: bool,
+         key: str, value: str) -> None:
+    """Set KEY to VALUE."""
+    if nx and xx:
+        raise click.UsageError("--nx and --xx exclude each other")
+    wrote = _run(endpoint, timeout, lambda c: c.set(key, value, ttl=ttl, nx=nx, xx=xx))
+    click.echo("OK" if wrote is None or wrote else "not set")
+
+
+@main.command("del")
+@endpoint_opt
+@timeout_opt
+@click.argument("keys", nargs=-1, required=True)
+def del_(endpoint: str, timeout: float, keys: tuple[str, ...]) -> None:
+    """Delete KEYS; print how many existed."""
+    click.echo(_run(endpoint, timeout, lambda c: c.delete(*keys)))
+
+
+@main.command()
+@endpoint_opt
+@timeout_opt
+@click.argument("key")
+def exists(endpoint: str, timeout: float, key: str) -> None:
+    """Print 1 if KEY exists, else 0."""
+    click.echo(int(_run(endpoint, timeout, lambda c: c.exists(key))))
+
+
+@main.command()
+@endpoint_opt
+@timeout_opt
+@click.argument("keys", nargs=-1, required=True)
+def mget(endpoint: str, timeout: float, keys: tuple[str, ...]) -> None:
+    """Print each KEY's value on its own line ("(nil)" if missing)."""
+    for v in _run(endpoint, timeout, lambda c: c.mget(keys)):
+        _out(b"(nil)" if v is None else v)
+
+
+@main.command()
+@endpoint_opt
+@timeout_opt
+@click.option("--ttl", type=click.FloatRange(0, min_open=True), help="Expire after this many seconds.")
+@click.argument("pairs", nargs=-1, required=True)
+def mset(endpoint: str, timeout: float, ttl: float | None, pairs: tuple[str, ...]) -> None:
+    """Set KEY VALUE [KEY VALUE ...]."""
+    if len(pairs) % 2:
+        raise click.UsageError("mset takes KEY VALUE pairs")
+    _run(endpoint, timeout, lambda c: c.mset(list(zip(pairs[::2], pairs[1::2])), ttl=ttl))
+    click.echo("OK")
+
+
+@main.command()
+@endpoint_opt
+@timeout_opt
+@click.argument("key")
+@click.argument("by", default=1, type=int)
+def incr(endpoint: str, timeout: float, key: str, by: int) -> None:
+    """Add BY (default 1) to the integer at KEY; print the result."""
+    click.echo(_run(endpoint, timeout, lambda c: c.incr(key, by)))
+
+
+@main.command()
+@endpoint_opt
+@timeout_opt
+@click.argument("key")
+@click.argument("by", default=1, type=int)
+def decr(endpoint: str, timeout: float, key: str, by: int) -> None:
+    """Subtract BY (default 1) from the integer at KEY; print the result."""
+    click.echo(_run(endpoint, timeout, lambda c: c.decr(key, by)))
+
+
+@main.command()
+@endpoint_opt
+@timeout_opt
+@click.argument("key")
+@click.argument("seconds", type=float)
+def expire(endpoint: str, timeout: float, key: str, seconds: float) -> None:
+    """Expire KEY in SECONDS; print 1 if it exists, else 0."""
+    click.echo(int(_run(endpoint, timeout, lambda c: c.expire(key, seconds))))
+
+
+@main.command()
+@endpoint_opt
+@timeout_opt
+@click.argument("key")
+def persist(endpoint: str, timeout: float, key: str) -> None:
+    """Remove KEY's expiry; print 1 if it had one."""
+    click.echo(int(_run(endpoint, timeout, lambda c: c.persist(key))))
+
+
+@main.command()
+@endpoint_opt
+@timeout_opt
+@click.argument("key")
+def ttl(endpoint: str, timeout: float, key: str) -> None:
+    """Print KEY's seconds to live (-1 no expiry, -2 no such key)."""
+    click.echo(_run(endpoint, timeout, lambda c: c.ttl(key)))
+
+
+@main.command()
+@endpoint_opt
+@timeout_opt
+@click.argument("prefix", default="")
+@click.option("--values", is_flag=True, help="Print KEY<TAB>VALUE lines.")
+@click.option("--limit", type=click.IntRange(1), help="Stop after this many keys (default: all).")
+@click.option("--page", default=1000, show_default=True, type=click.IntRange(1, 10_000))
+def scan(endpoint: str, timeout: float, prefix: str, values: bool, limit: int | None, page: int) -> None:
+    """Stream the keys starting with PREFIX in ascending order."""
+    def walk(c: Client) -> None:
+        n = 0
+        for item in c.scan_iter(prefix, values=values, page=page):
+            _out(item[0] + b"\t" + item[1] if values else item)
+            n += 1
+            if limit is not None and n >= limit:
+                return
+    _run(endpoint, timeout, walk)

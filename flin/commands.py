@@ -1,0 +1,248 @@
+"""How each client command splits into shard ops and how their answers combine.
+
+``plan(ring, cmd)`` validates one command (before any work is done) and
+returns ``(subops, finish)``: the ``(shard, op)`` pairs to send, and a
+function that turns their answers, in the same order, into the command's
+result (``None`` when the one answer is the result as it is). Pure: no I/O,
+so the router's loop stays about sockets and this file about meaning.
+"""
+from __future__ import annotations
+
+import heapq
+import os
+import time
+from typing import Any, Callable
+
+from . import errors
+from .protocol import (
+    CAS, DEL, EXISTS, EXPIRE, GET, INCR, INT64_MAX, INT64_MIN, MAX_ITEMS, MAX_KEY,
+    MAX_SCAN_LIMIT, MAX_TTL_MS, MAX_VALUE, MGET, MSET, NX, PERSIST, PING, SCAN, SET,
+    STATUS, TTL, XX, ErrorReply,
+)
+from .ring import Ring
+
+Finish = Callable[[list], Any]
+Plan = tuple[list, "Finish | None"]
+
+STARTED = time.time()
+
+
+class Invalid(Exception):
+    """A command that fails validation; ``cls`` is the error to answer with."""
+
+    def __init__(self, message: str, cls: type[errors.ServerError] = errors.BadRequest):
+        super().__init__(message)
+        self.cls = cls
+
+
+def _key(k: Any) -> bytes:
+    if type(k) is not bytes:
+        raise Invalid("keys must be msgpack bin, got %s" % type(k).__name__)
+    if len(k) > MAX_KEY:
+        raise Invalid("key of %d bytes exceeds the %d-byte limit" % (len(k), MAX_KEY), errors.TooLarge)
+    return k
+
+
+def _value(v: Any) -> bytes:
+    if type(v) is not bytes:
+        raise Invalid("values must be msgpack bin, got %s" % type(v).__name__)
+    if len(v) > MAX_VALUE:
+        raise Invalid("value of %d bytes exceeds the %d-byte limit" % (len(v), MAX_VALUE), errors.TooLarge)
+    return v
+
+
+def _ttl(t: Any, optional: bool = True) -> int | None:
+    if t is None and optional:
+        return None
+    if type(t) is not int or not 0 < t <= MAX_TTL_MS:
+        raise Invalid("ttl must be an integer number of ms in 1..%d" % MAX_TTL_MS)
+    return t
+
+
+def _uid(u: Any) -> bytes | None:
+    if u is not None and (type(u) is not bytes or not 1 <= len(u) <= 64):
+        raise Invalid("request uid must be 1..64 bytes or nil")
+    return u
+
+
+def _keys(ks: Any) -> list:
+    if type(ks) is not list:
+        raise Invalid("expected an array of keys")
+    if len(ks) > MAX_ITEMS:
+        raise Invalid("more than %d keys" % MAX_ITEMS, errors.TooLarge)
+    for k in ks:
+        _key(k)
+    return ks
+
+
+def _args(cmd: list, n: int) -> None:
+    if len(cmd) != n:
+        raise Invalid("%s takes %d arguments, got %d" % (_NAMES.get(cmd[0], cmd[0]), n - 1, len(cmd) - 1))
+
+
+def _first_error(results: list) -> ErrorReply | None:
+    for r in results:
+        if type(r) is ErrorReply:
+            return r
+    return None
+
+
+def _all_or_error(results: list) -> Any:
+    return _first_error(results) or results
+
+
+def _none_or_error(results: list) -> Any:
+    return _first_error(results)
+
+
+def _sum_or_error(results: list) -> Any:
+    return _first_error(results) or sum(results)
+
+
+# -- one planner per opcode --------------------------------------------------------
+def _plan_ping(ring: Ring, cmd: list) -> Plan:
+    return [], lambda _: True
+
+
+def _plan_get(ring: Ring, cmd: list) -> Plan:
+    _args(cmd, 2)
+    return [(ring.shard(_key(cmd[1])), cmd)], None
+
+
+_plan_exists = _plan_persist = _plan_ttl = _plan_get
+
+
+def _plan_set(ring: Ring, cmd: list) -> Plan:
+    _args(cmd, 5)
+    _, key, value, ttl, flags = cmd
+    _value(value)
+    _ttl(ttl)
+    if flags not in (0, NX, XX):
+        raise Invalid("flags must be 0, NX (1) or XX (2)")
+    return [(ring.shard(_key(key)), cmd)], None
+
+
+def _plan_del(ring: Ring, cmd: list) -> Plan:
+    _args(cmd, 2)
+    return [(ring.shard(k), [DEL, k]) for k in _keys(cmd[1])], _sum_or_error
+
+
+def _plan_mget(ring: Ring, cmd: list) -> Plan:
+    _args(cmd, 2)
+    shard = ring.shard
+    return [(shard(k), [GET, k]) for k in _keys(cmd[1])], _all_or_error
+
+
+def _plan_mset(ring: Ring, cmd: list) -> Plan:
+    _args(cmd, 3)
+    flat, ttl = cmd[1], _ttl(cmd[2])
+    if type(flat) is not list or len(flat) % 2:
+        raise Invalid("MSET takes a flat array [key, value, ...]")
+    if len(flat) > 2 * MAX_ITEMS:
+        raise Invalid("more than %d keys" % MAX_ITEMS, errors.TooLarge)
+    subops = []
+    shard = ring.shard
+    for i in range(0, len(flat), 2):
+        k, v = _key(flat[i]), _value(flat[i + 1])
+        subops.append((shard(k), [SET, k, v, ttl, 0]))
+    return subops, _none_or_error
+
+
+def _plan_incr(ring: Ring, cmd: list) -> Plan:
+    _args(cmd, 4)
+    if type(cmd[2]) is not int or not INT64_MIN <= cmd[2] <= INT64_MAX:
+        raise Invalid("increment must be a signed 64-bit integer")
+    _uid(cmd[3])
+    return [(ring.shard(_key(cmd[1])), cmd)], None
+
+
+def _plan_expire(ring: Ring, cmd: list) -> Plan:
+    _args(cmd, 3)
+    if type(cmd[2]) is not int or cmd[2] > MAX_TTL_MS:
+        raise Invalid("ttl must be an integer number of ms")
+    return [(ring.shard(_key(cmd[1])), cmd)], None
+
+
+def _plan_cas(ring: Ring, cmd: list) -> Plan:
+    _args(cmd, 5)
+    if cmd[2] is not None:
+        _value(cmd[2])
+    _value(cmd[3])
+    _uid(cmd[4])
+    return [(ring.shard(_key(cmd[1])), cmd)], None
+
+
+def _plan_scan(ring: Ring, cmd: list) -> Plan:
+    """Ask every shard for a sorted slice; merge; stop at the lowest point any
+    shard with more keys reached, so that no key can be skipped or repeated."""
+    _args(cmd, 5)
+    _, prefix, start_after, limit, values = cmd
+    _key(prefix)
+    if start_after is not None:
+        _key(start_after)
+    if type(limit) is not int or not 1 <= limit <= MAX_SCAN_LIMIT:
+        raise Invalid("limit must be in 1..%d" % MAX_SCAN_LIMIT)
+    if type(values) is not bool:
+        raise Invalid("values must be a bool")
+    per_shard = min(limit, max(16, -(-2 * limit // ring.shards)))
+    op = [SCAN, prefix, start_after, per_shard, values]
+    return [(s, op) for s in range(ring.shards)], lambda rs: _merge_scan(rs, limit, values)
+
+
+def _merge_scan(results: list, limit: int, values: bool) -> Any:
+    err = _first_error(results)
+    if err:
+        return err
+    streams = []
+    cutoff = None
+    for flat, last in results:
+        if values:
+            it = iter(flat)
+            streams.append(list(zip(it, it)))
+        else:
+            streams.append(flat)
+        if last is not None and (cutoff is None or last < cutoff):
+            cutoff = last
+    items: list = []
+    merged = heapq.merge(*streams, key=(lambda kv: kv[0]) if values else None)
+    for item in merged:
+        key = item[0] if values else item
+        if cutoff is not None and key > cutoff:
+            break
+        if len(items) == limit:
+            return [items, items[-1][0] if values else items[-1]]
+        items.append(list(item) if values else item)
+    return [items, cutoff]
+
+
+def _plan_status(ring: Ring, cmd: list) -> Plan:
+    def finish(results: list) -> dict:
+        shards = []
+        for s, r in enumerate(results):
+            alive = type(r) is not ErrorReply
+            shards.append({"id": s, "pid": r if alive else None, "alive": alive,
+                           "error": None if alive else r.message})
+        return {"router": {"pid": os.getpid(), "uptime": time.time() - STARTED},
+                "shards": shards}
+    return [(s, [PING]) for s in range(ring.shards)], finish
+
+
+_PLANNERS: dict[int, Callable[[Ring, list], Plan]] = {
+    PING: _plan_ping, GET: _plan_get, SET: _plan_set, DEL: _plan_del,
+    EXISTS: _plan_exists, MGET: _plan_mget, MSET: _plan_mset, INCR: _plan_incr,
+    EXPIRE: _plan_expire, PERSIST: _plan_persist, TTL: _plan_ttl, CAS: _plan_cas,
+    SCAN: _plan_scan, STATUS: _plan_status,
+}
+_NAMES = {PING: "PING", GET: "GET", SET: "SET", DEL: "DEL", EXISTS: "EXISTS", MGET: "MGET",
+          MSET: "MSET", INCR: "INCR", EXPIRE: "EXPIRE", PERSIST: "PERSIST", TTL: "TTL",
+          CAS: "CAS", SCAN: "SCAN", STATUS: "STATUS"}
+
+
+def plan(ring: Ring, cmd: Any) -> Plan:
+    """Validate ``cmd`` and split it; raises ``Invalid`` with the reason."""
+    if type(cmd) is not list or not cmd or type(cmd[0]) is not int:
+        raise Invalid("a command is an array that starts with an integer opcode")
+    planner = _PLANNERS.get(cmd[0])
+    if planner is None:
+        raise Invalid("unknown command %d" % cmd[0])
+    return planner(ring, cmd)

@@ -1,0 +1,41 @@
+"""All of a cluster's settings in one place; ``flin start`` options map 1:1."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:7700"
+
+
+@dataclass
+class Config:
+    data: str = "./data"                 # data folder: shard-NN/ LevelDBs, manifest, run/
+    shards: int = 64                     # shard worker processes
+    bind: str = DEFAULT_ENDPOINT         # client endpoint of the router
+    sync: bool = False                   # fsync every acknowledged write batch
+    read_cache_mb: float = 4.0           # per-shard read cache, MiB (0 = off)
+    shard_timeout: float = 2.0           # s before an in-flight batch is failed as OutcomeUnknown
+    shard_depth: int = 2                 # batches in flight per shard (the rest coalesce)
+    shard_queue: int = 100_000           # ops queued per shard before Overloaded
+    write_buffer_mb: float = 1.0         # LevelDB memtable per shard, MiB
+    block_cache_mb: float = 1.0          # LevelDB block cache per shard, MiB
+    max_open_files: int = 64             # LevelDB table files kept open per shard
+    log_level: str = "INFO"
+    insecure: bool = False               # allow a non-loopback bind without CURVE
+
+    @property
+    def run_dir(self) -> str:
+        """Owner-only folder for ipc sockets and the pid file."""
+        return os.path.join(os.path.abspath(self.data), "run")
+
+    @property
+    def backend(self) -> str:
+        """The router's endpoint for shard workers (ipc, owner-only)."""
+        return "ipc://" + os.path.join(self.run_dir, "shards.sock")
+
+    def shard_dir(self, shard: int) -> str:
+        return os.path.join(os.path.abspath(self.data), "shard-%02d" % shard)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -1,0 +1,145 @@
+"""Flin's wire format: the only module that knows it (and imports msgpack).
+
+Every message is ONE ZeroMQ frame holding one msgpack array ``[id, items]``
+(FACTS.md: a frame costs more than packing, so many operations share a frame).
+A ROUTER socket adds the peer identity frame itself; nothing else is framed.
+
+Client -> router (request)      ``[req_id, [command, command, ...]]``
+Router -> client (reply)        ``[req_id, [result, result, ...]]``
+Router -> shard worker (batch)  ``[batch_id, [op, op, ...]]``
+Shard worker -> router          ``[batch_id, [result, result, ...]]``
+Shard worker hello (on start)   ``[0, [shard_id, pid]]``
+
+A command is an array that starts with its opcode::
+
+    [PING]                                   -> True
+    [GET, key]                               -> value | nil
+    [SET, key, value, ttl_ms|nil, flags]     -> nil, or bool with NX/XX
+    [DEL, [key, ...]]                        -> number deleted
+    [EXISTS, key]                            -> bool
+    [MGET, [key, ...]]                       -> [value|nil, ...]
+    [MSET, [key, value, key, value, ...], ttl_ms|nil] -> nil
+    [INCR, key, by, request_uid|nil]         -> int (DECR is INCR by -n)
+    [EXPIRE, key, ttl_ms]                    -> bool
+    [PERSIST, key]                           -> bool
+    [TTL, key]                               -> ms left, -1 no expiry, -2 missing
+    [CAS, key, expected|nil, new, request_uid|nil] -> bool
+    [SCAN, prefix, start_after|nil, limit, values] -> [[key, ...] or [[key, value], ...], cursor|nil]
+    [STATUS]                                 -> {"router": {...}, "shards": [...]}
+
+A shard op uses the same opcodes on one key (the router turns MGET into GETs
+and MSET into SETs for each shard; ``[DEL, key]`` takes one key there and
+``[SCAN, ...]`` answers ``[flat items, more]``). Keys and values are msgpack
+``bin``; ``nil`` is a missing key, ``b""`` an empty value.
+
+A result that is an error is the msgpack ext type 1 whose data is one byte
+of error code (``flin.errors``) followed by a UTF-8 message; it decodes to
+``ErrorReply``. A request that cannot be parsed at all is answered
+``[req_id or 0, ErrorReply]`` (the items replaced by one error).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+# -- opcodes ----------------------------------------------------------------
+PING, GET, SET, DEL, EXISTS, MGET, MSET, INCR = 0, 1, 2, 3, 4, 5, 6, 7
+EXPIRE, PERSIST, TTL, CAS, SCAN, STATUS = 8, 9, 10, 11, 12, 13
+OP_NAMES = {
+    PING: "ping", GET: "get", SET: "set", DEL: "del", EXISTS: "exists",
+    MGET: "mget", MSET: "mset", INCR: "incr", EXPIRE: "expire",
+    PERSIST: "persist", TTL: "ttl", CAS: "cas", SCAN: "scan", STATUS: "status",
+}
+
+# SET flags
+NX, XX = 1, 2
+
+# -- limits (documented in README "Limits") -----------------------------------
+MAX_KEY = 64 * 1024                 # bytes per key
+MAX_VALUE = 64 * 1024 * 1024        # bytes per value
+MAX_MESSAGE = 80 * 1024 * 1024      # bytes per request frame (libzmq MAXMSGSIZE)
+MAX_ITEMS = 100_000                 # commands per request, keys per MGET/MSET/DEL
+MAX_SCAN_LIMIT = 10_000             # keys per SCAN page
+MAX_TTL_MS = 100 * 365 * 86_400_000  # 100 years, in ms
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+
+HELLO_ID = 0                        # batch id of a worker's hello message
+_ERR_EXT = 1                        # msgpack ext type of an error result
+
+
+class ErrorReply:
+    """An error in place of a result: ``code`` from ``flin.errors``."""
+
+    __slots__ = ("code", "message")
+
+    def __init__(self, code: int, message: str) -> None:
+        self.code = code
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"ErrorReply({self.code}, {self.message!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, ErrorReply)
+                and (self.code, self.message) == (other.code, other.message))
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, ErrorReply):
+        return msgpack.ExtType(_ERR_EXT, bytes((obj.code,)) + obj.message.encode())
+    raise TypeError(f"cannot encode {type(obj).__name__}")
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code == _ERR_EXT and data:
+        return ErrorReply(data[0], data[1:].decode("utf-8", "replace"))
+    raise ValueError(f"unknown ext type {code}")
+
+
+def encode(msg_id: int, items: Any) -> bytes:
+    """Pack one message ``[msg_id, items]`` into a single frame."""
+    return msgpack.packb((msg_id, items), default=_default)
+
+
+def decode(frame: bytes) -> tuple[int, Any]:
+    """Unpack a message from a trusted peer (a reply or a batch)."""
+    msg = msgpack.unpackb(frame, ext_hook=_ext_hook, strict_map_key=False)
+    return msg[0], msg[1]
+
+
+def decode_request(frame: bytes) -> tuple[int, list]:
+    """Unpack a client request, bounded against hostile input.
+
+    Raises ``ValueError`` with a reason for anything that is not
+    ``[uint, [array, ...]]`` within the limits: oversized lengths, maps,
+    ext types, bad UTF-8 or nesting too deep are refused before allocation.
+    """
+    if len(frame) > MAX_MESSAGE:
+        raise ValueError("message larger than %d bytes" % MAX_MESSAGE)
+    try:
+        msg = msgpack.unpackb(
+            frame, max_bin_len=MAX_VALUE, max_str_len=MAX_KEY,
+            max_array_len=2 * MAX_ITEMS, max_map_len=0, max_ext_len=0,
+        )
+    except (ValueError, TypeError, msgpack.StackError,
+            msgpack.ExtraData, msgpack.FormatError) as exc:
+        raise ValueError(f"undecodable message: {type(exc).__name__}: {exc}") from None
+    if (not isinstance(msg, list) or len(msg) != 2 or type(msg[0]) is not int
+            or not isinstance(msg[1], list)):
+        raise ValueError("a request is [request_id, [command, ...]]")
+    return msg[0], msg[1]
+
+
+def request_id_of(frame: bytes) -> int:
+    """Best-effort request id of a frame that failed to decode (0 if none)."""
+    try:
+        head = msgpack.Unpacker(max_buffer_size=64)
+        head.feed(frame[:16])
+        if head.read_array_header() >= 1:
+            rid = head.unpack()
+            if type(rid) is int:
+                return rid
+    except Exception:
+        pass
+    return 0

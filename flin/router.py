@@ -1,0 +1,374 @@
+"""The router: one process between clients and shard workers.
+
+Frontend: a ROUTER socket bound to the client endpoint. Backend: a ROUTER
+socket bound to an owner-only ipc endpoint that every worker's DEALER
+(identity ``shard-N``) connects to. Both set ROUTER_MANDATORY, so a message
+for a peer that is gone raises instead of vanishing.
+
+One loop, no threads:
+
+1. drain worker replies and scatter each result to the request waiting on it;
+2. drain client requests, plan each command (``commands.plan``) and queue its
+   shard ops in that shard's outbox;
+3. send each shard its whole outbox as ONE batch, if fewer than
+   ``shard_depth`` batches are in flight to it; otherwise the ops keep
+   coalescing until a reply frees a slot;
+4. every tick: fail batches older than ``shard_timeout`` (OutcomeUnknown, and
+   the shard is marked stalled: new ops fail fast until it answers again),
+   and ping idle shards as a heartbeat.
+
+Every request is answered: with results, or with a typed error.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from typing import Any, Callable
+
+import zmq
+
+from . import errors, procutil, protocol
+from .commands import Invalid, plan
+from .config import Config
+from .protocol import PING, ErrorReply
+from .ring import Ring
+
+log = logging.getLogger("flin.router")
+
+UNKNOWN, UP, DOWN, STALLED = "unknown", "up", "down", "stalled"
+_TICK_S = 0.1            # timeout and heartbeat checks
+_HEARTBEAT_S = 1.0       # ping a shard not heard from for this long
+_DRAIN = 2000            # messages taken from a socket per loop turn
+_BATCH_BYTES = 8 << 20   # flush a shard's outbox early past this size
+
+
+class Request:
+    """One client message awaiting its results."""
+
+    __slots__ = ("ident", "rid", "results", "waiting")
+
+    def __init__(self, ident: bytes, rid: int, n: int) -> None:
+        self.ident, self.rid = ident, rid
+        self.results: list = [None] * n
+        self.waiting = n
+
+
+class Gather:
+    """A command split over several shard ops."""
+
+    __slots__ = ("results", "waiting", "parent", "slot", "finish")
+
+    def __init__(self, n: int, parent: Any, slot: int, finish: Callable[[list], Any]) -> None:
+        self.results: list = [None] * n
+        self.waiting = n
+        self.parent, self.slot, self.finish = parent, slot, finish
+
+
+class _Heartbeat:
+    """Sink for the router's own pings."""
+
+    __slots__ = ("results", "waiting")
+
+    def __init__(self) -> None:
+        self.results, self.waiting = [None], 1
+
+
+def _err(cls: type[errors.ServerError], msg: str) -> ErrorReply:
+    return ErrorReply(cls.code, msg)
+
+
+class Router:
+    def __init__(self, cfg: Config, ring: Ring, ready_fd: int | None = None) -> None:
+        self.cfg, self.ring = cfg, ring
+        n = ring.shards
+        self.ready_fd = ready_fd
+        self.state = [UNKNOWN] * n
+        self.pids: list[int | None] = [None] * n
+        self.heard = [0.0] * n
+        self.out_ops: list[list] = [[] for _ in range(n)]
+        self.out_sinks: list[list] = [[] for _ in range(n)]
+        self.out_bytes = [0] * n
+        self.inflight: list[dict[int, tuple[list, float]]] = [{} for _ in range(n)]
+        self.dirty: set[int] = set()
+        self.next_bid = 1
+        self.stopping = False
+        self.counts = {"requests": 0, "errors": 0, "dropped_replies": 0}
+        self.idents = [b"shard-%d" % s for s in range(n)]
+
+        self.ctx = zmq.Context(1)
+        self.front = self.ctx.socket(zmq.ROUTER)
+        self.front.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.front.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE)
+        self.front.setsockopt(zmq.LINGER, 1000)
+        self.front.setsockopt(zmq.SNDHWM, 100_000)
+        self.front.setsockopt(zmq.RCVHWM, 100_000)
+        self.back = self.ctx.socket(zmq.ROUTER)
+        self.back.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.back.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.back.setsockopt(zmq.LINGER, 1000)
+        self.back.setsockopt(zmq.SNDHWM, 0)
+        self.back.setsockopt(zmq.RCVHWM, 0)
+        self.back.bind(cfg.backend)
+        self.front.bind(cfg.bind)
+
+    # -- delivery -----------------------------------------------------------------
+    def deliver(self, target: Any, slot: int, value: Any) -> None:
+        target.results[slot] = value
+        target.waiting -= 1
+        if target.waiting:
+            return
+        cls = type(target)
+        if cls is Request:
+            self.reply(target)
+        elif cls is Gather:
+            self.deliver(target.parent, target.slot, target.finish(target.results))
+
+    def reply(self, req: Request) -> None:
+        try:
+            self.front.send_multipart(
+                (req.ident, protocol.encode(req.rid, req.results)), zmq.NOBLOCK)
+        except zmq.ZMQError:  # the client left (EHOSTUNREACH) or stopped reading
+            self.counts["dropped_replies"] += 1
+
+    def fail_all(self, sinks: list, error: ErrorReply) -> None:
+        for target, slot in sinks:
+            self.deliver(target, slot, error)
+
+    # -- requests -------------------------------------------------------------------
+    def on_request(self, frames: list) -> None:
+        self.counts["requests"] += 1
+        ident = frames[0]
+        if len(frames) != 2:
+            self.counts["errors"] += 1
+            self._reject(ident, 0, "a request is exactly one frame")
+            return
+        try:
+            rid, cmds = protocol.decode_request(frames[1])
+        except ValueError as exc:
+            self.counts["errors"] += 1
+            self._reject(ident, protocol.request_id_of(frames[1]), str(exc))
+            return
+        if len(cmds) > protocol.MAX_ITEMS:
+            self._reject(ident, rid, "more than %d commands in one request" % protocol.MAX_ITEMS)
+            return
+        req = Request(ident, rid, len(cmds))
+        if self.stopping:
+            self.fail_all([(req, i) for i in range(len(cmds))],
+                          _err(errors.ShuttingDown, "the cluster is shutting down"))
+            return
+        if not cmds:
+            self.reply(req)
+            return
+        for i, cmd in enumerate(cmds):
+            try:
+                subops, finish = plan(self.ring, cmd)
+            except Invalid as exc:
+                self.counts["errors"] += 1
+                self.deliver(req, i, _err(exc.cls, str(exc)))
+                continue
+            if finish is None:
+                shard, op = subops[0]
+                self.route(shard, op, req, i)
+                continue
+            if not subops:
+                self.deliver(req, i, finish([]))
+                continue
+            g = Gather(len(subops), req, i, finish)
+            for j, (shard, op) in enumerate(subops):
+                self.route(shard, op, g, j)
+
+    def _reject(self, ident: bytes, rid: int, why: str) -> None:
+        try:
+            self.front.send_multipart(
+                (ident, protocol.encode(rid, _err(errors.BadRequest, why))), zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self.counts["dropped_replies"] += 1
+
+    def route(self, shard: int, op: list, target: Any, slot: int) -> None:
+        state = self.state[shard]
+        if state == STALLED:
+            self.deliver(target, slot, _err(
+                errors.ShardUnavailable, "shard %d is %s" % (shard, state)))
+            return
+        ops = self.out_ops[shard]
+        if len(ops) >= self.cfg.shard_queue:
+            self.deliver(target, slot, _err(
+                errors.Overloaded, "shard %d has %d ops queued" % (shard, len(ops))))
+            return
+        ops.append(op)
+        self.out_sinks[shard].append((target, slot))
+        if op[0] == protocol.SET:
+            self.out_bytes[shard] += len(op[2])
+            if self.out_bytes[shard] > _BATCH_BYTES:
+                self.flush(shard)
+                return
+        self.dirty.add(shard)
+
+    # -- shards ---------------------------------------------------------------------
+    def flush(self, shard: int) -> None:
+        """Send the shard its outbox as one batch, if a slot is free."""
+        ops = self.out_ops[shard]
+        if not ops or len(self.inflight[shard]) >= self.cfg.shard_depth:
+            return
+        sinks = self.out_sinks[shard]
+        self.out_ops[shard], self.out_sinks[shard], self.out_bytes[shard] = [], [], 0
+        self.send_batch(shard, ops, sinks)
+
+    def send_batch(self, shard: int, ops: list, sinks: list) -> None:
+        bid = self.next_bid
+        self.next_bid += 1
+        try:
+            self.back.send_multipart((self.idents[shard], protocol.encode(bid, ops)), zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            if self.state[shard] != DOWN:
+                log.warning("shard %d unreachable: %s", shard, exc)
+            self.state[shard] = DOWN
+            self.fail_all(sinks, _err(errors.ShardUnavailable,
+                                      "shard %d is not connected" % shard))
+            return
+        self.inflight[shard][bid] = (sinks, time.monotonic())
+
+    def on_shard_message(self, frames: list) -> None:
+        ident, frame = frames[0], frames[-1]
+        try:
+            shard = int(ident[6:])
+            bid, results = protocol.decode(frame)
+        except Exception:
+            log.error("undecodable message from %r", ident[:32])
+            return
+        self.heard[shard] = time.monotonic()
+        if bid == protocol.HELLO_ID:
+            pid = results[1]
+            if self.inflight[shard]:  # a new incarnation: what the old one held is unknown
+                self._fail_inflight(shard, "shard %d restarted" % shard)
+            log.info("shard %d up (pid %d)", shard, pid)
+            self.pids[shard] = pid
+            self._mark_up(shard)
+            return
+        entry = self.inflight[shard].pop(bid, None)
+        self._mark_up(shard)
+        if entry is None:  # already failed by timeout; its outcome was reported unknown
+            return
+        sinks = entry[0]
+        if type(results) is not list or len(results) != len(sinks):
+            err = results if type(results) is ErrorReply else _err(
+                errors.InternalError, "shard %d answered a malformed batch" % shard)
+            self.fail_all(sinks, err)
+        else:
+            deliver = self.deliver
+            for (target, slot), value in zip(sinks, results):
+                deliver(target, slot, value)
+        self.flush(shard)
+
+    def _mark_up(self, shard: int) -> None:
+        if self.state[shard] != UP:
+            self.state[shard] = UP
+            if self.ready_fd is not None and all(s == UP for s in self.state):
+                os.write(self.ready_fd, b"R")
+                os.close(self.ready_fd)
+                self.ready_fd = None
+
+    def _fail_inflight(self, shard: int, why: str) -> None:
+        batches = self.inflight[shard]
+        self.inflight[shard] = {}
+        err = _err(errors.OutcomeUnknown, why + "; outcome unknown")
+        for sinks, _ in batches.values():
+            self.fail_all(sinks, err)
+
+    def tick(self, now: float) -> None:
+        timeout = self.cfg.shard_timeout
+        for shard in range(self.ring.shards):
+            batches = self.inflight[shard]
+            if batches:
+                oldest = min(t for _, t in batches.values())
+                if now - oldest > timeout:
+                    log.warning("shard %d did not answer in %.1fs: marked stalled", shard, timeout)
+                    self.state[shard] = STALLED
+                    self._fail_inflight(shard, "shard %d did not answer in %.1fs" % (shard, timeout))
+                    self._fail_queued(shard)
+            elif now - self.heard[shard] > _HEARTBEAT_S and not self.stopping:
+                self.heard[shard] = now  # one ping per interval
+                self.send_batch(shard, [[PING]], [(_Heartbeat(), 0)])
+
+    def _fail_queued(self, shard: int) -> None:
+        sinks = self.out_sinks[shard]
+        self.out_ops[shard], self.out_sinks[shard], self.out_bytes[shard] = [], [], 0
+        self.fail_all(sinks, _err(errors.ShardUnavailable, "shard %d is stalled" % shard))
+
+    def busy(self) -> bool:
+        return any(self.inflight) or any(self.out_ops)
+
+    # -- the loop -------------------------------------------------------------------
+    def serve(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.front, zmq.POLLIN)
+        poller.register(self.back, zmq.POLLIN)
+        front, back = self.front, self.back
+        next_tick = 0.0
+        deadline = None
+        now = time.monotonic()
+        for shard in range(self.ring.shards):  # find the workers already running
+            self.heard[shard] = now
+            self.send_batch(shard, [[PING]], [(_Heartbeat(), 0)])
+        while True:
+            if self.stopping:
+                if deadline is None:
+                    deadline = time.monotonic() + self.cfg.shard_timeout + 1
+                if not self.busy() or time.monotonic() > deadline:
+                    break
+            events = dict(poller.poll(_TICK_S * 1000))
+            if back in events:
+                for _ in range(_DRAIN):
+                    try:
+                        frames = back.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self.on_shard_message(frames)
+            if front in events:
+                for _ in range(_DRAIN):
+                    try:
+                        frames = front.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self.on_request(frames)
+            if self.dirty:
+                dirty, self.dirty = self.dirty, set()
+                for shard in dirty:
+                    self.flush(shard)
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = now + _TICK_S
+                self.tick(now)
+        for shard in range(self.ring.shards):
+            self._fail_inflight(shard, "router stopped")
+            self._fail_queued(shard)
+
+    def close(self) -> None:
+        self.front.close(linger=1000)
+        self.back.close(linger=0)
+        self.ctx.term()
+
+
+def run(cfg: Config, ring: Ring, ready_fd: int | None = None) -> int:
+    """The router process's main; returns its exit code."""
+    procutil.become_child("flin-router")
+    try:
+        router = Router(cfg, ring, ready_fd)
+    except zmq.ZMQError as exc:
+        log.error("router: cannot bind %s: %s", cfg.bind, exc)
+        return 2
+
+    def on_term(signum, frame):
+        router.stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    log.info("router: serving %s, %d shards", cfg.bind, ring.shards)
+    try:
+        router.serve()
+    finally:
+        router.close()
+    log.info("router: stopped")
+    return 0
