@@ -61,16 +61,22 @@ def main() -> None:
               help="Per-shard read cache in MiB (0 = off).")
 @click.option("--shard-timeout", default=2.0, show_default=True, type=click.FloatRange(0.1),
               help="Seconds before an unanswered shard batch fails as OutcomeUnknown.")
+@click.option("--shard-queue", default=100_000, show_default=True, type=click.IntRange(1),
+              help="Ops queued for one shard before new ones get Overloaded.")
+@click.option("--shard-depth", default=2, show_default=True, type=click.IntRange(1, 64),
+              help="Batches in flight per shard; more ops coalesce meanwhile.")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback bind without authentication.")
 def start(data: str, shards: int, bind: str, sync: bool, read_cache_mb: float,
-          shard_timeout: float, log_level: str, insecure: bool) -> None:
+          shard_timeout: float, shard_queue: int, shard_depth: int, log_level: str,
+          insecure: bool) -> None:
     """Run a cluster in the foreground until SIGINT/SIGTERM."""
     from .cluster import StartError, Supervisor, setup_logging
     from .security import check_bind
     cfg = Config(data=data, shards=shards, bind=bind, sync=sync, read_cache_mb=read_cache_mb,
-                 shard_timeout=shard_timeout, log_level=log_level, insecure=insecure)
+                 shard_timeout=shard_timeout, shard_queue=shard_queue, shard_depth=shard_depth,
+                 log_level=log_level, insecure=insecure)
     try:
         check_bind(cfg)
     except ValueError as exc:
@@ -96,6 +102,20 @@ def stop(data: str, wait: float) -> None:
 
 
 @main.command()
+@data_opt
+@click.option("--shard", type=click.IntRange(0), help="Repair only this shard (default: all).")
+def repair(data: str, shard: int | None) -> None:
+    """Run LevelDB's repair on the shards of a STOPPED cluster."""
+    from .maintenance import RepairError, repair as repair_shards
+    try:
+        for line in repair_shards(Config(data=data), shard):
+            click.echo(line)
+    except RepairError as exc:
+        click.echo("flin: %s" % exc, err=True)
+        sys.exit(EXIT_USAGE)
+
+
+@main.command()
 @endpoint_opt
 @timeout_opt
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -109,8 +129,10 @@ def status(endpoint: str, timeout: float, as_json: bool) -> None:
     click.echo("router  pid %d  up %.0fs  %d/%d shards alive"
                % (st["router"]["pid"], st["router"]["uptime"], alive, len(st["shards"])))
     for s in st["shards"]:
-        click.echo("shard %3d  pid %-8s %s" % (s["id"], s["pid"] or "-",
-                                             "alive" if s["alive"] else "DOWN: %s" % s["error"]))
+        deaths = "  (%d deaths in a row)" % s["deaths"] if s.get("deaths") else ""
+        click.echo("shard %3d  pid %-8s %s%s" % (s["id"], s["pid"] or "-",
+                                               "alive" if s["alive"] else "DOWN: %s" % s["error"],
+                                               deaths))
     if alive < len(st["shards"]):
         sys.exit(EXIT_SERVER)
 

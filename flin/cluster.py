@@ -133,6 +133,20 @@ class Supervisor:
             os.close(ready_w)
         child.pid, child.started = pid, time.monotonic()
 
+    def state_path(self) -> str:
+        return os.path.join(self.cfg.run_dir, "children.json")
+
+    def _write_state(self) -> None:
+        """What only the supervisor knows (deaths, broken shards), for ``flin status``."""
+        def one(c: Child) -> dict:
+            return {"pid": c.pid, "deaths": c.deaths, "broken": c.broken}
+        state = {"supervisor": os.getpid(), "router": one(self.router),
+                 "shards": [one(c) for c in self.workers]}
+        tmp = self.state_path() + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(state, f)
+        os.replace(tmp, self.state_path())
+
     def _children(self) -> list[Child]:
         return [self.router, *self.workers]
 
@@ -147,6 +161,8 @@ class Supervisor:
             for child in self._children():
                 if child.pid == pid:
                     self._died(child, status)
+                    if not self.stopping:
+                        self._write_state()
 
     def _died(self, child: Child, status: int) -> None:
         child.pid = None
@@ -158,8 +174,12 @@ class Supervisor:
             why = "exited with code %d" % os.WEXITSTATUS(status)
         if child.shard is not None and os.WIFEXITED(status) \
                 and os.WEXITSTATUS(status) == shardworker.EXIT_STORAGE:
-            child.broken = "cannot open its LevelDB (%s); see the log, then `flin repair`" % why
+            child.broken = ("cannot open %s; see the log, stop the cluster, then run "
+                            "`flin repair --data %s --shard %d`"
+                            % (self.cfg.shard_dir(child.shard), self.cfg.data, child.shard))
             log.error("%s %s: not restarting it", child.name, child.broken)
+            if not self.announced:
+                raise StartError("shard %d %s" % (child.shard, child.broken))
             return
         up_for = time.monotonic() - child.started
         child.deaths = 1 if up_for > _STABLE_S else child.deaths + 1
@@ -170,9 +190,13 @@ class Supervisor:
 
     def _restart_due(self) -> None:
         now = time.monotonic()
+        changed = False
         for child in self._children():
             if child.pid is None and child.broken is None and now >= child.restart_at:
                 self._fork(child)
+                changed = True
+        if changed:
+            self._write_state()
 
     # -- lifecycle ----------------------------------------------------------------
     def prepare(self) -> None:
@@ -196,6 +220,7 @@ class Supervisor:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         for child in self._children():
             self._fork(child)
+        self._write_state()
         try:
             while not self.stopping:
                 self._wait_ready(t0)
@@ -250,10 +275,11 @@ class Supervisor:
         log.info("stopping: router first, then %d shards", len(self.workers))
         self._stop([self.router], self.cfg.shard_timeout + 5)
         self._stop(self.workers, 15)
-        try:
-            os.unlink(pid_file(self.cfg))
-        except FileNotFoundError:
-            pass
+        for path in (pid_file(self.cfg), self.state_path()):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
         log.info("stopped")
 
 

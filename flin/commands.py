@@ -215,15 +215,25 @@ def _merge_scan(results: list, limit: int, values: bool) -> Any:
     return [items, cutoff]
 
 
+def supervisor_state() -> dict:
+    """What the supervisor knows (deaths, broken shards); the router sets this."""
+    return {}
+
+
 def _plan_status(ring: Ring, cmd: list) -> Plan:
     def finish(results: list) -> dict:
+        sup = supervisor_state()
+        sup_shards = sup.get("shards") or [{}] * len(results)
         shards = []
         for s, r in enumerate(results):
             alive = type(r) is not ErrorReply
-            shards.append({"id": s, "pid": r if alive else None, "alive": alive,
-                           "error": None if alive else r.message})
-        return {"router": {"pid": os.getpid(), "uptime": time.time() - STARTED},
-                "shards": shards}
+            known = sup_shards[s] if s < len(sup_shards) else {}
+            shards.append({"id": s, "pid": r if alive else known.get("pid"), "alive": alive,
+                           "error": None if alive else (known.get("broken") or r.message),
+                           "deaths": known.get("deaths", 0)})
+        router = {"pid": os.getpid(), "uptime": time.time() - STARTED,
+                  "deaths": (sup.get("router") or {}).get("deaths", 0)}
+        return {"router": router, "supervisor": sup.get("supervisor"), "shards": shards}
     return [(s, [PING]) for s in range(ring.shards)], finish
 
 

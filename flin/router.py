@@ -21,6 +21,7 @@ Every request is answered: with results, or with a typed error.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -29,7 +30,7 @@ from typing import Any, Callable
 
 import zmq
 
-from . import errors, procutil, protocol
+from . import commands, errors, procutil, protocol
 from .commands import Invalid, plan
 from .config import Config
 from .protocol import PING, ErrorReply
@@ -112,6 +113,14 @@ class Router:
         self.back.setsockopt(zmq.RCVHWM, 0)
         self.back.bind(cfg.backend)
         self.front.bind(cfg.bind)
+        commands.supervisor_state = self.supervisor_state
+
+    def supervisor_state(self) -> dict:
+        try:
+            with open(os.path.join(self.cfg.run_dir, "children.json")) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return {}
 
     # -- delivery -----------------------------------------------------------------
     def deliver(self, target: Any, slot: int, value: Any) -> None:
@@ -222,7 +231,7 @@ class Router:
         try:
             self.back.send_multipart((self.idents[shard], protocol.encode(bid, ops)), zmq.NOBLOCK)
         except zmq.ZMQError as exc:
-            if self.state[shard] != DOWN:
+            if self.state[shard] == UP:
                 log.warning("shard %d unreachable: %s", shard, exc)
             self.state[shard] = DOWN
             self.fail_all(sinks, _err(errors.ShardUnavailable,

@@ -66,8 +66,11 @@ def run(cfg: Config, shard: int) -> int:
     try:
         while not stopping:
             if not sock.poll(_SWEEP_EVERY_MS):
+                store.recover()
                 store.sweep()
                 continue
+            if store.write_failed_at and store.recover():
+                log.warning("shard %d: reopened its LevelDB after a failed write", shard)
             frame = sock.recv()
             try:
                 batch_id, ops = protocol.decode(frame)

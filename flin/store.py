@@ -81,6 +81,16 @@ class ReadCache:
             self.bytes -= len(dkey) + len(old)
 
 
+class _Closed:
+    """Stands for a LevelDB that could not be reopened: every use raises."""
+
+    def close(self) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        raise plyvel.IOError("the shard's LevelDB is closed after a storage failure; retrying")
+
+
 class Store:
     """A shard's LevelDB and its op handlers."""
 
@@ -89,12 +99,14 @@ class Store:
                  max_open_files: int = 64) -> None:
         self.path = path
         self.sync = sync
-        self.db = plyvel.DB(
-            path, create_if_missing=True, paranoid_checks=True,
+        self._options = dict(
+            create_if_missing=True, paranoid_checks=True,
             write_buffer_size=int(write_buffer_mb * 2**20),
             lru_cache_size=int(block_cache_mb * 2**20),
             max_open_files=max_open_files, bloom_filter_bits=10,
         )
+        self.db = plyvel.DB(path, **self._options)
+        self.write_failed_at = 0.0       # monotonic time of the last failed write, 0 if none
         self.cache = ReadCache(int(read_cache_mb * 2**20)) if read_cache_mb > 0 else None
         self.now = 0                     # ms, fixed for the whole message
         self._pend: dict[bytes, bytes | None] = {}
@@ -110,6 +122,24 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+    def recover(self) -> bool:
+        """After a failed write LevelDB refuses every later write until it is
+        reopened (its background error is sticky). Reopen, so that writes
+        resume once the cause (a full disk) is gone. True if it reopened."""
+        if not self.write_failed_at or time.monotonic() - self.write_failed_at < 1.0:
+            return False
+        self.db.close()
+        try:
+            self.db = plyvel.DB(self.path, **self._options)
+        except plyvel.Error:
+            self.write_failed_at = time.monotonic()
+            self.db = _Closed()  # type: ignore[assignment]
+            return False
+        self.write_failed_at = 0.0
+        if self.cache is not None:
+            self.cache = ReadCache(self.cache.max_bytes)
+        return True
 
     # -- the message: overlay, then one write batch ----------------------------
     def apply(self, ops: list) -> list:
@@ -151,7 +181,9 @@ class Store:
                     else:
                         wb.put(k, v)
         except plyvel.Error as exc:
+            self.write_failed_at = time.monotonic()
             return _err(errors.StorageError, "write failed, not applied: %s" % exc)
+        self.write_failed_at = 0.0
         cache = self.cache
         if cache is not None:
             for k in pend:
@@ -168,11 +200,11 @@ class Store:
         if cache is not None:
             raw = cache.get(dkey)
             if raw is None:
-                raw = self.db.get(dkey)
+                raw = self.db.get(dkey, verify_checksums=True)
                 if raw is not None:
                     cache.put(dkey, raw)
             return raw
-        return self.db.get(dkey)
+        return self.db.get(dkey, verify_checksums=True)
 
     def _live(self, dkey: bytes) -> bytes | None:
         """The raw value if the key exists and has not expired."""
@@ -238,7 +270,7 @@ class Store:
         found = examined = 0
         last = None
         now = self.now
-        for dkey, raw in self.db.iterator(start=start):
+        for dkey, raw in self.db.iterator(start=start, verify_checksums=True):
             if not dkey.startswith(dprefix):
                 return [out, None]
             if found == limit or examined >= 10 * limit + 100:
@@ -279,7 +311,7 @@ class Store:
             return _MISSING
         raw = self._pend.get(b"u" + uid, _MISSING)
         if raw is _MISSING:
-            raw = self.db.get(b"u" + uid)
+            raw = self.db.get(b"u" + uid, verify_checksums=True)
         if raw is None or raw is _MISSING:
             return _MISSING
         return int(raw[1:]) if raw[:1] == b"i" else raw == b"t"
