@@ -43,6 +43,9 @@ _TICK_S = 0.1            # timeout and heartbeat checks
 _HEARTBEAT_S = 1.0       # ping a shard not heard from for this long
 _DRAIN = 2000            # messages taken from a socket per loop turn
 _BATCH_BYTES = 8 << 20   # flush a shard's outbox early past this size
+# plain ints: pyzmq's enum flags cost a microsecond per operation on the hot path
+_NOBLOCK = int(zmq.NOBLOCK)
+_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 
 
 class Request:
@@ -136,8 +139,8 @@ class Router:
 
     def reply(self, req: Request) -> None:
         try:
-            self.front.send_multipart(
-                (req.ident, protocol.encode(req.rid, req.results)), zmq.NOBLOCK)
+            self.front.send(req.ident, _MORE)
+            self.front.send(protocol.encode(req.rid, req.results), _NOBLOCK)
         except zmq.ZMQError:  # the client left (EHOSTUNREACH) or stopped reading
             self.counts["dropped_replies"] += 1
 
@@ -190,8 +193,8 @@ class Router:
 
     def _reject(self, ident: bytes, rid: int, why: str) -> None:
         try:
-            self.front.send_multipart(
-                (ident, protocol.encode(rid, _err(errors.BadRequest, why))), zmq.NOBLOCK)
+            self.front.send(ident, _MORE)
+            self.front.send(protocol.encode(rid, _err(errors.BadRequest, why)), _NOBLOCK)
         except zmq.ZMQError:
             self.counts["dropped_replies"] += 1
 
@@ -229,7 +232,8 @@ class Router:
         bid = self.next_bid
         self.next_bid += 1
         try:
-            self.back.send_multipart((self.idents[shard], protocol.encode(bid, ops)), zmq.NOBLOCK)
+            self.back.send(self.idents[shard], _MORE)
+            self.back.send(protocol.encode(bid, ops), _NOBLOCK)
         except zmq.ZMQError as exc:
             if self.state[shard] == UP:
                 log.warning("shard %d unreachable: %s", shard, exc)
@@ -331,14 +335,14 @@ class Router:
             if back in events:
                 for _ in range(_DRAIN):
                     try:
-                        frames = back.recv_multipart(zmq.NOBLOCK)
+                        frames = back.recv_multipart(_NOBLOCK)
                     except zmq.Again:
                         break
                     self.on_shard_message(frames)
             if front in events:
                 for _ in range(_DRAIN):
                     try:
-                        frames = front.recv_multipart(zmq.NOBLOCK)
+                        frames = front.recv_multipart(_NOBLOCK)
                     except zmq.Again:
                         break
                     self.on_request(frames)

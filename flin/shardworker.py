@@ -3,9 +3,10 @@
 It connects a DEALER (identity ``shard-N``) to the router's backend only
 after its LevelDB is open, so a connected worker is a ready worker. Then it
 says hello ``[0, [shard_id, pid]]`` and loops: receive one batch, apply all
-of its ops in one write batch (``Store.apply``), answer once. Between
-messages it sweeps expired keys. SIGTERM: finish the message in hand, close
-the LevelDB, exit 0.
+of its ops in one write batch (``Store.apply``), answer once. Batches that
+queued up meanwhile join the same write batch and are answered one by one.
+Every half second, busy or idle, it sweeps a bounded number of expired keys.
+SIGTERM: finish the messages in hand, close the LevelDB, exit 0.
 """
 from __future__ import annotations
 
@@ -13,18 +14,22 @@ import logging
 import os
 import signal
 import sys
+import time
 
 import plyvel
 import zmq
 
 from . import protocol, procutil
 from .config import Config
+from .errors import BadRequest, InternalError
 from .store import Store
 
 log = logging.getLogger("flin.shard")
 
 EXIT_STORAGE = 3          # the LevelDB could not be opened (corrupt, locked)
 _SWEEP_EVERY_MS = 500     # between idle sweeps of expired keys
+_MAX_MERGE = 16           # queued batches applied as one write batch
+_NOBLOCK = int(zmq.NOBLOCK)
 
 
 def open_store(cfg: Config, shard: int) -> Store:
@@ -33,6 +38,38 @@ def open_store(cfg: Config, shard: int) -> Store:
         write_buffer_mb=cfg.write_buffer_mb, block_cache_mb=cfg.block_cache_mb,
         max_open_files=cfg.max_open_files,
     )
+
+
+def serve(store: Store, frames: list[bytes], shard: int) -> list[bytes]:
+    """Apply the ops of several batches as one write batch; one reply each."""
+    batches = []
+    ops: list = []
+    for frame in frames:
+        try:
+            batch_id, batch_ops = protocol.decode(frame)
+            if type(batch_ops) is not list:
+                raise ValueError("ops must be an array")
+        except Exception as exc:  # a bad batch must not kill the shard
+            batches.append((protocol.request_id_of(frame), None, str(exc)))
+            continue
+        batches.append((batch_id, len(batch_ops), None))
+        ops.extend(batch_ops)
+    try:
+        results = store.apply(ops)
+    except Exception as exc:
+        log.exception("shard %d: batch failed", shard)
+        results = None
+        failure = protocol.ErrorReply(InternalError.code, "shard %d: %s" % (shard, exc))
+    replies = []
+    pos = 0
+    for batch_id, n, bad in batches:
+        if n is None:
+            replies.append(protocol.encode(batch_id, protocol.ErrorReply(
+                BadRequest.code, "shard %d: undecodable batch: %s" % (shard, bad))))
+            continue
+        replies.append(protocol.encode(batch_id, results[pos:pos + n] if results is not None else failure))
+        pos += n
+    return replies
 
 
 def run(cfg: Config, shard: int) -> int:
@@ -63,23 +100,28 @@ def run(cfg: Config, shard: int) -> int:
     sock.connect(cfg.backend)
     sock.send(protocol.encode(protocol.HELLO_ID, [shard, os.getpid()]))
     log.info("shard %d: serving %s", shard, cfg.shard_dir(shard))
+    sock.setsockopt(zmq.RCVTIMEO, _SWEEP_EVERY_MS)
+    next_sweep = 0.0
     try:
         while not stopping:
-            if not sock.poll(_SWEEP_EVERY_MS):
+            now = time.monotonic()
+            if now >= next_sweep:  # background work, bounded, busy or idle
+                next_sweep = now + _SWEEP_EVERY_MS / 1000
                 store.recover()
                 store.sweep()
+            try:
+                frames = [sock.recv()]
+            except zmq.Again:
                 continue
+            while len(frames) < _MAX_MERGE:  # whatever else is queued joins this write batch
+                try:
+                    frames.append(sock.recv(_NOBLOCK))
+                except zmq.Again:
+                    break
             if store.write_failed_at and store.recover():
                 log.warning("shard %d: reopened its LevelDB after a failed write", shard)
-            frame = sock.recv()
-            try:
-                batch_id, ops = protocol.decode(frame)
-                results = store.apply(ops)
-            except Exception as exc:  # a bad batch must not kill the shard
-                log.exception("shard %d: batch failed", shard)
-                batch_id = protocol.request_id_of(frame)
-                results = protocol.ErrorReply(10, "shard %d: %s" % (shard, exc))
-            sock.send(protocol.encode(batch_id, results))
+            for reply in serve(store, frames, shard):
+                sock.send(reply)
     finally:
         sock.close()
         ctx.term()

@@ -397,21 +397,23 @@ class Store:
         stop = b"x" + now.to_bytes(8, "big")
         n = 0
         try:
-            with self.db.write_batch(sync=self.sync) as wb:
-                for ikey in self.db.iterator(start=b"x", stop=stop, include_value=False):
-                    if n >= budget:
-                        break
-                    n += 1
-                    wb.delete(ikey)
-                    target = ikey[9:]
-                    if target[:1] == b"d":
-                        raw = self.db.get(target)
-                        if raw is not None and raw[0] == _EXPIRING and raw[1:9] == ikey[1:9]:
-                            wb.delete(target)
-                            if self.cache is not None:
-                                self.cache.drop(target)
-                    else:
+            wb = self.db.write_batch(sync=self.sync)
+            for ikey in self.db.iterator(start=b"x", stop=stop, include_value=False):
+                if n >= budget:
+                    break
+                n += 1
+                wb.delete(ikey)
+                target = ikey[9:]
+                if target[:1] == b"d":
+                    raw = self.db.get(target)
+                    if raw is not None and raw[0] == _EXPIRING and raw[1:9] == ikey[1:9]:
                         wb.delete(target)
+                        if self.cache is not None:
+                            self.cache.drop(target)
+                else:
+                    wb.delete(target)
+            if n:
+                wb.write()
         except plyvel.Error:
             return 0
         return n
