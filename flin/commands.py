@@ -122,30 +122,64 @@ def _plan_set(ring: Ring, cmd: list) -> Plan:
     return [(ring.shard(_key(key)), cmd)], None
 
 
+def _group(ring: Ring, keys: list) -> dict[int, tuple[list, list]]:
+    """Keys by shard: {shard: (keys, their positions in ``keys``)}."""
+    shard = ring.shard
+    groups: dict[int, tuple[list, list]] = {}
+    for i, k in enumerate(keys):
+        s = shard(k)
+        g = groups.get(s)
+        if g is None:
+            groups[s] = g = ([], [])
+        g[0].append(k)
+        g[1].append(i)
+    return groups
+
+
 def _plan_del(ring: Ring, cmd: list) -> Plan:
     _args(cmd, 2)
-    return [(ring.shard(k), [DEL, k]) for k in _keys(cmd[1])], _sum_or_error
+    groups = _group(ring, _keys(cmd[1]))
+    return [(s, [DEL, ks]) for s, (ks, _) in groups.items()], _sum_or_error
 
 
 def _plan_mget(ring: Ring, cmd: list) -> Plan:
+    """One MGET per shard; the answers are put back in the caller's order."""
     _args(cmd, 2)
-    shard = ring.shard
-    return [(shard(k), [GET, k]) for k in _keys(cmd[1])], _all_or_error
+    keys = _keys(cmd[1])
+    groups = _group(ring, keys)
+    positions = [pos for _, pos in groups.values()]
+
+    def finish(results: list) -> Any:
+        err = _first_error(results)
+        if err:
+            return err
+        out: list = [None] * len(keys)
+        for pos, values in zip(positions, results):
+            for i, v in zip(pos, values):
+                out[i] = v
+        return out
+    return [(s, [MGET, ks]) for s, (ks, _) in groups.items()], finish
 
 
 def _plan_mset(ring: Ring, cmd: list) -> Plan:
+    """One MSET per shard: each shard's part is one atomic write batch."""
     _args(cmd, 3)
     flat, ttl = cmd[1], _ttl(cmd[2])
     if type(flat) is not list or len(flat) % 2:
         raise Invalid("MSET takes a flat array [key, value, ...]")
     if len(flat) > 2 * MAX_ITEMS:
         raise Invalid("more than %d keys" % MAX_ITEMS, errors.TooLarge)
-    subops = []
     shard = ring.shard
+    parts: dict[int, list] = {}
     for i in range(0, len(flat), 2):
         k, v = _key(flat[i]), _value(flat[i + 1])
-        subops.append((shard(k), [SET, k, v, ttl, 0]))
-    return subops, _none_or_error
+        s = shard(k)
+        part = parts.get(s)
+        if part is None:
+            parts[s] = part = []
+        part.append(k)
+        part.append(v)
+    return [(s, [MSET, part, ttl]) for s, part in parts.items()], _none_or_error
 
 
 def _plan_incr(ring: Ring, cmd: list) -> Plan:

@@ -27,9 +27,11 @@ A command is an array that starts with its opcode::
     [SCAN, prefix, start_after|nil, limit, values] -> [[key, ...] or [[key, value], ...], cursor|nil]
     [STATUS]                                 -> {"router": {...}, "shards": [...]}
 
-A shard op uses the same opcodes on one key (the router turns MGET into GETs
-and MSET into SETs for each shard; ``[DEL, key]`` takes one key there and
-``[SCAN, ...]`` answers ``[flat items, more]``). Keys and values are msgpack
+A shard op uses the same opcodes and shapes, for the keys of that shard only:
+the router sends each shard one ``MGET``/``MSET``/``DEL`` with its part of the
+keys, and puts the answers back in the caller's order; a shard answers
+``[SCAN, ...]`` with ``[flat items, last key examined or nil]`` and ``PING``
+with its pid. Keys and values are msgpack
 ``bin``; ``nil`` is a missing key, ``b""`` an empty value.
 
 A result that is an error is the msgpack ext type 1 whose data is one byte
@@ -119,7 +121,9 @@ def decode_request(frame: bytes) -> tuple[int, list]:
         raise ValueError("message larger than %d bytes" % MAX_MESSAGE)
     try:
         msg = msgpack.unpackb(
-            frame, max_bin_len=MAX_VALUE, max_str_len=MAX_KEY,
+            # bins up to the frame cap pass, so that the planner refuses an
+            # oversized key or value with TooLarge rather than BadRequest
+            frame, max_bin_len=MAX_MESSAGE, max_str_len=MAX_KEY,
             max_array_len=2 * MAX_ITEMS, max_map_len=0, max_ext_len=0,
         )
     except (ValueError, TypeError, msgpack.StackError,

@@ -28,8 +28,8 @@ import plyvel
 
 from . import errors
 from .protocol import (
-    CAS, DEL, EXISTS, EXPIRE, GET, INCR, INT64_MAX, INT64_MIN, NX, PERSIST, PING,
-    SCAN, SET, TTL, XX, ErrorReply,
+    CAS, DEL, EXISTS, EXPIRE, GET, INCR, INT64_MAX, INT64_MIN, MGET, MSET, NX, PERSIST,
+    PING, SCAN, SET, TTL, XX, ErrorReply,
 )
 
 _PLAIN = b"\x00"
@@ -113,10 +113,11 @@ class Store:
         self._touched = False
         self.handlers: dict[int, Callable[[list], Any]] = {
             # reads
-            PING: self._ping, GET: self._get, EXISTS: self._exists, TTL: self._ttl,
-            SCAN: self._scan,
+            PING: self._ping, GET: self._get, MGET: self._mget, EXISTS: self._exists,
+            TTL: self._ttl, SCAN: self._scan,
             # writes
-            SET: self._set, DEL: self._del, INCR: self._incr, EXPIRE: self._expire,
+            SET: self._set, MSET: self._mset, DEL: self._del, INCR: self._incr,
+            EXPIRE: self._expire,
             PERSIST: self._persist, CAS: self._cas,
         }
 
@@ -245,6 +246,15 @@ class Store:
             return None
         return raw[1:] if raw[0] == 0 else raw[9:]
 
+    def _mget(self, op: list) -> list:
+        """[MGET, [key, ...]]: values in order, nil for each missing key."""
+        live = self._live
+        out = []
+        for key in op[1]:
+            raw = live(b"d" + key)
+            out.append(None if raw is None else raw[1:] if raw[0] == 0 else raw[9:])
+        return out
+
     def _exists(self, op: list) -> bool:
         return self._live(b"d" + op[1]) is not None
 
@@ -300,11 +310,26 @@ class Store:
         return True if flags else None
 
     def _del(self, op: list) -> int:
-        dkey = b"d" + op[1]
-        if self._live(dkey) is None:
-            return 0
-        self._remove(dkey)
-        return 1
+        """[DEL, [key, ...]]: how many existed."""
+        n = 0
+        for key in op[1]:
+            dkey = b"d" + key
+            if self._live(dkey) is not None:
+                self._remove(dkey)
+                n += 1
+        return n
+
+    def _mset(self, op: list) -> None:
+        """[MSET, [key, value, ...], ttl_ms]: every pair, in this message's batch."""
+        _, flat, ttl_ms = op
+        expiry = self._deadline(ttl_ms)
+        store = self._store
+        for i in range(0, len(flat), 2):
+            value = flat[i + 1]
+            if type(value) is not bytes:
+                raise TypeError("value must be bytes")
+            store(b"d" + flat[i], value, expiry)
+        return None
 
     def _remembered(self, uid: bytes | None) -> Any:
         if uid is None:
@@ -339,9 +364,10 @@ class Store:
         if raw is not None:
             expiry = self._expiry_of(raw)
             text = raw[9:] if expiry else raw[1:]
-            if not _INT.fullmatch(text):
+            current = int(text) if _INT.fullmatch(text) else None
+            # 19 digits can exceed int64: such a value is not a counter either
+            if current is None or not INT64_MIN <= current <= INT64_MAX:
                 return _err(errors.NotAnInteger, "value is not a 64-bit integer")
-            current = int(text)
         new = current + by
         if not INT64_MIN <= new <= INT64_MAX:
             return _err(errors.Overflow, "increment would overflow a signed 64-bit integer")
