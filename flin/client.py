@@ -18,15 +18,17 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import zmq
 
-from . import errors, protocol
+from . import errors, protocol, security
 from .config import DEFAULT_ENDPOINT
 from .protocol import (
     CAS, DEL, EXISTS, EXPIRE, GET, INCR, MGET, MSET, NX, PERSIST, PING, SCAN, SET,
     STATUS, TTL, XX, ErrorReply,
+    COMPACT, SHARD, SNAPSHOT_CLOSE, SNAPSHOT_OPEN, SNAPSHOT_READ, STATS,
 )
 
 Key = bytes | str
-_IDEMPOTENT = {PING, GET, EXISTS, TTL, MGET, SCAN, STATUS, SET, MSET, DEL, EXPIRE, PERSIST}
+_IDEMPOTENT = {PING, GET, EXISTS, TTL, MGET, SCAN, STATUS, SET, MSET, DEL, EXPIRE, PERSIST,
+               STATS, COMPACT}
 
 
 def _b(x: Any, what: str = "key") -> bytes:
@@ -172,6 +174,49 @@ class Commands:
         asking every shard."""
         return self._cmd([STATUS])
 
+    def stats(self) -> dict:
+        """Counters of the router and of every shard (see ``flin stats``):
+        ``{"router": {"requests", "in_flight", "errors": {name: n}, "queues",
+        "latency": {kind: {"count", "p50_ms", ..., "buckets"}}, "uptime_s", ...},
+        "shards": [{"id", "alive", "ops": {op: n}, "errors", "keys",
+        "keys_estimated", "disk_bytes", "cache", "compaction", "leveldb_stats"}]}``.
+        A shard that does not answer appears with ``alive`` False and ``error``."""
+        return self._cmd([STATS])
+
+    def compact(self, shard: int | None = None) -> list[bool] | bool:
+        """Start a LevelDB compaction on ``shard`` (None: on every shard) and
+        return at once: True where one started, False where one was running.
+        Progress and outcome show in ``stats()`` under ``compaction``.
+        Raises ``BadRequest`` for a shard that does not exist."""
+        if shard is None:
+            return self._cmd([COMPACT])
+        return self._cmd([SHARD, int(shard), [COMPACT]])
+
+    def shard_stats(self, shard: int) -> dict:
+        """The counters of one shard (one entry of ``stats()["shards"]``, without id)."""
+        return self._cmd([SHARD, int(shard), [STATS]])
+
+    def snapshot_open(self, shard: int) -> int:
+        """Take a LevelDB snapshot on ``shard``; returns its id. The shard
+        releases it after 60 s without a ``snapshot_read`` (see ``flin backup``)."""
+        return self._cmd([SHARD, int(shard), [SNAPSHOT_OPEN]])
+
+    def snapshot_read(self, shard: int, snapshot: int, after: bytes | None = None,
+                      limit: int = 10_000, max_bytes: int = 4 << 20) -> tuple[list, bytes | None]:
+        """One page of the snapshot's raw LevelDB entries (every prefix, in
+        order) after raw key ``after``: ``([(raw_key, raw_value), ...], cursor)``,
+        at most ``limit`` entries and about ``max_bytes``; ``cursor`` is None at
+        the end. Raises ``BadRequest`` if the snapshot expired."""
+        def pairs(r: Any) -> tuple:
+            it = iter(r[0])
+            return list(zip(it, it)), r[1]
+        return self._cmd([SHARD, int(shard), [SNAPSHOT_READ, int(snapshot), after, int(limit),
+                                               int(max_bytes)]], pairs)
+
+    def snapshot_close(self, shard: int, snapshot: int) -> bool:
+        """Release a snapshot; returns whether it was still open."""
+        return self._cmd([SHARD, int(shard), [SNAPSHOT_CLOSE, int(snapshot)]])
+
 
 class Client(Commands):
     """A connection to a Flin router.
@@ -181,11 +226,20 @@ class Client(Commands):
     retries: extra attempts for an idempotent call after ``ShardUnavailable``,
     ``Overloaded``, ``OutcomeUnknown`` or ``Timeout`` (INCR and CAS are
     retried with the same request id, so they apply once).
+    server_key: the router's CURVE public key, a key file (``server.key``)
+    or its 40 z85 characters; with it the traffic is encrypted and the
+    router authenticated. Needs ``client_keys``.
+    client_keys: this client's CURVE key pair, a ``.key_secret`` file or a
+    ``(public, secret)`` z85 pair; the router must list its public key. A
+    router that refuses the key never answers: calls raise
+    ``ConnectionFailed`` or ``Timeout``. Raises ``ValueError``/``OSError``
+    for a key that does not load.
     """
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 5.0,
-                 retries: int = 3) -> None:
+                 retries: int = 3, server_key: Any = None, client_keys: Any = None) -> None:
         self.endpoint = endpoint
+        self._curve = security.client_keys(server_key, client_keys)
         self.timeout = timeout
         self.retries = retries
         self._ctx = zmq.Context.instance()
@@ -200,6 +254,7 @@ class Client(Commands):
             s.setsockopt(zmq.LINGER, 0)
             s.setsockopt(zmq.IMMEDIATE, 1)   # queue nothing for a router that is not there
             s.setsockopt(zmq.MAXMSGSIZE, 2 * protocol.MAX_MESSAGE)
+            security.secure_client(s, self._curve)
             s.connect(self.endpoint)
             self._sock = s
         return self._sock
@@ -218,13 +273,18 @@ class Client(Commands):
         sock = self._socket()
         self._rid += 1
         frame = protocol.encode(self._rid, commands)
+        if len(frame) > protocol.MAX_MESSAGE:  # the router's libzmq would drop us unanswered
+            raise errors.TooLarge("request of %d bytes exceeds the %d-byte message limit "
+                                  "(values are limited to %d bytes)"
+                                  % (len(frame), protocol.MAX_MESSAGE, protocol.MAX_VALUE))
         wait_ms = int(1000 * (self.timeout if timeout is None else timeout))
         try:
             sock.send(frame, zmq.NOBLOCK)
         except zmq.Again:
             if not sock.poll(wait_ms, zmq.POLLOUT):
                 self._reset()
-                raise errors.ConnectionFailed("cannot reach %s" % self.endpoint) from None
+                raise errors.ConnectionFailed("cannot reach %s%s" % (
+                    self.endpoint, " (or the CURVE handshake failed: check the keys)" if self._curve else "")) from None
             sock.send(frame, zmq.NOBLOCK)
         return self._rid
 

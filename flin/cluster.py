@@ -16,8 +16,9 @@ import select
 import signal
 import sys
 import time
+from typing import Callable
 
-from . import router, shardworker
+from . import metrics, procutil, router, shardworker
 from .config import Config
 from .ring import Ring
 
@@ -41,6 +42,19 @@ def load_manifest(cfg: Config) -> dict | None:
         return json.load(f)
 
 
+def write_manifest(cfg: Config, ring: Ring, **extra: object) -> dict:
+    """Write ``flin.json`` (atomically): the data format, shard count and ring."""
+    manifest = {"format": FORMAT_VERSION, "shards": cfg.shards, "ring": ring.params(),
+                "created": time.time(), **extra}
+    tmp = os.path.join(cfg.data, MANIFEST + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(manifest, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(cfg.data, MANIFEST))
+    return manifest
+
+
 def check_or_write_manifest(cfg: Config, ring: Ring) -> dict:
     """The data folder's manifest: created on first start, then enforced."""
     manifest = load_manifest(cfg)
@@ -48,15 +62,7 @@ def check_or_write_manifest(cfg: Config, ring: Ring) -> dict:
         if any(n.startswith("shard-") for n in os.listdir(cfg.data)):
             raise StartError("%s holds shard folders but no %s; refusing to guess "
                              "its layout" % (cfg.data, MANIFEST))
-        manifest = {"format": FORMAT_VERSION, "shards": cfg.shards, "ring": ring.params(),
-                    "created": time.time()}
-        tmp = os.path.join(cfg.data, MANIFEST + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(manifest, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, os.path.join(cfg.data, MANIFEST))
-        return manifest
+        return write_manifest(cfg, ring)
     if manifest.get("format") != FORMAT_VERSION:
         raise StartError("%s has data format %r; this Flin reads format %d"
                          % (cfg.data, manifest.get("format"), FORMAT_VERSION))
@@ -103,6 +109,8 @@ class Supervisor:
         self.ring = Ring(cfg.shards)
         self.router = Child("router", None)
         self.workers = [Child("shard-%d" % s, s) for s in range(cfg.shards)]
+        self.metrics = Child("metrics", None) if cfg.metrics_port else None
+        self.on_ready: Callable[[str], None] | None = None   # called with the ready line
         self.stopping = False
         self.announced = False
         self.ready_r: int | None = None
@@ -110,7 +118,7 @@ class Supervisor:
     # -- processes ----------------------------------------------------------------
     def _fork(self, child: Child) -> None:
         ready_w = None
-        if child.shard is None and not self.announced:  # a (new) router reports readiness
+        if child is self.router and not self.announced:  # a (new) router reports readiness
             if self.ready_r is not None:
                 os.close(self.ready_r)
             self.ready_r, ready_w = os.pipe()
@@ -120,7 +128,9 @@ class Supervisor:
             try:
                 if self.ready_r is not None and ready_w is not None:
                     os.close(self.ready_r)
-                if child.shard is None:
+                if child is self.metrics:
+                    code = metrics.run(self.cfg)
+                elif child.shard is None:
                     code = router.run(self.cfg, self.ring, ready_w)
                 else:
                     code = shardworker.run(self.cfg, child.shard)
@@ -148,7 +158,7 @@ class Supervisor:
         os.replace(tmp, self.state_path())
 
     def _children(self) -> list[Child]:
-        return [self.router, *self.workers]
+        return [self.router, *self.workers] + ([self.metrics] if self.metrics else [])
 
     def _reap(self) -> None:
         while True:
@@ -242,9 +252,15 @@ class Supervisor:
             self.ready_r = None
             if data and not self.announced:
                 self.announced = True
-                print("flin: %d shards ready on %s in %.2fs (data %s, pid %d)"
-                      % (self.cfg.shards, self.cfg.bind, time.monotonic() - t0,
-                         os.path.abspath(self.cfg.data), os.getpid()), flush=True)
+                line = ("flin: %d shards ready on %s in %.2fs (data %s, pid %d)"
+                        % (self.cfg.shards, self.cfg.bind, time.monotonic() - t0,
+                           os.path.abspath(self.cfg.data), os.getpid()))
+                if self.metrics is not None:
+                    line += "; metrics on http://127.0.0.1:%d/metrics" % self.cfg.metrics_port
+                print(line, flush=True)
+                log.info("%s", line[6:])
+                if self.on_ready is not None:
+                    self.on_ready(line)
 
     def _on_stop(self, signum, frame) -> None:
         self.stopping = True
@@ -273,6 +289,8 @@ class Supervisor:
     def shutdown(self) -> None:
         self.stopping = True
         log.info("stopping: router first, then %d shards", len(self.workers))
+        if self.metrics is not None:
+            self._stop([self.metrics], 5)
         self._stop([self.router], self.cfg.shard_timeout + 5)
         self._stop(self.workers, 15)
         for path in (pid_file(self.cfg), self.state_path()):
@@ -283,10 +301,24 @@ class Supervisor:
         log.info("stopped")
 
 
+class OneLineFormatter(logging.Formatter):
+    """One line per event: a traceback's lines are joined with `` | ``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace("\n", " | ")
+
+
 def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
-        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    """Log to stderr (``DATA/flin.log`` with ``--detach``), one line per event:
+    time, pid, role (``supervisor``, ``router``, ``shard-N``, ``metrics``),
+    logger, level, message. Children set their role in ``become_child``."""
+    procutil.set_log_role("supervisor")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter(
+        "%(asctime)s %(process)d %(role)s %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
 
 
 def _alive(pid: int) -> bool:

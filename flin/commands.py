@@ -18,6 +18,7 @@ from .protocol import (
     CAS, DEL, EXISTS, EXPIRE, GET, INCR, INT64_MAX, INT64_MIN, MAX_ITEMS, MAX_KEY,
     MAX_SCAN_LIMIT, MAX_TTL_MS, MAX_VALUE, MGET, MSET, NX, PERSIST, PING, SCAN, SET,
     STATUS, TTL, XX, ErrorReply,
+    ADMIN_OPS, COMPACT, MAX_SNAPSHOT_BYTES, SHARD, SNAPSHOT_CLOSE, SNAPSHOT_READ, STATS,
 )
 from .ring import Ring
 
@@ -117,7 +118,7 @@ def _plan_set(ring: Ring, cmd: list) -> Plan:
     _, key, value, ttl, flags = cmd
     _value(value)
     _ttl(ttl)
-    if flags not in (0, NX, XX):
+    if type(flags) is not int or flags not in (0, NX, XX):  # 1.0 == True == NX, but not an int
         raise Invalid("flags must be 0, NX (1) or XX (2)")
     return [(ring.shard(_key(key)), cmd)], None
 
@@ -271,15 +272,70 @@ def _plan_status(ring: Ring, cmd: list) -> Plan:
     return [(s, [PING]) for s in range(ring.shards)], finish
 
 
+def router_stats() -> dict:
+    """The router's own figures (``flin.stats``); the router sets this."""
+    return {}
+
+
+def _plan_stats(ring: Ring, cmd: list) -> Plan:
+    _args(cmd, 1)
+
+    def finish(results: list) -> dict:
+        known = supervisor_state().get("shards") or []
+        shards = []
+        for s, r in enumerate(results):
+            if type(r) is dict:
+                shards.append({**r, "id": s, "alive": True})
+            else:
+                why = (known[s].get("broken") if s < len(known) else None) or getattr(r, "message", r)
+                shards.append({"id": s, "alive": False, "error": why})
+        return {"router": router_stats(), "shards": shards}
+    return [(s, cmd) for s in range(ring.shards)], finish
+
+
+def _plan_compact(ring: Ring, cmd: list) -> Plan:
+    _args(cmd, 1)
+    return [(s, cmd) for s in range(ring.shards)], _all_or_error
+
+
+def _plan_shard(ring: Ring, cmd: list) -> Plan:
+    """[SHARD, shard_id, admin_op]: one shard, no hashing, admin ops only."""
+    _args(cmd, 3)
+    _, shard, op = cmd
+    if type(shard) is not int or not 0 <= shard < ring.shards:
+        raise Invalid("shard must be an integer in 0..%d" % (ring.shards - 1))
+    if type(op) is not list or not op or type(op[0]) is not int or op[0] not in ADMIN_OPS:
+        raise Invalid("SHARD takes an admin op: PING, STATS, COMPACT or SNAPSHOT_*")
+    if op[0] == SNAPSHOT_READ:
+        _args(op, 5)
+        _, sid, after, limit, max_bytes = op
+        if after is not None and (type(after) is not bytes or len(after) > MAX_KEY + 64):
+            raise Invalid("after must be a raw key (bin) or nil")
+        if type(limit) is not int or not 1 <= limit <= MAX_SCAN_LIMIT:
+            raise Invalid("limit must be in 1..%d" % MAX_SCAN_LIMIT)
+        if type(max_bytes) is not int or not 1 <= max_bytes <= MAX_SNAPSHOT_BYTES:
+            raise Invalid("max_bytes must be in 1..%d" % MAX_SNAPSHOT_BYTES)
+    elif op[0] == SNAPSHOT_CLOSE:
+        _args(op, 2)
+    else:
+        _args(op, 1)
+    if op[0] in (SNAPSHOT_READ, SNAPSHOT_CLOSE) and (type(op[1]) is not int or op[1] < 0):
+        raise Invalid("a snapshot id is a non-negative integer")
+    return [(shard, op)], None
+
+
 _PLANNERS: dict[int, Callable[[Ring, list], Plan]] = {
     PING: _plan_ping, GET: _plan_get, SET: _plan_set, DEL: _plan_del,
     EXISTS: _plan_exists, MGET: _plan_mget, MSET: _plan_mset, INCR: _plan_incr,
     EXPIRE: _plan_expire, PERSIST: _plan_persist, TTL: _plan_ttl, CAS: _plan_cas,
-    SCAN: _plan_scan, STATUS: _plan_status,
+    SCAN: _plan_scan, STATUS: _plan_status, STATS: _plan_stats, COMPACT: _plan_compact,
+    SHARD: _plan_shard,
 }
 _NAMES = {PING: "PING", GET: "GET", SET: "SET", DEL: "DEL", EXISTS: "EXISTS", MGET: "MGET",
           MSET: "MSET", INCR: "INCR", EXPIRE: "EXPIRE", PERSIST: "PERSIST", TTL: "TTL",
-          CAS: "CAS", SCAN: "SCAN", STATUS: "STATUS"}
+          CAS: "CAS", SCAN: "SCAN", STATUS: "STATUS", STATS: "STATS",
+          COMPACT: "COMPACT", SHARD: "SHARD", SNAPSHOT_READ: "SNAPSHOT_READ",
+          SNAPSHOT_CLOSE: "SNAPSHOT_CLOSE"}
 
 
 def plan(ring: Ring, cmd: Any) -> Plan:

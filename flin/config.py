@@ -22,7 +22,13 @@ class Config:
     block_cache_mb: float = 1.0          # LevelDB block cache per shard, MiB
     max_open_files: int = 64             # LevelDB table files kept open per shard
     log_level: str = "INFO"
+    metrics_port: int | None = None      # TCP port of the Prometheus exporter on 127.0.0.1 (None = off)
     insecure: bool = False               # allow a non-loopback bind without CURVE
+    # CurveZMQ (SECURITY.md; key files from `flin keygen`): None = off
+    curve_secret: str | None = None      # router's key pair file (NAME.key_secret): encrypts the client endpoint
+    authorized_keys: str | None = None   # folder of client public keys (*.key) the router accepts
+    backend_keys: str | None = None      # folder with router/worker key pairs: CURVE on the worker link
+                                         # (for workers on other hosts; today the link is owner-only ipc)
 
     @property
     def run_dir(self) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 
@@ -14,9 +15,26 @@ except OSError:  # pragma: no cover - not Linux
     _libc = None
 
 
+def set_log_role(role: str) -> None:
+    """Stamp every log record of this process with ``role`` (the log format's
+    ``%(role)s``): ``shard-7`` on every line a worker writes."""
+    base = _base_factory
+
+    def factory(*args, **kwargs):  # type: ignore[no-untyped-def]
+        record = base(*args, **kwargs)
+        record.role = role
+        return record
+    logging.setLogRecordFactory(factory)
+
+
+_base_factory = logging.getLogRecordFactory()
+
+
 def become_child(name: str) -> None:
     """Name this forked process and have the kernel SIGTERM it if the
-    supervisor dies, so that a SIGKILLed supervisor leaves no orphans."""
+    supervisor dies, so that a SIGKILLed supervisor leaves no orphans.
+    Its log lines carry ``name`` without the ``flin-`` prefix."""
+    set_log_role(name[5:] if name.startswith("flin-") else name)
     if _libc is not None:
         _libc.prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)

@@ -26,6 +26,26 @@ A command is an array that starts with its opcode::
     [CAS, key, expected|nil, new, request_uid|nil] -> bool
     [SCAN, prefix, start_after|nil, limit, values] -> [[key, ...] or [[key, value], ...], cursor|nil]
     [STATUS]                                 -> {"router": {...}, "shards": [...]}
+    [STATS]                                  -> {"router": {...}, "shards": [{...}, ...]}
+    [COMPACT]                                -> [bool, ...] one per shard: compaction started
+    [SHARD, shard_id, admin_op]              -> admin_op's result, from that shard only
+
+``STATS`` asks every shard for its counters (``flin.admin``) and adds the
+router's own (``flin.stats``). ``SHARD`` addresses one shard without hashing,
+for the admin ops only (a data op there would bypass the ring)::
+
+    [STATS]                                  -> the shard's counters
+    [COMPACT]                                -> True if started, False if one runs
+    [SNAPSHOT_OPEN]                          -> snapshot id (int)
+    [SNAPSHOT_READ, id, after|nil, limit, max_bytes]
+                                             -> [[raw_key, raw_value, ...], last|nil]
+    [SNAPSHOT_CLOSE, id]                     -> bool (False: unknown or expired)
+
+A snapshot is a LevelDB snapshot taken when it opens; SNAPSHOT_READ pages raw
+entries (every prefix, in key order) after the raw key ``after``, at most
+``limit`` entries and about ``max_bytes`` (always at least one); ``last`` is
+the cursor for the next page, nil at the end. An idle snapshot is released
+after ``SNAPSHOT_IDLE_S``.
 
 A shard op uses the same opcodes and shapes, for the keys of that shard only:
 the router sends each shard one ``MGET``/``MSET``/``DEL`` with its part of the
@@ -48,11 +68,15 @@ import msgpack
 # -- opcodes ----------------------------------------------------------------
 PING, GET, SET, DEL, EXISTS, MGET, MSET, INCR = 0, 1, 2, 3, 4, 5, 6, 7
 EXPIRE, PERSIST, TTL, CAS, SCAN, STATUS = 8, 9, 10, 11, 12, 13
+STATS, SHARD, COMPACT, SNAPSHOT_OPEN, SNAPSHOT_READ, SNAPSHOT_CLOSE = 14, 15, 16, 17, 18, 19
 OP_NAMES = {
     PING: "ping", GET: "get", SET: "set", DEL: "del", EXISTS: "exists",
     MGET: "mget", MSET: "mset", INCR: "incr", EXPIRE: "expire",
     PERSIST: "persist", TTL: "ttl", CAS: "cas", SCAN: "scan", STATUS: "status",
+    STATS: "stats", SHARD: "shard", COMPACT: "compact", SNAPSHOT_OPEN: "snapshot_open",
+    SNAPSHOT_READ: "snapshot_read", SNAPSHOT_CLOSE: "snapshot_close",
 }
+ADMIN_OPS = frozenset((PING, STATS, COMPACT, SNAPSHOT_OPEN, SNAPSHOT_READ, SNAPSHOT_CLOSE))
 
 # SET flags
 NX, XX = 1, 2
@@ -64,6 +88,8 @@ MAX_MESSAGE = 80 * 1024 * 1024      # bytes per request frame (libzmq MAXMSGSIZE
 MAX_ITEMS = 100_000                 # commands per request, keys per MGET/MSET/DEL
 MAX_SCAN_LIMIT = 10_000             # keys per SCAN page
 MAX_TTL_MS = 100 * 365 * 86_400_000  # 100 years, in ms
+MAX_SNAPSHOT_BYTES = 16 * 1024 * 1024  # bytes per SNAPSHOT_READ page (past one entry)
+SNAPSHOT_IDLE_S = 60.0              # s an unused snapshot is kept
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 
 HELLO_ID = 0                        # batch id of a worker's hello message

@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 import zmq
 
-from . import commands, errors, procutil, protocol
+from . import commands, errors, procutil, protocol, security, stats
 from .commands import Invalid, plan
 from .config import Config
 from .protocol import PING, ErrorReply
@@ -51,10 +51,11 @@ _MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 class Request:
     """One client message awaiting its results."""
 
-    __slots__ = ("ident", "rid", "results", "waiting")
+    __slots__ = ("ident", "rid", "results", "waiting", "kind", "t0")
 
-    def __init__(self, ident: bytes, rid: int, n: int) -> None:
+    def __init__(self, ident: bytes, rid: int, n: int, kind: int = stats.PIPELINE) -> None:
         self.ident, self.rid = ident, rid
+        self.kind, self.t0 = kind, time.monotonic()   # for the latency histograms
         self.results: list = [None] * n
         self.waiting = n
 
@@ -96,15 +97,17 @@ class Router:
         self.out_bytes = [0] * n
         self.inflight: list[dict[int, tuple[list, float]]] = [{} for _ in range(n)]
         self.dirty: set[int] = set()
-        self.next_bid = 1
+        # a random start, so that a late reply to a dead router's batch can
+        # never match a batch of this one
+        self.next_bid = 1 + int.from_bytes(os.urandom(6), "big")
         self.stopping = False
         self.counts = {"requests": 0, "errors": 0, "dropped_replies": 0}
+        self.stats = stats.RouterStats()     # errors by code, in flight, latency (STATS)
         self.idents = [b"shard-%d" % s for s in range(n)]
 
         self.ctx = zmq.Context(1)
         self.front = self.ctx.socket(zmq.ROUTER)
         self.front.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self.front.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE)
         self.front.setsockopt(zmq.LINGER, 1000)
         self.front.setsockopt(zmq.SNDHWM, 100_000)
         self.front.setsockopt(zmq.RCVHWM, 100_000)
@@ -114,9 +117,15 @@ class Router:
         self.back.setsockopt(zmq.LINGER, 1000)
         self.back.setsockopt(zmq.SNDHWM, 0)
         self.back.setsockopt(zmq.RCVHWM, 0)
+        # no ROUTER_HANDOVER on the front: a peer that claims a connected
+        # client's identity is ignored, so it cannot take over its replies
+        self.gate = security.Gatekeeper(self.ctx)   # ZAP thread: in this process, after fork
+        security.secure_frontend(self.gate, self.front, cfg)
+        security.secure_backend(self.gate, self.back, cfg)
         self.back.bind(cfg.backend)
         self.front.bind(cfg.bind)
         commands.supervisor_state = self.supervisor_state
+        commands.router_stats = lambda: stats.router_snapshot(self)
 
     def supervisor_state(self) -> dict:
         try:
@@ -128,6 +137,8 @@ class Router:
     # -- delivery -----------------------------------------------------------------
     def deliver(self, target: Any, slot: int, value: Any) -> None:
         target.results[slot] = value
+        if type(value) is ErrorReply and type(target) is Request:
+            self.stats.errors[value.code] = self.stats.errors.get(value.code, 0) + 1
         target.waiting -= 1
         if target.waiting:
             return
@@ -138,6 +149,10 @@ class Router:
             self.deliver(target.parent, target.slot, target.finish(target.results))
 
     def reply(self, req: Request) -> None:
+        st = self.stats
+        st.inflight -= 1
+        h = st.latency.get(req.kind)
+        (h or st.histogram(req.kind)).add(time.monotonic() - req.t0)
         try:
             self.front.send(req.ident, _MORE)
             self.front.send(protocol.encode(req.rid, req.results), _NOBLOCK)
@@ -165,7 +180,8 @@ class Router:
         if len(cmds) > protocol.MAX_ITEMS:
             self._reject(ident, rid, "more than %d commands in one request" % protocol.MAX_ITEMS)
             return
-        req = Request(ident, rid, len(cmds))
+        req = Request(ident, rid, len(cmds), stats.request_kind(cmds))
+        self.stats.inflight += 1
         if self.stopping:
             self.fail_all([(req, i) for i in range(len(cmds))],
                           _err(errors.ShuttingDown, "the cluster is shutting down"))
@@ -192,6 +208,8 @@ class Router:
                 self.route(shard, op, g, j)
 
     def _reject(self, ident: bytes, rid: int, why: str) -> None:
+        code = errors.BadRequest.code
+        self.stats.errors[code] = self.stats.errors.get(code, 0) + 1
         try:
             self.front.send(ident, _MORE)
             self.front.send(protocol.encode(rid, _err(errors.BadRequest, why)), _NOBLOCK)
@@ -361,6 +379,7 @@ class Router:
     def close(self) -> None:
         self.front.close(linger=1000)
         self.back.close(linger=0)
+        self.gate.stop()
         self.ctx.term()
 
 

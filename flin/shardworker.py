@@ -19,9 +19,10 @@ import time
 import plyvel
 import zmq
 
-from . import protocol, procutil
+from . import protocol, procutil, security
 from .config import Config
 from .errors import BadRequest, InternalError
+from .admin import Admin
 from .store import Store
 
 log = logging.getLogger("flin.shard")
@@ -90,6 +91,7 @@ def run(cfg: Config, shard: int) -> int:
                   "`flin repair --data %s --shard %d`.", shard, cfg.shard_dir(shard),
                   exc, cfg.data, shard)
         return EXIT_STORAGE
+    admin = Admin(store, shard)     # STATS, snapshots, compaction: handlers in store's dict
 
     ctx = zmq.Context(1)
     sock = ctx.socket(zmq.DEALER)
@@ -97,6 +99,7 @@ def run(cfg: Config, shard: int) -> int:
     sock.setsockopt(zmq.LINGER, 2000)
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
+    security.secure_worker(sock, cfg)
     sock.connect(cfg.backend)
     sock.send(protocol.encode(protocol.HELLO_ID, [shard, os.getpid()]))
     log.info("shard %d: serving %s", shard, cfg.shard_dir(shard))
@@ -109,6 +112,7 @@ def run(cfg: Config, shard: int) -> int:
                 next_sweep = now + _SWEEP_EVERY_MS / 1000
                 store.recover()
                 store.sweep()
+                admin.expire()
             try:
                 frames = [sock.recv()]
             except zmq.Again:
@@ -125,6 +129,7 @@ def run(cfg: Config, shard: int) -> int:
     finally:
         sock.close()
         ctx.term()
+        admin.close()
         store.close()
         log.info("shard %d: closed", shard)
     return 0

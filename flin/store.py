@@ -39,7 +39,11 @@ _INT = re.compile(rb"-?(0|[1-9][0-9]{0,18})")
 _MISSING = object()
 
 
+ERROR_COUNTS: dict[int, int] = {}      # error code -> errors answered by this process's shard
+
+
 def _err(cls: type[errors.ServerError], msg: str) -> ErrorReply:
+    ERROR_COUNTS[cls.code] = ERROR_COUNTS.get(cls.code, 0) + 1
     return ErrorReply(cls.code, msg)
 
 
@@ -107,6 +111,8 @@ class Store:
         )
         self.db = plyvel.DB(path, **self._options)
         self.write_failed_at = 0.0       # monotonic time of the last failed write, 0 if none
+        self.background = 0              # threads using self.db (compaction): no reopen meanwhile
+        self.op_counts = [0] * 32        # ops applied, by opcode (flin.admin reports them)
         self.cache = ReadCache(int(read_cache_mb * 2**20)) if read_cache_mb > 0 else None
         self.now = 0                     # ms, fixed for the whole message
         self._pend: dict[bytes, bytes | None] = {}
@@ -130,6 +136,11 @@ class Store:
         resume once the cause (a full disk) is gone. True if it reopened."""
         if not self.write_failed_at or time.monotonic() - self.write_failed_at < 1.0:
             return False
+        if self.background:
+            return False
+        if not isinstance(self.db, _Closed) and not self._room_to_reopen():
+            self.write_failed_at = time.monotonic()  # keep serving reads; look again later
+            return False
         self.db.close()
         try:
             self.db = plyvel.DB(self.path, **self._options)
@@ -142,6 +153,15 @@ class Store:
             self.cache = ReadCache(self.cache.max_bytes)
         return True
 
+    def _room_to_reopen(self) -> bool:
+        """Whether the disk has room to reopen (LevelDB rewrites its logs as tables)."""
+        try:
+            st = os.statvfs(self.path)
+            logs = sum(e.stat().st_size for e in os.scandir(self.path) if e.name.endswith(".log"))
+        except OSError:
+            return True
+        return st.f_bavail * st.f_frsize > logs + (1 << 20)
+
     # -- the message: overlay, then one write batch ----------------------------
     def apply(self, ops: list) -> list:
         """Run one message's ops; return one result (or ErrorReply) per op."""
@@ -150,6 +170,7 @@ class Store:
         results: list = []
         dirty: list[int] = []            # ops whose answer depends on the commit
         handlers = self.handlers
+        counts = self.op_counts
         for i, op in enumerate(ops):
             self._touched = False
             try:
@@ -157,6 +178,7 @@ class Store:
                 if handler is None:
                     results.append(_err(errors.BadRequest, "unknown shard op %r" % (op[0],)))
                     continue
+                counts[op[0]] += 1
                 results.append(handler(op))
             except (TypeError, IndexError, ValueError, AttributeError) as exc:
                 results.append(_err(errors.BadRequest, "bad arguments: %s" % exc))
@@ -174,6 +196,9 @@ class Store:
     def _commit(self) -> ErrorReply | None:
         """Write the overlay as one batch; on failure nothing of it is written."""
         pend, self._pend = self._pend, {}
+        if self.write_failed_at:  # a failed append may have left a torn record: reopen first
+            return _err(errors.StorageError, "write not applied: the shard is recovering "
+                        "from a failed write (disk full?)")
         try:
             with self.db.write_batch(sync=self.sync) as wb:
                 for k, v in pend.items():
@@ -419,6 +444,8 @@ class Store:
     # -- background --------------------------------------------------------------
     def sweep(self, budget: int = 1000) -> int:
         """Delete up to ``budget`` expired entries; return how many were examined."""
+        if self.write_failed_at:  # no writes until recover() has reopened the LevelDB
+            return 0
         now = int(time.time() * 1000)
         stop = b"x" + now.to_bytes(8, "big")
         n = 0
