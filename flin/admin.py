@@ -50,7 +50,6 @@ class Admin:
     # -- stats -----------------------------------------------------------------------
     def _stats(self, op: list) -> dict:
         store = self.store
-        cache = store.cache
         keys, estimated = self.count_keys()
         comp = dict(self.compaction)
         if comp["running"]:
@@ -65,8 +64,6 @@ class Admin:
             "errors": {type(errors.error_for_code(c, "")).__name__: n for c, n in ERROR_COUNTS.items()},
             "keys": keys, "keys_estimated": estimated,
             "disk_bytes": self.disk_bytes(),
-            "cache": None if cache is None else {"hits": cache.hits, "misses": cache.misses,
-                                                 "bytes": cache.bytes, "max_bytes": cache.max_bytes},
             "compaction": comp,
             "snapshots": len(self.snapshots),
             "write_failed": bool(store.write_failed_at),

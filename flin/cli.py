@@ -92,12 +92,18 @@ def main() -> None:
 @click.option("--bind", default=DEFAULT_ENDPOINT, show_default=True, envvar="FLIN_BIND",
               help="Client endpoint: tcp://HOST:PORT or ipc://PATH.")
 @click.option("--sync", is_flag=True, help="fsync every write batch before acknowledging it.")
-@click.option("--read-cache-mb", default=4.0, show_default=True, type=click.FloatRange(0),
-              help="Per-shard read cache in MiB (0 = off).")
+@click.option("--read-cache-mb", default=64.0, show_default=True, type=click.FloatRange(0),
+              help="The router's cache of hot values in MiB (0 = off).")
 @click.option("--shard-timeout", default=2.0, show_default=True, type=click.FloatRange(0.1),
               help="Seconds before an unanswered shard batch fails as OutcomeUnknown.")
 @click.option("--shard-queue", default=100_000, show_default=True, type=click.IntRange(1),
               help="Ops queued for one shard before new ones get Overloaded.")
+@click.option("--write-buffer-mb", default=1.0, show_default=True, type=click.FloatRange(0.1),
+              help="LevelDB memtable per shard, MiB (more: fewer compactions, more memory).")
+@click.option("--block-cache-mb", default=1.0, show_default=True, type=click.FloatRange(0),
+              help="LevelDB block cache per shard, MiB.")
+@click.option("--compression/--no-compression", default=True, show_default=True,
+              help="Snappy-compress LevelDB blocks.")
 @click.option("--shard-depth", default=2, show_default=True, type=click.IntRange(1, 64),
               help="Batches in flight per shard; more ops coalesce meanwhile.")
 @click.option("--log-level", default="INFO", show_default=True,
@@ -116,7 +122,8 @@ def main() -> None:
 @click.option("--detach", is_flag=True,
               help="Run in the background, logging to DATA/flin.log; `flin stop` stops it.")
 def start(data: str, shards: int, bind: str, sync: bool, read_cache_mb: float,
-          shard_timeout: float, shard_queue: int, shard_depth: int, log_level: str,
+          shard_timeout: float, shard_queue: int, write_buffer_mb: float,
+          block_cache_mb: float, compression: bool, shard_depth: int, log_level: str,
           insecure: bool, curve_secret: str | None, authorized_keys: str | None,
           backend_keys: str | None, metrics_port: int | None, detach: bool) -> None:
     """Run a cluster until SIGINT/SIGTERM (in the foreground unless --detach)."""
@@ -124,6 +131,8 @@ def start(data: str, shards: int, bind: str, sync: bool, read_cache_mb: float,
     from .security import check_bind
     cfg = Config(data=data, shards=shards, bind=bind, sync=sync, read_cache_mb=read_cache_mb,
                  shard_timeout=shard_timeout, shard_queue=shard_queue, shard_depth=shard_depth,
+                 write_buffer_mb=write_buffer_mb, block_cache_mb=block_cache_mb,
+                 compression=compression,
                  log_level=log_level, insecure=insecure, curve_secret=_abs(curve_secret),
                  authorized_keys=_abs(authorized_keys), backend_keys=_abs(backend_keys))
     cfg.metrics_port = metrics_port

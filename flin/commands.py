@@ -277,6 +277,11 @@ def router_stats() -> dict:
     return {}
 
 
+def cache_stats(shard: int) -> dict | None:
+    """The router's read-cache hits and misses for a shard's keys; the router sets this."""
+    return None
+
+
 def _plan_stats(ring: Ring, cmd: list) -> Plan:
     _args(cmd, 1)
 
@@ -285,7 +290,7 @@ def _plan_stats(ring: Ring, cmd: list) -> Plan:
         shards = []
         for s, r in enumerate(results):
             if type(r) is dict:
-                shards.append({**r, "id": s, "alive": True})
+                shards.append({**r, "id": s, "alive": True, "cache": cache_stats(s)})
             else:
                 why = (known[s].get("broken") if s < len(known) else None) or getattr(r, "message", r)
                 shards.append({"id": s, "alive": False, "error": why})

@@ -14,12 +14,13 @@ class Config:
     shards: int = 64                     # shard worker processes
     bind: str = DEFAULT_ENDPOINT         # client endpoint of the router
     sync: bool = False                   # fsync every acknowledged write batch
-    read_cache_mb: float = 4.0           # per-shard read cache, MiB (0 = off)
+    read_cache_mb: float = 64.0          # the router's read cache of hot keys, MiB (0 = off)
     shard_timeout: float = 2.0           # s before an in-flight batch is failed as OutcomeUnknown
     shard_depth: int = 2                 # batches in flight per shard (the rest coalesce)
     shard_queue: int = 100_000           # ops queued per shard before Overloaded
     write_buffer_mb: float = 1.0         # LevelDB memtable per shard, MiB
     block_cache_mb: float = 1.0          # LevelDB block cache per shard, MiB
+    compression: bool = True             # snappy-compress LevelDB blocks
     max_open_files: int = 64             # LevelDB table files kept open per shard
     log_level: str = "INFO"
     metrics_port: int | None = None      # TCP port of the Prometheus exporter on 127.0.0.1 (None = off)

@@ -33,7 +33,8 @@ import zmq
 from . import commands, errors, procutil, protocol, security, stats
 from .commands import Invalid, plan
 from .config import Config
-from .protocol import PING, ErrorReply
+from .protocol import GET, PING, ErrorReply
+from .readcache import MISS, ReadCache
 from .ring import Ring
 
 log = logging.getLogger("flin.router")
@@ -43,6 +44,8 @@ _TICK_S = 0.1            # timeout and heartbeat checks
 _HEARTBEAT_S = 1.0       # ping a shard not heard from for this long
 _DRAIN = 2000            # messages taken from a socket per loop turn
 _BATCH_BYTES = 8 << 20   # flush a shard's outbox early past this size
+_WRITES = frozenset((protocol.SET, protocol.MSET, protocol.DEL, protocol.INCR,
+                     protocol.EXPIRE, protocol.PERSIST, protocol.CAS))
 # plain ints: pyzmq's enum flags cost a microsecond per operation on the hot path
 _NOBLOCK = int(zmq.NOBLOCK)
 _MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
@@ -69,6 +72,26 @@ class Gather:
         self.results: list = [None] * n
         self.waiting = n
         self.parent, self.slot, self.finish = parent, slot, finish
+
+
+class CacheFill:
+    """Sink of a GET that missed the read cache: caches its answer (if no
+    write to the shard was routed meanwhile) and hands the value on."""
+
+    __slots__ = ("results", "waiting", "parent", "slot", "shard", "key", "token")
+
+    def __init__(self, parent: Any, slot: int, shard: int, key: bytes, token: int) -> None:
+        self.results: list = [None]
+        self.waiting = 1
+        self.parent, self.slot, self.shard, self.key, self.token = parent, slot, shard, key, token
+
+    def complete(self, router: "Router") -> None:
+        answer = self.results[0]
+        if type(answer) is list:  # [value, expiry_ms]
+            value = answer[0]
+            router.cache.fill(self.shard, self.key, value, answer[1], self.token)
+            answer = value
+        router.deliver(self.parent, self.slot, answer)
 
 
 class _Heartbeat:
@@ -103,6 +126,8 @@ class Router:
         self.stopping = False
         self.counts = {"requests": 0, "errors": 0, "dropped_replies": 0}
         self.stats = stats.RouterStats()     # errors by code, in flight, latency (STATS)
+        self.cache = (ReadCache(int(cfg.read_cache_mb * 2**20), n)
+                      if cfg.read_cache_mb > 0 else None)
         self.idents = [b"shard-%d" % s for s in range(n)]
 
         self.ctx = zmq.Context(1)
@@ -126,6 +151,7 @@ class Router:
         self.front.bind(cfg.bind)
         commands.supervisor_state = self.supervisor_state
         commands.router_stats = lambda: stats.router_snapshot(self)
+        commands.cache_stats = (lambda shard: None) if self.cache is None else self.cache.shard_stats
 
     def supervisor_state(self) -> dict:
         try:
@@ -147,6 +173,8 @@ class Router:
             self.reply(target)
         elif cls is Gather:
             self.deliver(target.parent, target.slot, target.finish(target.results))
+        elif cls is CacheFill:
+            target.complete(self)
 
     def reply(self, req: Request) -> None:
         st = self.stats
@@ -189,7 +217,19 @@ class Router:
         if not cmds:
             self.reply(req)
             return
+        cache = self.cache
         for i, cmd in enumerate(cmds):
+            if (cache is not None and type(cmd) is list and len(cmd) == 2 and cmd[0] == GET
+                    and type(cmd[1]) is bytes and len(cmd[1]) <= protocol.MAX_KEY):
+                key = cmd[1]
+                shard = self.ring.shard(key)
+                value = cache.get(shard, key)
+                if value is MISS:
+                    self.route(shard, [GET, key, 1],
+                               CacheFill(req, i, shard, key, cache.writes[shard]), 0)
+                else:
+                    self.deliver(req, i, value)
+                continue
             try:
                 subops, finish = plan(self.ring, cmd)
             except Invalid as exc:
@@ -227,6 +267,8 @@ class Router:
             self.deliver(target, slot, _err(
                 errors.Overloaded, "shard %d has %d ops queued" % (shard, len(ops))))
             return
+        if self.cache is not None and op[0] in _WRITES:
+            self.cache.written(shard, op)
         ops.append(op)
         self.out_sinks[shard].append((target, slot))
         if op[0] == protocol.SET:

@@ -35,8 +35,9 @@ _NOBLOCK = int(zmq.NOBLOCK)
 
 def open_store(cfg: Config, shard: int) -> Store:
     return Store(
-        cfg.shard_dir(shard), sync=cfg.sync, read_cache_mb=cfg.read_cache_mb,
+        cfg.shard_dir(shard), sync=cfg.sync,
         write_buffer_mb=cfg.write_buffer_mb, block_cache_mb=cfg.block_cache_mb,
+        compression=cfg.compression,
         max_open_files=cfg.max_open_files,
     )
 

@@ -132,7 +132,8 @@ def router_snapshot(router: Any) -> dict:
             "requests": router.counts["requests"], "in_flight": st.inflight,
             "dropped_replies": router.counts["dropped_replies"],
             "errors": {_code_name(c): n for c, n in st.errors.items()},
-            "queues": queues, "latency": latency, "ring": router.ring.params()}
+            "queues": queues, "latency": latency, "ring": router.ring.params(),
+            "read_cache": None if router.cache is None else router.cache.stats()}
 
 
 # -- the terminal view ---------------------------------------------------------------

@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections import OrderedDict
 from typing import Any, Callable
 
 import plyvel
@@ -47,44 +46,6 @@ def _err(cls: type[errors.ServerError], msg: str) -> ErrorReply:
     return ErrorReply(cls.code, msg)
 
 
-class ReadCache:
-    """LRU of raw stored values, bounded in bytes. Writes invalidate it after
-    they commit, so it never serves a value the LevelDB no longer holds."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.bytes = 0
-        self.hits = self.misses = 0
-        self._d: OrderedDict[bytes, bytes] = OrderedDict()
-
-    def get(self, dkey: bytes) -> bytes | None:
-        raw = self._d.get(dkey)
-        if raw is None:
-            self.misses += 1
-        else:
-            self.hits += 1
-            self._d.move_to_end(dkey)
-        return raw
-
-    def put(self, dkey: bytes, raw: bytes) -> None:
-        size = len(dkey) + len(raw)
-        if size > self.max_bytes // 8:
-            return
-        old = self._d.pop(dkey, None)
-        if old is not None:
-            self.bytes -= len(dkey) + len(old)
-        self._d[dkey] = raw
-        self.bytes += size
-        while self.bytes > self.max_bytes:
-            k, v = self._d.popitem(last=False)
-            self.bytes -= len(k) + len(v)
-
-    def drop(self, dkey: bytes) -> None:
-        old = self._d.pop(dkey, None)
-        if old is not None:
-            self.bytes -= len(dkey) + len(old)
-
-
 class _Closed:
     """Stands for a LevelDB that could not be reopened: every use raises."""
 
@@ -98,8 +59,9 @@ class _Closed:
 class Store:
     """A shard's LevelDB and its op handlers."""
 
-    def __init__(self, path: str, *, sync: bool = False, read_cache_mb: float = 0.0,
+    def __init__(self, path: str, *, sync: bool = False,
                  write_buffer_mb: float = 1.0, block_cache_mb: float = 1.0,
+                 compression: bool = True,
                  max_open_files: int = 64) -> None:
         self.path = path
         self.sync = sync
@@ -107,13 +69,13 @@ class Store:
             create_if_missing=True, paranoid_checks=True,
             write_buffer_size=int(write_buffer_mb * 2**20),
             lru_cache_size=int(block_cache_mb * 2**20),
+            compression="snappy" if compression else None,
             max_open_files=max_open_files, bloom_filter_bits=10,
         )
         self.db = plyvel.DB(path, **self._options)
         self.write_failed_at = 0.0       # monotonic time of the last failed write, 0 if none
         self.background = 0              # threads using self.db (compaction): no reopen meanwhile
         self.op_counts = [0] * 32        # ops applied, by opcode (flin.admin reports them)
-        self.cache = ReadCache(int(read_cache_mb * 2**20)) if read_cache_mb > 0 else None
         self.now = 0                     # ms, fixed for the whole message
         self._pend: dict[bytes, bytes | None] = {}
         self._touched = False
@@ -149,8 +111,6 @@ class Store:
             self.db = _Closed()  # type: ignore[assignment]
             return False
         self.write_failed_at = 0.0
-        if self.cache is not None:
-            self.cache = ReadCache(self.cache.max_bytes)
         return True
 
     def _room_to_reopen(self) -> bool:
@@ -210,10 +170,6 @@ class Store:
             self.write_failed_at = time.monotonic()
             return _err(errors.StorageError, "write failed, not applied: %s" % exc)
         self.write_failed_at = 0.0
-        cache = self.cache
-        if cache is not None:
-            for k in pend:
-                cache.drop(k)
         return None
 
     def _load(self, dkey: bytes) -> bytes | None:
@@ -222,14 +178,6 @@ class Store:
         if raw is not _MISSING:
             self._touched = True
             return raw  # type: ignore[return-value]
-        cache = self.cache
-        if cache is not None:
-            raw = cache.get(dkey)
-            if raw is None:
-                raw = self.db.get(dkey, verify_checksums=True)
-                if raw is not None:
-                    cache.put(dkey, raw)
-            return raw
         return self.db.get(dkey, verify_checksums=True)
 
     def _live(self, dkey: bytes) -> bytes | None:
@@ -265,10 +213,14 @@ class Store:
     def _ping(self, op: list) -> int:
         return os.getpid()
 
-    def _get(self, op: list) -> bytes | None:
+    def _get(self, op: list) -> bytes | list | None:
+        """[GET, key] -> value or nil; [GET, key, 1] -> [value, expiry ms or 0] or nil
+        (the router's read cache asks for the expiry)."""
         raw = self._live(b"d" + op[1])
         if raw is None:
             return None
+        if len(op) > 2:
+            return [raw[1:], 0] if raw[0] == 0 else [raw[9:], int.from_bytes(raw[1:9], "big")]
         return raw[1:] if raw[0] == 0 else raw[9:]
 
     def _mget(self, op: list) -> list:
@@ -461,8 +413,6 @@ class Store:
                     raw = self.db.get(target)
                     if raw is not None and raw[0] == _EXPIRING and raw[1:9] == ikey[1:9]:
                         wb.delete(target)
-                        if self.cache is not None:
-                            self.cache.drop(target)
                 else:
                     wb.delete(target)
             if n:
