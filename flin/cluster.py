@@ -86,7 +86,7 @@ def running_pid(cfg: Config) -> int | None:
     try:
         with open(pid_file(cfg)) as f:
             pid = int(f.read().strip())
-        return pid if _alive(pid) else None
+        return pid if procutil.alive(pid) else None
     except (OSError, ValueError):
         return None
 
@@ -321,15 +321,6 @@ def setup_logging(level: str) -> None:
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
 
 
-def _alive(pid: int) -> bool:
-    """True if ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def stop(cfg: Config, timeout: float = 30.0) -> bool:
     """SIGTERM the supervisor serving ``cfg.data`` and wait for it to exit.
     False if none was running."""
@@ -339,7 +330,7 @@ def stop(cfg: Config, timeout: float = 30.0) -> bool:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not procutil.alive(pid):
             return True
         time.sleep(0.05)
     raise TimeoutError("supervisor %d did not stop within %.0fs" % (pid, timeout))

@@ -26,7 +26,7 @@ import logging
 import os
 import signal
 import time
-from typing import Any, Callable
+from typing import Any
 
 import zmq
 
@@ -36,6 +36,7 @@ from .config import Config
 from .protocol import GET, PING, ErrorReply
 from .readcache import MISS, ReadCache
 from .ring import Ring
+from .sinks import CacheFill, Gather, Heartbeat, Request
 
 log = logging.getLogger("flin.router")
 
@@ -49,58 +50,6 @@ _WRITES = frozenset((protocol.SET, protocol.MSET, protocol.DEL, protocol.INCR,
 # plain ints: pyzmq's enum flags cost a microsecond per operation on the hot path
 _NOBLOCK = int(zmq.NOBLOCK)
 _MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
-
-
-class Request:
-    """One client message awaiting its results."""
-
-    __slots__ = ("ident", "rid", "results", "waiting", "kind", "t0")
-
-    def __init__(self, ident: bytes, rid: int, n: int, kind: int = stats.PIPELINE) -> None:
-        self.ident, self.rid = ident, rid
-        self.kind, self.t0 = kind, time.monotonic()   # for the latency histograms
-        self.results: list = [None] * n
-        self.waiting = n
-
-
-class Gather:
-    """A command split over several shard ops."""
-
-    __slots__ = ("results", "waiting", "parent", "slot", "finish")
-
-    def __init__(self, n: int, parent: Any, slot: int, finish: Callable[[list], Any]) -> None:
-        self.results: list = [None] * n
-        self.waiting = n
-        self.parent, self.slot, self.finish = parent, slot, finish
-
-
-class CacheFill:
-    """Sink of a GET that missed the read cache: caches its answer (if no
-    write to the shard was routed meanwhile) and hands the value on."""
-
-    __slots__ = ("results", "waiting", "parent", "slot", "shard", "key", "token")
-
-    def __init__(self, parent: Any, slot: int, shard: int, key: bytes, token: int) -> None:
-        self.results: list = [None]
-        self.waiting = 1
-        self.parent, self.slot, self.shard, self.key, self.token = parent, slot, shard, key, token
-
-    def complete(self, router: "Router") -> None:
-        answer = self.results[0]
-        if type(answer) is list:  # [value, expiry_ms]
-            value = answer[0]
-            router.cache.fill(self.shard, self.key, value, answer[1], self.token)
-            answer = value
-        router.deliver(self.parent, self.slot, answer)
-
-
-class _Heartbeat:
-    """Sink for the router's own pings."""
-
-    __slots__ = ("results", "waiting")
-
-    def __init__(self) -> None:
-        self.results, self.waiting = [None], 1
 
 
 def _err(cls: type[errors.ServerError], msg: str) -> ErrorReply:
@@ -363,7 +312,7 @@ class Router:
                     self._fail_queued(shard)
             elif now - self.heard[shard] > _HEARTBEAT_S and not self.stopping:
                 self.heard[shard] = now  # one ping per interval
-                self.send_batch(shard, [[PING]], [(_Heartbeat(), 0)])
+                self.send_batch(shard, [[PING]], [(Heartbeat(), 0)])
 
     def _fail_queued(self, shard: int) -> None:
         sinks = self.out_sinks[shard]
@@ -384,28 +333,19 @@ class Router:
         now = time.monotonic()
         for shard in range(self.ring.shards):  # find the workers already running
             self.heard[shard] = now
-            self.send_batch(shard, [[PING]], [(_Heartbeat(), 0)])
+            self.send_batch(shard, [[PING]], [(Heartbeat(), 0)])
         while True:
             if self.stopping:
                 if deadline is None:
                     deadline = time.monotonic() + self.cfg.shard_timeout + 1
                 if not self.busy() or time.monotonic() > deadline:
+                    self._drain(self.front, self.on_request)  # what already came: ShuttingDown
                     break
             events = dict(poller.poll(_TICK_S * 1000))
             if back in events:
-                for _ in range(_DRAIN):
-                    try:
-                        frames = back.recv_multipart(_NOBLOCK)
-                    except zmq.Again:
-                        break
-                    self.on_shard_message(frames)
+                self._drain(back, self.on_shard_message)
             if front in events:
-                for _ in range(_DRAIN):
-                    try:
-                        frames = front.recv_multipart(_NOBLOCK)
-                    except zmq.Again:
-                        break
-                    self.on_request(frames)
+                self._drain(front, self.on_request)
             if self.dirty:
                 dirty, self.dirty = self.dirty, set()
                 for shard in dirty:
@@ -417,6 +357,16 @@ class Router:
         for shard in range(self.ring.shards):
             self._fail_inflight(shard, "router stopped")
             self._fail_queued(shard)
+
+    @staticmethod
+    def _drain(sock: zmq.Socket, handle: Any) -> None:
+        """Handle up to ``_DRAIN`` messages already waiting on ``sock``."""
+        for _ in range(_DRAIN):
+            try:
+                frames = sock.recv_multipart(_NOBLOCK)
+            except zmq.Again:
+                return
+            handle(frames)
 
     def close(self) -> None:
         self.front.close(linger=1000)

@@ -19,7 +19,6 @@ later ops see earlier ones, and nothing is acknowledged before it is written.
 from __future__ import annotations
 
 import os
-import re
 import time
 from typing import Any, Callable
 
@@ -27,23 +26,12 @@ import plyvel
 
 from . import errors
 from .protocol import (
-    CAS, DEL, EXISTS, EXPIRE, GET, INCR, INT64_MAX, INT64_MIN, MGET, MSET, NX, PERSIST,
-    PING, SCAN, SET, TTL, XX, ErrorReply,
+    CAS, DEL, EXISTS, EXPIRE, GET, INCR, MGET, MSET, PERSIST, PING, SCAN, SET, TTL, ErrorReply,
 )
 
-_PLAIN = b"\x00"
-_EXPIRING = 1
-_UID_KEEP_MS = 10 * 60 * 1000          # how long a request uid is remembered
-_INT = re.compile(rb"-?(0|[1-9][0-9]{0,18})")
-_MISSING = object()
-
-
-ERROR_COUNTS: dict[int, int] = {}      # error code -> errors answered by this process's shard
-
-
-def _err(cls: type[errors.ServerError], msg: str) -> ErrorReply:
-    ERROR_COUNTS[cls.code] = ERROR_COUNTS.get(cls.code, 0) + 1
-    return ErrorReply(cls.code, msg)
+from .readops import ReadOps
+from .shardops import _EXPIRING, _MISSING, _PLAIN, ERROR_COUNTS, _err  # noqa: F401 (re-exported)
+from .writeops import WriteOps
 
 
 class _Closed:
@@ -56,8 +44,9 @@ class _Closed:
         raise plyvel.IOError("the shard's LevelDB is closed after a storage failure; retrying")
 
 
-class Store:
-    """A shard's LevelDB and its op handlers."""
+class Store(ReadOps, WriteOps):
+    """A shard's LevelDB: the overlay, the one write batch, expiry sweeps and
+    recovery. The op handlers live in ``readops.py`` and ``writeops.py``."""
 
     def __init__(self, path: str, *, sync: bool = False,
                  write_buffer_mb: float = 1.0, block_cache_mb: float = 1.0,
@@ -208,190 +197,6 @@ class Store:
         if type(ttl_ms) is not int or not 0 < ttl_ms <= 100 * 365 * 86_400_000:
             raise ValueError("ttl must be a positive number of ms")
         return self.now + ttl_ms
-
-    # -- reads -------------------------------------------------------------------
-    def _ping(self, op: list) -> int:
-        return os.getpid()
-
-    def _get(self, op: list) -> bytes | list | None:
-        """[GET, key] -> value or nil; [GET, key, 1] -> [value, expiry ms or 0] or nil
-        (the router's read cache asks for the expiry)."""
-        raw = self._live(b"d" + op[1])
-        if raw is None:
-            return None
-        if len(op) > 2:
-            return [raw[1:], 0] if raw[0] == 0 else [raw[9:], int.from_bytes(raw[1:9], "big")]
-        return raw[1:] if raw[0] == 0 else raw[9:]
-
-    def _mget(self, op: list) -> list:
-        """[MGET, [key, ...]]: values in order, nil for each missing key."""
-        live = self._live
-        out = []
-        for key in op[1]:
-            raw = live(b"d" + key)
-            out.append(None if raw is None else raw[1:] if raw[0] == 0 else raw[9:])
-        return out
-
-    def _exists(self, op: list) -> bool:
-        return self._live(b"d" + op[1]) is not None
-
-    def _ttl(self, op: list) -> int:
-        raw = self._live(b"d" + op[1])
-        if raw is None:
-            return -2
-        exp = self._expiry_of(raw)
-        return exp - self.now if exp else -1
-
-    def _scan(self, op: list) -> list:
-        """[SCAN, prefix, start_after, limit, values] -> [flat items, last examined key or nil]."""
-        _, prefix, start_after, limit, values = op
-        if self._pend:                   # scans see this message's earlier writes
-            failure = self._commit()
-            if failure is not None:
-                return failure  # type: ignore[return-value]
-        dprefix = b"d" + prefix
-        start = dprefix
-        if start_after is not None and b"d" + start_after >= dprefix:
-            start = b"d" + start_after + b"\x00"
-        out: list = []
-        found = examined = 0
-        last = None
-        now = self.now
-        for dkey, raw in self.db.iterator(start=start, verify_checksums=True):
-            if not dkey.startswith(dprefix):
-                return [out, None]
-            if found == limit or examined >= 10 * limit + 100:
-                return [out, last]
-            examined += 1
-            last = dkey[1:]
-            if raw[0] == _EXPIRING and int.from_bytes(raw[1:9], "big") <= now:
-                continue
-            found += 1
-            out.append(last)
-            if values:
-                out.append(raw[1:] if raw[0] == 0 else raw[9:])
-        return [out, None]
-
-    # -- writes ------------------------------------------------------------------
-    def _set(self, op: list) -> bool | None:
-        """[SET, key, value, ttl_ms, flags]: None, or whether it wrote with NX/XX."""
-        _, key, value, ttl_ms, flags = op
-        if type(value) is not bytes:
-            raise TypeError("value must be bytes")
-        dkey = b"d" + key
-        if flags:
-            exists = self._live(dkey) is not None
-            if (flags & NX and exists) or (flags & XX and not exists):
-                return False
-        self._store(dkey, value, self._deadline(ttl_ms))
-        return True if flags else None
-
-    def _del(self, op: list) -> int:
-        """[DEL, [key, ...]]: how many existed."""
-        n = 0
-        for key in op[1]:
-            dkey = b"d" + key
-            if self._live(dkey) is not None:
-                self._remove(dkey)
-                n += 1
-        return n
-
-    def _mset(self, op: list) -> None:
-        """[MSET, [key, value, ...], ttl_ms]: every pair, in this message's batch."""
-        _, flat, ttl_ms = op
-        expiry = self._deadline(ttl_ms)
-        store = self._store
-        for i in range(0, len(flat), 2):
-            value = flat[i + 1]
-            if type(value) is not bytes:
-                raise TypeError("value must be bytes")
-            store(b"d" + flat[i], value, expiry)
-        return None
-
-    def _remembered(self, uid: bytes | None) -> Any:
-        if uid is None:
-            return _MISSING
-        raw = self._pend.get(b"u" + uid, _MISSING)
-        if raw is _MISSING:
-            raw = self.db.get(b"u" + uid, verify_checksums=True)
-        if raw is None or raw is _MISSING:
-            return _MISSING
-        return int(raw[1:]) if raw[:1] == b"i" else raw == b"t"
-
-    def _remember(self, uid: bytes | None, result: int | bool) -> None:
-        if uid is None:
-            return
-        enc = b"i%d" % result if type(result) is int else (b"t" if result else b"f")
-        self._pend[b"u" + uid] = enc
-        keep = (self.now + _UID_KEEP_MS).to_bytes(8, "big")
-        self._pend[b"x" + keep + b"u" + uid] = b""
-
-    def _incr(self, op: list) -> int | ErrorReply:
-        """[INCR, key, by, uid]: the new value; missing counts as 0; keeps the TTL."""
-        _, key, by, uid = op
-        if type(by) is not int:
-            raise TypeError("increment must be an integer")
-        done = self._remembered(uid)
-        if done is not _MISSING:
-            return done
-        dkey = b"d" + key
-        raw = self._live(dkey)
-        expiry = 0
-        current = 0
-        if raw is not None:
-            expiry = self._expiry_of(raw)
-            text = raw[9:] if expiry else raw[1:]
-            current = int(text) if _INT.fullmatch(text) else None
-            # 19 digits can exceed int64: such a value is not a counter either
-            if current is None or not INT64_MIN <= current <= INT64_MAX:
-                return _err(errors.NotAnInteger, "value is not a 64-bit integer")
-        new = current + by
-        if not INT64_MIN <= new <= INT64_MAX:
-            return _err(errors.Overflow, "increment would overflow a signed 64-bit integer")
-        self._store(dkey, b"%d" % new, expiry)
-        self._remember(uid, new)
-        return new
-
-    def _expire(self, op: list) -> bool:
-        """[EXPIRE, key, ttl_ms]: whether the key exists; ttl <= 0 deletes it."""
-        _, key, ttl_ms = op
-        if type(ttl_ms) is not int:
-            raise TypeError("ttl must be an integer of ms")
-        dkey = b"d" + key
-        raw = self._live(dkey)
-        if raw is None:
-            return False
-        value = raw[9:] if raw[0] == _EXPIRING else raw[1:]
-        if ttl_ms <= 0:
-            self._remove(dkey)
-        else:
-            self._store(dkey, value, self._deadline(ttl_ms))
-        return True
-
-    def _persist(self, op: list) -> bool:
-        dkey = b"d" + op[1]
-        raw = self._live(dkey)
-        if raw is None or raw[0] != _EXPIRING:
-            return False
-        self._store(dkey, raw[9:], 0)
-        return True
-
-    def _cas(self, op: list) -> bool:
-        """[CAS, key, expected|nil, new, uid]: whether it swapped."""
-        _, key, expected, new, uid = op
-        if type(new) is not bytes or (expected is not None and type(expected) is not bytes):
-            raise TypeError("expected and new must be bytes (expected may be nil)")
-        done = self._remembered(uid)
-        if done is not _MISSING:
-            return done
-        dkey = b"d" + key
-        raw = self._live(dkey)
-        current = None if raw is None else (raw[9:] if raw[0] == _EXPIRING else raw[1:])
-        ok = current == expected
-        if ok:
-            self._store(dkey, new, 0)
-        self._remember(uid, ok)
-        return ok
 
     # -- background --------------------------------------------------------------
     def sweep(self, budget: int = 1000) -> int:

@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 
+from flin import procutil
+
 _TICK = os.sysconf("SC_CLK_TCK")
 _PR_SET_NAME, _PR_SET_PDEATHSIG = 15, 1
 try:
@@ -99,20 +101,7 @@ class ClusterProcess:
 
 def descendants(pid: int) -> list[int]:
     """Every process whose parent chain leads to ``pid`` (from /proc)."""
-    parents: dict[int, int] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open("/proc/%s/stat" % name) as f:
-                    parents[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                pass
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {p for p, pp in parents.items() if pp in frontier} - found
-        found |= frontier
-    return sorted(found)
+    return sorted(procutil.descendants(pid))
 
 
 def role_of(comm: str) -> str:

@@ -12,7 +12,6 @@ import time
 import msgpack
 import pytest
 
-import flin
 from flin import errors, protocol
 from flin.protocol import DEL, GET, MAX_ITEMS, MAX_KEY, MAX_SCAN_LIMIT, MGET, PING, SCAN, SET
 

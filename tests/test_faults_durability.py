@@ -10,7 +10,7 @@ import time
 import pytest
 import zmq
 
-from flin import errors, protocol
+from flin import protocol
 from conftest import _alive, make_cluster
 import faultlib
 from faultlib import SOAK

@@ -16,7 +16,6 @@ import pytest
 from flin import errors
 from flin.leveldb_log import BLOCK, HEADER
 from conftest import ROOT, make_cluster
-import faultlib
 from faultlib import SOAK
 
 N = 300   # write batches in the history

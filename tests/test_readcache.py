@@ -3,7 +3,6 @@ import time
 
 import pytest
 
-import flin
 from conftest import make_cluster
 
 

@@ -1,4 +1,3 @@
-import flin
 
 
 def test_basic_roundtrip(client):
