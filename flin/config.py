@@ -21,7 +21,7 @@ class Config:
     write_buffer_mb: float = 1.0         # LevelDB memtable per shard, MiB
     block_cache_mb: float = 1.0          # LevelDB block cache per shard, MiB
     compression: bool = True             # snappy-compress LevelDB blocks
-    max_open_files: int = 64             # LevelDB table files kept open per shard
+    max_open_files: int = 500            # LevelDB table files kept open per shard (capped by RLIMIT_NOFILE)
     log_level: str = "INFO"
     metrics_port: int | None = None      # TCP port of the Prometheus exporter on 127.0.0.1 (None = off)
     insecure: bool = False               # allow a non-loopback bind without CURVE

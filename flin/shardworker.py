@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
 import sys
 import time
@@ -33,12 +34,22 @@ _MAX_MERGE = 16           # queued batches applied as one write batch
 _NOBLOCK = int(zmq.NOBLOCK)
 
 
+def _open_files_allowed(wanted: int) -> int:
+    """LevelDB's table cache size, kept under this process's file limit
+    (sockets and logs need some too). Too small a cache reopens a table
+    file on nearly every read once a shard holds more tables than that."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(16, min(wanted, soft - 64))
+
+
 def open_store(cfg: Config, shard: int) -> Store:
     return Store(
         cfg.shard_dir(shard), sync=cfg.sync,
         write_buffer_mb=cfg.write_buffer_mb, block_cache_mb=cfg.block_cache_mb,
         compression=cfg.compression,
-        max_open_files=cfg.max_open_files,
+        max_open_files=_open_files_allowed(cfg.max_open_files),
     )
 
 
