@@ -33,6 +33,7 @@ def load(name):
         return None
 first = load("engine-b100.json") or {}
 m = first.get("machine", {})
+m["python"] = first.get("versions", {}).get("python", "?")
 print("# Flin throughput against shard count\n")
 print("Machine: %s, %s cores, Python %s. Command: `perf/scale.sh OUTDIR %s`.\n"
       % (m.get("cpu_model", "?"), m.get("cores", "?"), m.get("python", "?"), " ".join(map(str, counts))))
