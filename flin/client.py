@@ -13,6 +13,7 @@ process. Keys and values are bytes; ``str`` is encoded as UTF-8.
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import Any, Callable, Iterator
 
 import zmq
@@ -21,6 +22,8 @@ from . import errors, protocol, security
 from .clientcommands import _IDEMPOTENT, Commands, Key, _same
 from .config import DEFAULT_ENDPOINT
 from .protocol import CAS, INCR, SET, ErrorReply
+
+_NOBLOCK = int(zmq.NOBLOCK)   # a plain int: pyzmq's enum flags cost ~1 us a call
 
 class Client(Commands):
     """A connection to a Flin router.
@@ -50,6 +53,7 @@ class Client(Commands):
         self._sock: zmq.Socket | None = None
         self._rid = 0
         self._early: dict[int, Any] = {}   # replies that came while awaiting another
+        self._ready: deque[tuple[int, Any]] = deque()   # received, not yet handed out
 
     # -- transport ---------------------------------------------------------------
     def _socket(self) -> zmq.Socket:
@@ -70,13 +74,22 @@ class Client(Commands):
             self._sock.close(linger=0)
             self._sock = None
         self._early.clear()
+        self._ready.clear()
 
     def submit(self, commands: list, timeout: float | None = None) -> int:
         """Send raw wire commands as one request without waiting; returns its id.
-        Raises ``ConnectionFailed`` if the router cannot be reached in time."""
+        Raises ``ConnectionFailed`` if the router cannot be reached in time,
+        ``TooLarge`` past the message limit."""
+        return self.submit_many([commands], timeout)[0]
+
+    def submit_many(self, requests: list[list], timeout: float | None = None) -> list[int]:
+        """Send several requests (each a list of raw wire commands) in ONE
+        frame without waiting; each is answered on its own. Returns their ids.
+        Raises ``ConnectionFailed`` or ``TooLarge`` as ``submit``."""
         sock = self._socket()
-        self._rid += 1
-        frame = protocol.encode(self._rid, commands)
+        first = self._rid + 1
+        self._rid += len(requests)
+        frame = protocol.encode_requests(list(zip(range(first, self._rid + 1), requests)))
         if len(frame) > protocol.MAX_MESSAGE:  # the router's libzmq would drop us unanswered
             raise errors.TooLarge("request of %d bytes exceeds the %d-byte message limit "
                                   "(values are limited to %d bytes)"
@@ -90,17 +103,31 @@ class Client(Commands):
                 raise errors.ConnectionFailed("cannot reach %s%s" % (
                     self.endpoint, " (or the CURVE handshake failed: check the keys)" if self._curve else "")) from None
             sock.send(frame, zmq.NOBLOCK)
-        return self._rid
+        return list(range(first, self._rid + 1))
 
     def receive(self, timeout: float | None = None) -> tuple[int, Any]:
         """The next reply ``(request_id, results)`` of any request in flight.
         Raises ``Timeout`` after ``timeout`` seconds (default: the client's)."""
+        if not self._ready:
+            self._ready.extend(self.receive_all(timeout))
+        return self._ready.popleft()
+
+    def receive_all(self, timeout: float | None = None) -> list[tuple[int, Any]]:
+        """Every reply that has arrived, waiting up to ``timeout`` seconds for
+        the first; raises ``Timeout`` if none came."""
+        ready = list(self._ready)
+        self._ready.clear()
         sock = self._socket()
-        if not sock.poll(int(1000 * (self.timeout if timeout is None else timeout))):
+        if not ready and not sock.poll(int(1000 * (self.timeout if timeout is None else timeout))):
             raise errors.Timeout("no reply from %s within %.1fs" % (self.endpoint, timeout or self.timeout))
         try:
-            return protocol.decode(sock.recv())
-        except Exception as exc:
+            while True:
+                try:
+                    frame = sock.recv(_NOBLOCK)
+                except zmq.Again:
+                    return ready
+                ready.extend(protocol.decode_replies(frame))
+        except (ValueError, TypeError, IndexError, KeyError) as exc:
             raise errors.ProtocolError("undecodable reply: %s" % exc) from None
 
     def collect(self, rid: int, timeout: float | None = None) -> list:

@@ -6,6 +6,9 @@ A ROUTER socket adds the peer identity frame itself; nothing else is framed.
 
 Client -> router (request)      ``[req_id, [command, command, ...]]``
 Router -> client (reply)        ``[req_id, [result, result, ...]]``
+  (a client may put several requests in one frame, ``[[req_id, [...]], ...]``,
+  and the router puts every reply ready for one client in one frame the
+  same way: fewer frames, each request still answered on its own)
 Router -> shard worker (batch)  ``[batch_id, [op, op, ...]]``
 Shard worker -> router          ``[batch_id, [result, result, ...]]``
 Shard worker hello (on start)   ``[0, [shard_id, pid]]``
@@ -136,12 +139,14 @@ def decode(frame: bytes) -> tuple[int, Any]:
     return msg[0], msg[1]
 
 
-def decode_request(frame: bytes) -> tuple[int, list]:
-    """Unpack a client request, bounded against hostile input.
+def decode_requests(frame: bytes) -> list[tuple[int, list]]:
+    """Unpack a client frame, bounded against hostile input: one request
+    ``[req_id, [command, ...]]`` or several ``[[req_id, [command, ...]], ...]``.
 
-    Raises ``ValueError`` with a reason for anything that is not
-    ``[uint, [array, ...]]`` within the limits: oversized lengths, maps,
-    ext types, bad UTF-8 or nesting too deep are refused before allocation.
+    Raises ``ValueError`` with a reason for anything else, or past the
+    limits: oversized lengths, maps, ext types, bad UTF-8 or nesting too
+    deep are refused before allocation; all requests of a frame together
+    carry at most ``MAX_ITEMS`` commands.
     """
     if len(frame) > MAX_MESSAGE:
         raise ValueError("message larger than %d bytes" % MAX_MESSAGE)
@@ -155,10 +160,43 @@ def decode_request(frame: bytes) -> tuple[int, list]:
     except (ValueError, TypeError, msgpack.StackError,
             msgpack.ExtraData, msgpack.FormatError) as exc:
         raise ValueError(f"undecodable message: {type(exc).__name__}: {exc}") from None
-    if (not isinstance(msg, list) or len(msg) != 2 or type(msg[0]) is not int
-            or not isinstance(msg[1], list)):
-        raise ValueError("a request is [request_id, [command, ...]]")
-    return msg[0], msg[1]
+    if type(msg) is not list or not msg:
+        raise ValueError(_SHAPE)
+    requests = [msg] if type(msg[0]) is int else msg
+    total = 0
+    for req in requests:
+        if type(req) is not list or len(req) != 2 or type(req[0]) is not int \
+                or type(req[1]) is not list:
+            raise ValueError(_SHAPE)
+        total += len(req[1])
+    if total > MAX_ITEMS:
+        raise ValueError("more than %d commands in one frame" % MAX_ITEMS)
+    return requests  # type: ignore[return-value]
+
+
+_SHAPE = "a request is [request_id, [command, ...]], or a frame of several [[id, [...]], ...]"
+
+
+def encode_requests(requests: list[tuple[int, list]]) -> bytes:
+    """Several requests in one frame (one request: plain ``[id, commands]``)."""
+    if len(requests) == 1:
+        return msgpack.packb(requests[0], default=_default)
+    return msgpack.packb(requests, default=_default)
+
+
+def encode_replies(replies: list[tuple[int, Any]]) -> bytes:
+    """The replies for one client, in one frame (the same two shapes)."""
+    if len(replies) == 1:
+        return msgpack.packb(replies[0], default=_default)
+    return msgpack.packb(replies, default=_default)
+
+
+def decode_replies(frame: bytes) -> list[tuple[int, Any]]:
+    """Every ``(req_id, results)`` in a reply frame."""
+    msg = msgpack.unpackb(frame, ext_hook=_ext_hook, strict_map_key=False)
+    if type(msg[0]) is int:
+        return [(msg[0], msg[1])]
+    return [(m[0], m[1]) for m in msg]
 
 
 def request_id_of(frame: bytes) -> int:

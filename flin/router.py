@@ -69,6 +69,7 @@ class Router:
         self.out_bytes = [0] * n
         self.inflight: list[dict[int, tuple[list, float]]] = [{} for _ in range(n)]
         self.dirty: set[int] = set()
+        self.replies: dict[bytes, list] = {}     # client identity -> replies of this turn
         # a random start, so that a late reply to a dead router's batch can
         # never match a batch of this one
         self.next_bid = 1 + int.from_bytes(os.urandom(6), "big")
@@ -126,15 +127,27 @@ class Router:
             target.complete(self)
 
     def reply(self, req: Request) -> None:
+        """Queue a finished request's reply; ``send_replies`` sends each
+        client's replies of this loop turn as one frame."""
         st = self.stats
         st.inflight -= 1
         h = st.latency.get(req.kind)
         (h or st.histogram(req.kind)).add(time.monotonic() - req.t0)
-        try:
-            self.front.send(req.ident, _MORE)
-            self.front.send(protocol.encode(req.rid, req.results), _NOBLOCK)
-        except zmq.ZMQError:  # the client left (EHOSTUNREACH) or stopped reading
-            self.counts["dropped_replies"] += 1
+        queued = self.replies.get(req.ident)
+        if queued is None:
+            self.replies[req.ident] = [(req.rid, req.results)]
+        else:
+            queued.append((req.rid, req.results))
+
+    def send_replies(self) -> None:
+        replies, self.replies = self.replies, {}
+        front = self.front
+        for ident, batch in replies.items():
+            try:
+                front.send(ident, _MORE)
+                front.send(protocol.encode_replies(batch), _NOBLOCK)
+            except zmq.ZMQError:  # the client left (EHOSTUNREACH) or stopped reading
+                self.counts["dropped_replies"] += len(batch)
 
     def fail_all(self, sinks: list, error: ErrorReply) -> None:
         for target, slot in sinks:
@@ -149,14 +162,16 @@ class Router:
             self._reject(ident, 0, "a request is exactly one frame")
             return
         try:
-            rid, cmds = protocol.decode_request(frames[1])
+            requests = protocol.decode_requests(frames[1])
         except ValueError as exc:
             self.counts["errors"] += 1
             self._reject(ident, protocol.request_id_of(frames[1]), str(exc))
             return
-        if len(cmds) > protocol.MAX_ITEMS:
-            self._reject(ident, rid, "more than %d commands in one request" % protocol.MAX_ITEMS)
-            return
+        for rid, cmds in requests:
+            self.on_commands(ident, rid, cmds)
+
+    def on_commands(self, ident: bytes, rid: int, cmds: list) -> None:
+        """Plan and route one request's commands."""
         req = Request(ident, rid, len(cmds), stats.request_kind(cmds))
         self.stats.inflight += 1
         if self.stopping:
@@ -340,6 +355,7 @@ class Router:
                     deadline = time.monotonic() + self.cfg.shard_timeout + 1
                 if not self.busy() or time.monotonic() > deadline:
                     self._drain(self.front, self.on_request)  # what already came: ShuttingDown
+                    self.send_replies()
                     break
             events = dict(poller.poll(_TICK_S * 1000))
             if back in events:
@@ -350,6 +366,8 @@ class Router:
                 dirty, self.dirty = self.dirty, set()
                 for shard in dirty:
                     self.flush(shard)
+            if self.replies:
+                self.send_replies()
             now = time.monotonic()
             if now >= next_tick:
                 next_tick = now + _TICK_S
@@ -357,6 +375,7 @@ class Router:
         for shard in range(self.ring.shards):
             self._fail_inflight(shard, "router stopped")
             self._fail_queued(shard)
+        self.send_replies()
 
     @staticmethod
     def _drain(sock: zmq.Socket, handle: Any) -> None:

@@ -3,7 +3,11 @@ load process, ``workers x pipeline`` requests kept in flight over it.
 
 Closed loop: each reply's latency (submit to receive) is recorded and the
 slot it frees is refilled at once with that worker's next request, until the
-deadline; then the requests still in flight are awaited and counted.
+deadline; then the requests still in flight are awaited and counted. The
+replies that arrived together are answered together: their workers' next
+requests go out in one frame (``Client.submit_many``), as a Flin client
+coalescing concurrent calls would; each request is still its own, with its
+own reply and latency.
 
 A request is one frame: ``[SET]`` or ``[MSET of batch keys]``, ``[GET]`` or
 ``[MGET]``, one ``[SCAN]`` page, or ``batch`` ``[INCR]`` commands. Ops are
@@ -71,34 +75,39 @@ def drive(spec: PhaseSpec, proc: int, plan: Plan, rec: Recorder,
     slots = spec.workers_of(proc) * spec.pipeline
     limit = spec.scan_limit
     inflight: dict[int, tuple[int, str, int]] = {}
-    submit, receive, clock, nxt = client.submit, client.receive, time.perf_counter_ns, plan.next
+    submit_many, receive_all, clock, nxt = (client.submit_many, client.receive_all,
+                                            time.perf_counter_ns, plan.next)
     try:
         client.ping()                                   # connected before the clock starts
         deadline = go()
 
-        def issue() -> None:
-            kind, idx = nxt()
-            cmds = build(kind, idx, value, limit)
+        def issue(count: int) -> None:
+            """The next request of ``count`` workers, in one frame."""
+            reqs = [nxt() for _ in range(count)]
             t = clock()
-            inflight[submit(cmds)] = (t, kind, len(idx))
+            rids = submit_many([build(kind, idx, value, limit) for kind, idx in reqs])
+            for rid, (kind, idx) in zip(rids, reqs):
+                inflight[rid] = (t, kind, len(idx))
 
-        for _ in range(slots):
-            issue()
+        issue(slots)
         while inflight:
             try:
-                rid, results = receive()
+                replies = receive_all()
             except errors.Timeout as exc:
                 for t, kind, n in inflight.values():    # count what never came back
                     rec.done(clock() - t, 0, n, 0, exc)
                 return
             t1 = clock()
-            entry = inflight.pop(rid, None)
-            if entry is None:
-                continue
-            t0, kind, n = entry
-            ok, failed, missing, why = account(kind, n, results)
-            rec.done(t1 - t0, ok, failed, missing, why)
-            if t1 < deadline:
-                issue()
+            freed = 0
+            for rid, results in replies:
+                entry = inflight.pop(rid, None)
+                if entry is None:
+                    continue
+                t0, kind, n = entry
+                ok, failed, missing, why = account(kind, n, results)
+                rec.done(t1 - t0, ok, failed, missing, why)
+                freed += 1
+            if freed and t1 < deadline:
+                issue(freed)                            # every freed slot, one frame
     finally:
         client.close()

@@ -55,6 +55,7 @@ def assert_memory_bounded(before: dict[int, int], after: dict[int, int],
 @dataclass
 class Tally:
     sent: int = 0
+    expected: int = 0                    # replies owed: one per request (a frame may hold several)
     replies: int = 0
     errors: int = 0                      # replies carrying at least one error
     codes: Counter = field(default_factory=Counter)
@@ -62,6 +63,7 @@ class Tally:
 
     def add(self, other: "Tally") -> None:
         self.sent += other.sent
+        self.expected += other.expected
         self.replies += other.replies
         self.errors += other.errors
         self.codes.update(other.codes)
@@ -116,23 +118,25 @@ class RawPeer:
                     frame = sock.recv(zmq.NOBLOCK)
                 except zmq.Again:
                     return True
-                inflight -= 1
-                t.replies += 1
-                _, results = protocol.decode(frame)
-                bad = [results] if type(results) is protocol.ErrorReply else \
-                    [r for r in results if type(r) is protocol.ErrorReply]
-                if bad:
-                    t.errors += 1
-                    t.codes.update(r.code for r in bad)
-                    t.late += [r.message for r in bad if r.message.startswith(_SHARD_CAUGHT)]
+                for _, results in protocol.decode_replies(frame):  # replies share frames
+                    inflight -= 1
+                    t.replies += 1
+                    bad = [results] if type(results) is protocol.ErrorReply else \
+                        [r for r in results if type(r) is protocol.ErrorReply]
+                    if bad:
+                        t.errors += 1
+                        t.codes.update(r.code for r in bad)
+                        t.late += [r.message for r in bad if r.message.startswith(_SHARD_CAUGHT)]
 
         for msg in messages:
             if type(msg) is list:
                 sock.send_multipart(msg)
             else:
                 sock.send(msg)
+            owed = expected_replies(msg)
             t.sent += 1
-            inflight += 1
+            t.expected += owed
+            inflight += owed
             if inflight >= self.window:
                 take(True)
                 while inflight > self.window // 2:
@@ -140,6 +144,17 @@ class RawPeer:
         while inflight:
             take(True)
         return t
+
+
+def expected_replies(msg) -> int:
+    """Replies a message must get: one per request when its frame decodes as
+    several requests (``[[id, [...]], ...]``), else exactly one."""
+    if type(msg) is list:
+        return 1
+    try:
+        return len(protocol.decode_requests(msg))
+    except ValueError:
+        return 1
 
 
 # -- a peer below libzmq: raw ZMTP 3.0 over the ipc socket ---------------------------

@@ -62,7 +62,7 @@ def attack(cluster, items, send) -> Tally:
     with RawPeer(cluster.endpoint, window=2000) as peer:
         send(peer, tally)
     TOTAL.add(tally)
-    assert tally.replies == tally.sent, tally
+    assert tally.replies == tally.expected >= tally.sent, tally
     assert set(tally.codes) <= EXPECTED_CODES, tally.codes
     assert not tally.late, "errors only a shard caught: %s" % tally.late[:5]
     assert cluster.child_pids() == pids, "a process died or was restarted"

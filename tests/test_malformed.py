@@ -134,10 +134,11 @@ def test_many_requests_in_flight_answered_by_id(raw):
     for i in range(100, 150):
         raw.send(protocol.encode(i, [[PING]] if i % 2 else [[12345]]))
     got = {}
-    for _ in range(50):
+    while len(got) < 50:
         assert raw.poll(5000)
-        rid, results = protocol.decode(raw.recv())
-        got[rid] = results
+        for rid, results in protocol.decode_replies(raw.recv()):  # replies may share a frame
+            assert rid not in got
+            got[rid] = results
     assert sorted(got) == list(range(100, 150))
     for rid, results in got.items():
         if rid % 2:
@@ -166,3 +167,24 @@ def test_random_frames_get_an_answer_and_server_lives(raw, client, frame):
                 assert type(err) not in (errors.ServerError, errors.InternalError), r
     rid, results = ask(raw, protocol.encode(99, [[PING]]))
     assert (rid, results) == (99, [True])
+
+
+def test_several_requests_in_one_frame_each_answered(raw):
+    raw.send(protocol.encode_requests([(1, [[PING]]), (2, [[12345]]), (3, [[PING], [PING]])]))
+    got = {}
+    while len(got) < 3:
+        assert raw.poll(5000)
+        got.update(dict(protocol.decode_replies(raw.recv())))
+    assert got[1] == [True] and got[3] == [True, True]
+    assert_bad_request(got[2][0])
+
+
+@pytest.mark.parametrize("frame", [
+    b"\x92\x92\x01\x90\xc0",                                     # second request is nil
+    b"\x91\x93\x01\x90\x90",                                     # a request of three elements
+    b"\x90",                                                       # an empty frame of requests
+])
+def test_malformed_multi_request_frames_rejected(raw, frame):
+    rid, results = ask(raw, frame)
+    assert_bad_request(results)
+    assert ask(raw, protocol.encode(9, [[PING]])) == (9, [True])
