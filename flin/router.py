@@ -1,9 +1,8 @@
 """The router: one process between clients and shard workers.
 
-Frontend: a ROUTER socket bound to the client endpoint. Backend: a ROUTER
-socket bound to an owner-only ipc endpoint that every worker's DEALER
-(identity ``shard-N``) connects to. Both set ROUTER_MANDATORY, so a message
-for a peer that is gone raises instead of vanishing.
+Frontend: a ROUTER socket for clients; backend: a ROUTER socket on an
+owner-only ipc endpoint for the workers' DEALERs (identity ``shard-N``);
+both made by ``security.router_sockets``.
 
 One loop, no threads:
 
@@ -81,24 +80,8 @@ class Router:
         self.idents = [b"shard-%d" % s for s in range(n)]
 
         self.ctx = zmq.Context(1)
-        self.front = self.ctx.socket(zmq.ROUTER)
-        self.front.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self.front.setsockopt(zmq.LINGER, 1000)
-        self.front.setsockopt(zmq.SNDHWM, 100_000)
-        self.front.setsockopt(zmq.RCVHWM, 100_000)
-        self.back = self.ctx.socket(zmq.ROUTER)
-        self.back.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self.back.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        self.back.setsockopt(zmq.LINGER, 1000)
-        self.back.setsockopt(zmq.SNDHWM, 0)
-        self.back.setsockopt(zmq.RCVHWM, 0)
-        # no ROUTER_HANDOVER on the front: a peer that claims a connected
-        # client's identity is ignored, so it cannot take over its replies
         self.gate = security.Gatekeeper(self.ctx)   # ZAP thread: in this process, after fork
-        security.secure_frontend(self.gate, self.front, cfg)
-        security.secure_backend(self.gate, self.back, cfg)
-        self.back.bind(cfg.backend)
-        self.front.bind(cfg.bind)
+        self.front, self.back = security.router_sockets(self.ctx, self.gate, cfg)
         commands.supervisor_state = self.supervisor_state
         commands.router_stats = lambda: stats.router_snapshot(self)
         commands.cache_stats = (lambda shard: None) if self.cache is None else self.cache.shard_stats

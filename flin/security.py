@@ -259,6 +259,32 @@ class Gatekeeper:
             self.auth = None
 
 
+def router_sockets(ctx: zmq.Context, gate: Gatekeeper, cfg: Config) -> tuple[zmq.Socket, zmq.Socket]:
+    """The router's two bound ROUTER sockets: (client frontend, worker backend).
+
+    Both set ROUTER_MANDATORY, so a message for a peer that is gone raises
+    instead of vanishing. Only the backend sets ROUTER_HANDOVER (a restarted
+    worker takes its identity back); on the front a peer that claims a
+    connected client's identity is ignored, so it cannot take over its replies.
+    """
+    front = ctx.socket(zmq.ROUTER)
+    front.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    front.setsockopt(zmq.LINGER, 1000)
+    front.setsockopt(zmq.SNDHWM, 100_000)
+    front.setsockopt(zmq.RCVHWM, 100_000)
+    back = ctx.socket(zmq.ROUTER)
+    back.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    back.setsockopt(zmq.ROUTER_HANDOVER, 1)
+    back.setsockopt(zmq.LINGER, 1000)
+    back.setsockopt(zmq.SNDHWM, 0)
+    back.setsockopt(zmq.RCVHWM, 0)
+    secure_frontend(gate, front, cfg)
+    secure_backend(gate, back, cfg)
+    back.bind(cfg.backend)
+    front.bind(cfg.bind)
+    return front, back
+
+
 def secure_frontend(gate: Gatekeeper, sock: zmq.Socket, cfg: Config) -> None:
     """The client endpoint: capped frames, CURVE when configured."""
     sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE)
