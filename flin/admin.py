@@ -150,7 +150,7 @@ class Admin:
         """[SNAPSHOT_OPEN] -> id. What this message wrote before is committed first."""
         store = self.store
         if store._pend:
-            failure = store._commit()
+            failure = store.settle()
             if failure is not None:
                 return failure  # type: ignore[return-value]
         sid = int.from_bytes(os.urandom(6), "big")

@@ -19,7 +19,7 @@ class ReadOps:
     def _expiry_of(self, raw: bytes) -> int:
         raise NotImplementedError
 
-    def _commit(self) -> Any:
+    def settle(self) -> Any:
         raise NotImplementedError
 
     def _ping(self, op: list) -> int:
@@ -58,7 +58,7 @@ class ReadOps:
         """[SCAN, prefix, start_after, limit, values] -> [flat items, last examined key or nil]."""
         _, prefix, start_after, limit, values = op
         if self._pend:                   # scans see this message's earlier writes
-            failure = self._commit()
+            failure = self.settle()
             if failure is not None:
                 return failure  # type: ignore[return-value]
         dprefix = b"d" + prefix

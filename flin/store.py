@@ -13,8 +13,12 @@ uids through the index, a bounded amount at a time, between messages.
 
 ``apply(ops)`` runs every op of one message against an overlay of the writes
 made so far in that message, then commits the overlay as ONE write batch
-(``_commit``, the only place that writes). So a message's writes are atomic,
-later ops see earlier ones, and nothing is acknowledged before it is written.
+(``_commit``, the only place that writes; ``settle`` resolves the answers
+that depended on it). So later ops see earlier ones, nothing is acknowledged
+before it is written, and a message's writes are one atomic batch, except
+that a SCAN or SNAPSHOT_OPEN commits what came before it first, so that it
+sees those writes (the router's per-shard MSET part is never split: it is
+one op).
 """
 from __future__ import annotations
 
@@ -68,6 +72,8 @@ class Store(ReadOps, WriteOps):
         self.now = 0                     # ms, fixed for the whole message
         self._pend: dict[bytes, bytes | None] = {}
         self._touched = False
+        self._results: list = []         # the answers of the message being applied
+        self._dirty: list[int] = []      # which of them depend on the next commit
         self.handlers: dict[int, Callable[[list], Any]] = {
             # reads
             PING: self._ping, GET: self._get, MGET: self._mget, EXISTS: self._exists,
@@ -117,7 +123,8 @@ class Store(ReadOps, WriteOps):
         self.now = int(time.time() * 1000)
         self._pend = {}
         results: list = []
-        dirty: list[int] = []            # ops whose answer depends on the commit
+        dirty: list[int] = []            # ops whose answer depends on the next commit
+        self._results, self._dirty = results, dirty
         handlers = self.handlers
         counts = self.op_counts
         for i, op in enumerate(ops):
@@ -135,12 +142,20 @@ class Store(ReadOps, WriteOps):
                 results.append(_err(errors.StorageError, "storage: %s" % exc))
             if self._touched:
                 dirty.append(i)
-        if self._pend:
-            failure = self._commit()
-            if failure is not None:
-                for i in dirty:
-                    results[i] = failure
+        self.settle()
         return results
+
+    def settle(self) -> ErrorReply | None:
+        """Commit this message's writes so far (at its end, or before a scan or
+        snapshot must see them). If the commit fails, every answer that
+        depended on it becomes the failure: nothing unwritten is acknowledged."""
+        dirty = self._dirty
+        failure = self._commit() if self._pend else None
+        if failure is not None:
+            for i in dirty:
+                self._results[i] = failure
+        dirty.clear()
+        return failure
 
     def _commit(self) -> ErrorReply | None:
         """Write the overlay as one batch; on failure nothing of it is written."""
