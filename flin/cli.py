@@ -129,6 +129,8 @@ def start(data: str, shards: int, bind: str, sync: bool, read_cache_mb: float,
     """Run a cluster until SIGINT/SIGTERM (in the foreground unless --detach)."""
     from .cluster import StartError, Supervisor, setup_logging
     from .security import check_bind
+    if bind.startswith("ipc://") and not bind.startswith("ipc:///"):  # survives --detach's chdir
+        bind = "ipc://" + os.path.abspath(bind[len("ipc://"):])
     cfg = Config(data=data, shards=shards, bind=bind, sync=sync, read_cache_mb=read_cache_mb,
                  shard_timeout=shard_timeout, shard_queue=shard_queue, shard_depth=shard_depth,
                  write_buffer_mb=write_buffer_mb, block_cache_mb=block_cache_mb,

@@ -61,7 +61,8 @@ class Client(Commands):
             s = self._ctx.socket(zmq.DEALER)
             s.setsockopt(zmq.LINGER, 0)
             s.setsockopt(zmq.IMMEDIATE, 1)   # queue nothing for a router that is not there
-            s.setsockopt(zmq.MAXMSGSIZE, 2 * protocol.MAX_MESSAGE)
+            # no MAXMSGSIZE: replies come from the trusted router, and an MGET of
+            # 64 MiB values, or several replies sharing a frame, may exceed any cap
             security.secure_client(s, self._curve)
             s.connect(self.endpoint)
             self._sock = s

@@ -65,7 +65,8 @@ class Commands:
 
     def get(self, key: Key) -> bytes | None:
         """The value of ``key``, or None if it does not exist (an empty value is ``b""``).
-        Raises ``ShardUnavailable`` if the key's shard is down."""
+        Raises ``ShardUnavailable`` if the key's shard is down and the router's
+        read cache does not hold the key (a cached value is never stale)."""
         return self._cmd([GET, _b(key)])
 
     def set(self, key: Key, value: bytes | str, ttl: float | None = None,
@@ -156,8 +157,9 @@ class Commands:
         return self._cmd([SCAN, _b(prefix), sa, int(limit), bool(values)], _scan_page(values))
 
     def status(self) -> dict:
-        """``{"router": {"pid", "uptime"}, "shards": [{"id", "pid", "alive", "error"}]}``,
-        asking every shard."""
+        """``{"router": {"pid", "uptime", "deaths"}, "supervisor": pid, "shards":
+        [{"id", "pid", "alive", "error", "deaths"}]}``, asking every shard;
+        ``deaths`` counts restarts in a row (the supervisor's backoff)."""
         return self._cmd([STATUS])
 
     def stats(self) -> dict:
@@ -173,7 +175,8 @@ class Commands:
         """Start a LevelDB compaction on ``shard`` (None: on every shard) and
         return at once: True where one started, False where one was running.
         Progress and outcome show in ``stats()`` under ``compaction``.
-        Raises ``BadRequest`` for a shard that does not exist."""
+        Raises ``BadRequest`` for a shard that does not exist, and the shard's
+        error (e.g. ``ShardUnavailable``) if any targeted shard is down."""
         if shard is None:
             return self._cmd([COMPACT])
         return self._cmd([SHARD, int(shard), [COMPACT]])

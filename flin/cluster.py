@@ -122,7 +122,7 @@ class Supervisor:
             if self.ready_r is not None:
                 os.close(self.ready_r)
             self.ready_r, ready_w = os.pipe()
-        pid = os.fork()
+        pid = procutil.fork_child()
         if pid == 0:  # the child: never returns into the supervisor's code
             code = 1
             try:
@@ -182,6 +182,9 @@ class Supervisor:
             why = "killed by signal %d" % os.WTERMSIG(status)
         else:
             why = "exited with code %d" % os.WEXITSTATUS(status)
+        if child is self.router and os.WIFEXITED(status) \
+                and os.WEXITSTATUS(status) == router.EXIT_BIND and not self.announced:
+            raise StartError("the router cannot bind %s (in use? see the log)" % self.cfg.bind)
         if child.shard is not None and os.WIFEXITED(status) \
                 and os.WEXITSTATUS(status) == shardworker.EXIT_STORAGE:
             child.broken = ("cannot open %s; see the log, stop the cluster, then run "

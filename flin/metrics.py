@@ -31,6 +31,8 @@ import signal
 import threading
 from typing import Any, Iterator
 
+import zmq
+
 from . import errors, procutil, stats
 from .config import Config
 
@@ -52,7 +54,7 @@ class FlinCollector:
         with self.lock:
             try:
                 return self.client.stats()
-            except errors.FlinError as exc:
+            except (errors.FlinError, zmq.ZMQError) as exc:
                 log.warning("scrape: no stats from the router: %s", exc)
                 return None
 
@@ -144,6 +146,14 @@ class FlinCollector:
         yield from (ops, errs, up, keys, disk, hits, misses, comp, comps, snaps, hot)
 
 
+def _local_endpoint(bind: str) -> str:
+    """Where this host reaches a router bound to ``bind`` (wildcards -> loopback)."""
+    for wildcard in ("tcp://0.0.0.0:", "tcp://*:", "tcp://[::]:", "tcp://:::"):
+        if bind.startswith(wildcard):
+            return "tcp://127.0.0.1:" + bind[len(wildcard):]
+    return bind
+
+
 def run(cfg: Config) -> int:
     """The exporter process's main; returns its exit code."""
     procutil.become_child("flin-metrics")
@@ -157,7 +167,7 @@ def run(cfg: Config) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     registry = CollectorRegistry(auto_describe=False)
-    collector = FlinCollector(cfg.bind.replace("tcp://0.0.0.0:", "tcp://127.0.0.1:"))
+    collector = FlinCollector(_local_endpoint(cfg.bind))
     registry.register(collector)
     try:
         server, thread = start_http_server(cfg.metrics_port, addr="127.0.0.1", registry=registry)

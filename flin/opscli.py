@@ -17,6 +17,9 @@ from .cli import EXIT_USAGE, _run, data_opt, endpoint_opt, main, timeout_opt
 from .client import Client
 
 
+_COMPACT_WAIT_S = 3600     # longest `flin compact` waits for the shards to finish
+
+
 class _NoBar:
     """Stands in for a progress bar that is not shown."""
 
@@ -166,6 +169,14 @@ def compact(endpoint: str, timeout: float, shard: int | None, wait: bool) -> Non
                     and now[s]["compaction"]["runs"] > before.get(s, now[s])["compaction"]["runs"]]
             if len(done) == len(targets):
                 break
+            # a shard that died or restarted meanwhile lost its compaction thread
+            lost = [s for s in targets if s not in now or s in before
+                    and now[s].get("pid") != before[s].get("pid")]
+            if lost or time.monotonic() - t0 > _COMPACT_WAIT_S:
+                raise click.ClickException(
+                    "compaction did not finish on shard(s) %s (%s); see flin stats"
+                    % (lost or sorted(set(targets) - set(done)),
+                       "restarted or down" if lost else "still running after %ds" % _COMPACT_WAIT_S))
             time.sleep(0.2)
         errs = [(s, now[s]["compaction"]["error"]) for s in done if now[s]["compaction"].get("error")]
         for s, e in errs:

@@ -40,8 +40,31 @@ def become_child(name: str) -> None:
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
-    if os.getppid() == 1:  # the supervisor died before prctl took effect
-        os._exit(1)
+    # the supervisor blocked these across fork(): a stop signal sent in that
+    # window is delivered now, to this process's own (default) handling
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)  # the supervisor died before prctl took effect
+
+
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+parent_pid: int | None = None   # the supervisor's pid, set by it before each fork
+
+
+def fork_child() -> int:
+    """``os.fork()`` with the stop signals blocked across it, so that a child
+    never runs the supervisor's handlers; ``become_child`` unblocks them."""
+    global parent_pid
+    parent_pid = os.getpid()
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        pid = os.fork()
+    except OSError:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        raise
+    if pid:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    return pid
 
 
 def alive(pid: int) -> bool:

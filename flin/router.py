@@ -40,6 +40,7 @@ from .sinks import CacheFill, Gather, Heartbeat, Request
 log = logging.getLogger("flin.router")
 
 UNKNOWN, UP, DOWN, STALLED = "unknown", "up", "down", "stalled"
+EXIT_BIND = 5            # exit code: an endpoint could not be bound
 _TICK_S = 0.1            # timeout and heartbeat checks
 _HEARTBEAT_S = 1.0       # ping a shard not heard from for this long
 _DRAIN = 2000            # messages taken from a socket per loop turn
@@ -255,17 +256,20 @@ class Router:
         try:
             shard = int(ident[6:])
             bid, results = protocol.decode(frame)
+            if not 0 <= shard < self.ring.shards:
+                raise ValueError("no such shard")
+            pid = results[1] if bid == protocol.HELLO_ID else None
         except Exception:
-            log.error("undecodable message from %r", ident[:32])
+            log.error("malformed message from %r", ident[:32])
             return
         self.heard[shard] = time.monotonic()
         if bid == protocol.HELLO_ID:
-            pid = results[1]
             if self.inflight[shard]:  # a new incarnation: what the old one held is unknown
                 self._fail_inflight(shard, "shard %d restarted" % shard)
-            log.info("shard %d up (pid %d)", shard, pid)
+            log.info("shard %d up (pid %s)", shard, pid)
             self.pids[shard] = pid
             self._mark_up(shard)
+            self.flush(shard)        # ops that queued meanwhile go now, not at the next ping
             return
         entry = self.inflight[shard].pop(bid, None)
         self._mark_up(shard)
@@ -384,7 +388,7 @@ def run(cfg: Config, ring: Ring, ready_fd: int | None = None) -> int:
         router = Router(cfg, ring, ready_fd)
     except zmq.ZMQError as exc:
         log.error("router: cannot bind %s: %s", cfg.bind, exc)
-        return 2
+        return EXIT_BIND
 
     def on_term(signum, frame):
         router.stopping = True

@@ -132,3 +132,28 @@ def test_64_shard_cluster_starts(tmp_short, record_property):
         assert len(c.child_pids()) >= 65
     finally:
         assert c.stop() == 0
+
+
+def test_start_refuses_when_the_endpoint_is_taken(tmp_short):
+    """The router cannot bind: `flin start` exits with a clear message, not a
+    restart loop, and leaves no process behind."""
+    import socket
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flin", "start", "--data", os.path.join(tmp_short, "d"),
+             "--shards", "2", "--bind", "tcp://127.0.0.1:%d" % port],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError("flin start kept retrying a bind that cannot succeed")
+        assert proc.returncode == 2, (out, err[-2000:])
+        assert b"cannot bind tcp://127.0.0.1:%d" % port in err, err[-2000:]
+        assert _descendants(proc.pid) == set()
+    finally:
+        taken.close()
