@@ -1,20 +1,16 @@
 """The router: one process between clients and shard workers.
 
-Frontend: a ROUTER socket for clients; backend: a ROUTER socket on an
-owner-only ipc endpoint for the workers' DEALERs (identity ``shard-N``);
-both made by ``security.router_sockets``.
-
-One loop, no threads:
+A ZeroMQ ROUTER socket for clients (``security.frontend_socket``) and a
+link to each worker (``links.py``). One loop, no threads:
 
 1. drain worker replies and scatter each result to the request waiting on it;
 2. drain client requests, plan each command (``commands.plan``) and queue its
    shard ops in that shard's outbox;
-3. send each shard its whole outbox as ONE batch, if fewer than
-   ``shard_depth`` batches are in flight to it; otherwise the ops keep
-   coalescing until a reply frees a slot;
-4. every tick: fail batches older than ``shard_timeout`` (OutcomeUnknown, and
-   the shard is marked stalled: new ops fail fast until it answers again),
-   and ping idle shards as a heartbeat.
+3. send each shard its whole outbox as ONE batch if fewer than ``shard_depth``
+   are in flight to it (else the ops coalesce until a reply frees a slot),
+   and each client the replies of this turn as one frame;
+4. every tick: fail batches older than ``shard_timeout`` (OutcomeUnknown; the
+   shard is stalled, its new ops fail fast until it answers), ping idle shards.
 
 Every request is answered: with results, or with a typed error.
 """
@@ -32,6 +28,7 @@ import zmq
 from . import commands, errors, procutil, protocol, security, stats
 from .commands import Invalid, plan
 from .config import Config
+from .links import links_for
 from .protocol import GET, PING, ErrorReply
 from .readcache import MISS, ReadCache
 from .ring import Ring
@@ -78,11 +75,11 @@ class Router:
         self.stats = stats.RouterStats()     # errors by code, in flight, latency (STATS)
         self.cache = (ReadCache(int(cfg.read_cache_mb * 2**20), n)
                       if cfg.read_cache_mb > 0 else None)
-        self.idents = [b"shard-%d" % s for s in range(n)]
 
         self.ctx = zmq.Context(1)
         self.gate = security.Gatekeeper(self.ctx)   # ZAP thread: in this process, after fork
-        self.front, self.back = security.router_sockets(self.ctx, self.gate, cfg)
+        self.links = links_for(cfg)(cfg, self.ctx, self.gate, n)   # to the workers
+        self.front = security.frontend_socket(self.ctx, self.gate, cfg)
         commands.supervisor_state = self.supervisor_state
         commands.router_stats = lambda: stats.router_snapshot(self)
         commands.cache_stats = (lambda shard: None) if self.cache is None else self.cache.shard_stats
@@ -196,13 +193,10 @@ class Router:
                 self.route(shard, op, g, j)
 
     def _reject(self, ident: bytes, rid: int, why: str) -> None:
+        """Answer a frame that is not a request: one BadRequest in place of its results."""
         code = errors.BadRequest.code
         self.stats.errors[code] = self.stats.errors.get(code, 0) + 1
-        try:
-            self.front.send(ident, _MORE)
-            self.front.send(protocol.encode(rid, _err(errors.BadRequest, why)), _NOBLOCK)
-        except zmq.ZMQError:
-            self.counts["dropped_replies"] += 1
+        self.replies.setdefault(ident, []).append((rid, _err(errors.BadRequest, why)))
 
     def route(self, shard: int, op: list, target: Any, slot: int) -> None:
         state = self.state[shard]
@@ -239,28 +233,21 @@ class Router:
     def send_batch(self, shard: int, ops: list, sinks: list) -> None:
         bid = self.next_bid
         self.next_bid += 1
-        try:
-            self.back.send(self.idents[shard], _MORE)
-            self.back.send(protocol.encode(bid, ops), _NOBLOCK)
-        except zmq.ZMQError as exc:
+        if not self.links.send(shard, protocol.encode(bid, ops)):
             if self.state[shard] == UP:
-                log.warning("shard %d unreachable: %s", shard, exc)
+                log.warning("shard %d is not connected", shard)
             self.state[shard] = DOWN
             self.fail_all(sinks, _err(errors.ShardUnavailable,
                                       "shard %d is not connected" % shard))
             return
         self.inflight[shard][bid] = (sinks, time.monotonic())
 
-    def on_shard_message(self, frames: list) -> None:
-        ident, frame = frames[0], frames[-1]
+    def on_shard_message(self, shard: int, frame: bytes) -> None:
         try:
-            shard = int(ident[6:])
             bid, results = protocol.decode(frame)
-            if not 0 <= shard < self.ring.shards:
-                raise ValueError("no such shard")
             pid = results[1] if bid == protocol.HELLO_ID else None
         except Exception:
-            log.error("malformed message from %r", ident[:32])
+            log.error("malformed message from shard %d", shard)
             return
         self.heard[shard] = time.monotonic()
         if bid == protocol.HELLO_ID:
@@ -285,6 +272,14 @@ class Router:
             for (target, slot), value in zip(sinks, results):
                 deliver(target, slot, value)
         self.flush(shard)
+
+    def on_shard_lost(self, shard: int) -> None:
+        """The worker's link closed (it died, or is restarting)."""
+        if self.state[shard] == UP:
+            log.warning("shard %d disconnected", shard)
+        self.state[shard] = DOWN
+        self._fail_inflight(shard, "shard %d disconnected" % shard)
+        self.flush(shard)  # what queued meanwhile: refused at once (not connected)
 
     def _mark_up(self, shard: int) -> None:
         if self.state[shard] != UP:
@@ -328,8 +323,7 @@ class Router:
     def serve(self) -> None:
         poller = zmq.Poller()
         poller.register(self.front, zmq.POLLIN)
-        poller.register(self.back, zmq.POLLIN)
-        front, back = self.front, self.back
+        self.links.register(poller)
         next_tick = 0.0
         deadline = None
         now = time.monotonic()
@@ -341,14 +335,17 @@ class Router:
                 if deadline is None:
                     deadline = time.monotonic() + self.cfg.shard_timeout + 1
                 if not self.busy() or time.monotonic() > deadline:
-                    self._drain(self.front, self.on_request)  # what already came: ShuttingDown
+                    self._drain_front()  # what already came is answered ShuttingDown
                     self.send_replies()
                     break
             events = dict(poller.poll(_TICK_S * 1000))
-            if back in events:
-                self._drain(back, self.on_shard_message)
-            if front in events:
-                self._drain(front, self.on_request)
+            for shard, frame in self.links.handle(events):
+                if frame is None:
+                    self.on_shard_lost(shard)
+                else:
+                    self.on_shard_message(shard, frame)
+            if self.front in events:
+                self._drain_front()
             if self.dirty:
                 dirty, self.dirty = self.dirty, set()
                 for shard in dirty:
@@ -364,19 +361,18 @@ class Router:
             self._fail_queued(shard)
         self.send_replies()
 
-    @staticmethod
-    def _drain(sock: zmq.Socket, handle: Any) -> None:
-        """Handle up to ``_DRAIN`` messages already waiting on ``sock``."""
+    def _drain_front(self) -> None:
+        """Handle up to ``_DRAIN`` client frames already waiting."""
         for _ in range(_DRAIN):
             try:
-                frames = sock.recv_multipart(_NOBLOCK)
+                frames = self.front.recv_multipart(_NOBLOCK)
             except zmq.Again:
                 return
-            handle(frames)
+            self.on_request(frames)
 
     def close(self) -> None:
         self.front.close(linger=1000)
-        self.back.close(linger=0)
+        self.links.close()
         self.gate.stop()
         self.ctx.term()
 

@@ -259,30 +259,46 @@ class Gatekeeper:
             self.auth = None
 
 
-def router_sockets(ctx: zmq.Context, gate: Gatekeeper, cfg: Config) -> tuple[zmq.Socket, zmq.Socket]:
-    """The router's two bound ROUTER sockets: (client frontend, worker backend).
-
-    Both set ROUTER_MANDATORY, so a message for a peer that is gone raises
-    instead of vanishing. Only the backend sets ROUTER_HANDOVER (a restarted
-    worker takes its identity back); on the front a peer that claims a
-    connected client's identity is ignored, so it cannot take over its replies.
-    """
+def frontend_socket(ctx: zmq.Context, gate: Gatekeeper, cfg: Config) -> zmq.Socket:
+    """The router's bound ROUTER socket for clients. ROUTER_MANDATORY: a reply
+    for a client that left raises instead of vanishing. No ROUTER_HANDOVER: a
+    peer that claims a connected client's identity is ignored, so it cannot
+    take over its replies."""
     front = ctx.socket(zmq.ROUTER)
     front.setsockopt(zmq.ROUTER_MANDATORY, 1)
     front.setsockopt(zmq.LINGER, 1000)
     front.setsockopt(zmq.SNDHWM, 100_000)
     front.setsockopt(zmq.RCVHWM, 100_000)
+    secure_frontend(gate, front, cfg)
+    front.bind(cfg.bind)
+    return front
+
+
+def backend_socket(ctx: zmq.Context, gate: Gatekeeper, cfg: Config) -> zmq.Socket:
+    """The router's bound ROUTER socket for workers on the ZeroMQ link
+    (``links.ZmqLinks``). ROUTER_MANDATORY: a batch for a worker that is not
+    connected raises; ROUTER_HANDOVER: a restarted worker takes its identity back."""
     back = ctx.socket(zmq.ROUTER)
     back.setsockopt(zmq.ROUTER_MANDATORY, 1)
     back.setsockopt(zmq.ROUTER_HANDOVER, 1)
     back.setsockopt(zmq.LINGER, 1000)
     back.setsockopt(zmq.SNDHWM, 0)
     back.setsockopt(zmq.RCVHWM, 0)
-    secure_frontend(gate, front, cfg)
     secure_backend(gate, back, cfg)
     back.bind(cfg.backend)
-    front.bind(cfg.bind)
-    return front, back
+    return back
+
+
+def worker_socket(ctx: zmq.Context, cfg: Config, shard: int) -> zmq.Socket:
+    """A worker's DEALER on the ZeroMQ link, connected to the router."""
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.IDENTITY, b"shard-%d" % shard)
+    sock.setsockopt(zmq.LINGER, 2000)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    secure_worker(sock, cfg)
+    sock.connect(cfg.backend)
+    return sock
 
 
 def secure_frontend(gate: Gatekeeper, sock: zmq.Socket, cfg: Config) -> None:

@@ -1,7 +1,8 @@
 """A shard worker: one OS process owning one LevelDB folder.
 
-It connects a DEALER (identity ``shard-N``) to the router's backend only
-after its LevelDB is open, so a connected worker is a ready worker. Then it
+It connects to the router (``links.WorkerLink``: a Unix socket, or a
+ZeroMQ DEALER with CURVE) only after its LevelDB is open, so a connected
+worker is a ready worker; if the router goes away it reconnects. Then it
 says hello ``[0, [shard_id, pid]]`` and loops: receive one batch, apply all
 of its ops in one write batch (``Store.apply``), answer once. Batches that
 queued up meanwhile join the same write batch and are answered one by one.
@@ -11,17 +12,16 @@ SIGTERM: finish the messages in hand, close the LevelDB, exit 0.
 from __future__ import annotations
 
 import logging
-import os
 import resource
 import signal
 import sys
 import time
 
 import plyvel
-import zmq
 
-from . import protocol, procutil, security
+from . import protocol, procutil
 from .config import Config
+from .links import WorkerLink
 from .errors import BadRequest, InternalError
 from .admin import Admin
 from .store import Store
@@ -31,7 +31,6 @@ log = logging.getLogger("flin.shard")
 EXIT_STORAGE = 3          # the LevelDB could not be opened (corrupt, locked)
 _SWEEP_EVERY_MS = 500     # between idle sweeps of expired keys
 _MAX_MERGE = 16           # queued batches applied as one write batch
-_NOBLOCK = int(zmq.NOBLOCK)
 
 
 def _open_files_allowed(wanted: int) -> int:
@@ -105,17 +104,12 @@ def run(cfg: Config, shard: int) -> int:
         return EXIT_STORAGE
     admin = Admin(store, shard)     # STATS, snapshots, compaction: handlers in store's dict
 
-    ctx = zmq.Context(1)
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.IDENTITY, b"shard-%d" % shard)
-    sock.setsockopt(zmq.LINGER, 2000)
-    sock.setsockopt(zmq.SNDHWM, 0)
-    sock.setsockopt(zmq.RCVHWM, 0)
-    security.secure_worker(sock, cfg)
-    sock.connect(cfg.backend)
-    sock.send(protocol.encode(protocol.HELLO_ID, [shard, os.getpid()]))
+    link = WorkerLink(cfg, shard)
+    if not link.connect(lambda: stopping):
+        admin.close()
+        store.close()
+        return 0
     log.info("shard %d: serving %s", shard, cfg.shard_dir(shard))
-    sock.setsockopt(zmq.RCVTIMEO, _SWEEP_EVERY_MS)
     next_sweep = 0.0
     try:
         while not stopping:
@@ -125,22 +119,27 @@ def run(cfg: Config, shard: int) -> int:
                 store.recover()
                 store.sweep()
                 admin.expire()
-            try:
-                frames = [sock.recv()]
-            except zmq.Again:
-                continue
-            while len(frames) < _MAX_MERGE:  # whatever else is queued joins this write batch
-                try:
-                    frames.append(sock.recv(_NOBLOCK))
-                except zmq.Again:
+            # one message, and whatever else is queued joins its write batch
+            frames = link.recv(_SWEEP_EVERY_MS / 1000, _MAX_MERGE)
+            if frames is None:                 # the router went away: wait for the next
+                log.info("shard %d: router link closed; reconnecting", shard)
+                link.close()
+                if not link.connect(lambda: stopping):
                     break
+                continue
+            if not frames:
+                continue
             if store.write_failed_at and store.recover():
                 log.warning("shard %d: reopened its LevelDB after a failed write", shard)
-            for reply in serve(store, frames, shard):
-                sock.send(reply)
+            try:
+                for reply in serve(store, frames, shard):
+                    link.send(reply)
+            except OSError:                    # the router died mid-reply
+                link.close()
+                if not link.connect(lambda: stopping):
+                    break
     finally:
-        sock.close()
-        ctx.term()
+        link.close()
         admin.close()
         store.close()
         log.info("shard %d: closed", shard)
