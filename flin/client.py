@@ -87,6 +87,8 @@ class Client(Commands):
         """Send several requests (each a list of raw wire commands) in ONE
         frame without waiting; each is answered on its own. Returns their ids.
         Raises ``ConnectionFailed`` or ``TooLarge`` as ``submit``."""
+        if sum(len(r) for r in requests) > protocol.MAX_ITEMS:  # the router would refuse the frame whole
+            raise errors.TooLarge("more than %d commands in one frame" % protocol.MAX_ITEMS)
         sock = self._socket()
         first = self._rid + 1
         self._rid += len(requests)

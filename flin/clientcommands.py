@@ -13,8 +13,11 @@ from .protocol import (
 )
 
 Key = bytes | str
-_IDEMPOTENT = {PING, GET, EXISTS, TTL, MGET, SCAN, STATUS, SET, MSET, DEL, EXPIRE, PERSIST,
-               STATS, COMPACT}
+# Commands sent again after an unknown outcome (a timeout, OutcomeUnknown):
+# their effect and their answer are the same the second time. DEL, EXPIRE
+# and PERSIST are not here: their effect is, but a retry would answer 0 or
+# False for what the first attempt did. (INCR and CAS carry request ids.)
+_IDEMPOTENT = {PING, GET, EXISTS, TTL, MGET, SCAN, STATUS, SET, MSET, STATS, COMPACT}
 
 
 def _b(x: Any, what: str = "key") -> bytes:

@@ -228,3 +228,11 @@ def test_unreachable_endpoint_is_a_transport_error():
         with flin.Client("ipc://" + os.path.join(d, "none.sock"), timeout=0.3) as c:
             with pytest.raises(errors.TransportError):
                 c.ping()
+
+
+def test_submit_many_refuses_a_frame_the_router_would_reject_whole(client):
+    from flin.protocol import MAX_ITEMS, PING
+    with pytest.raises(flin.errors.TooLarge):
+        client.submit_many([[[PING]]] * (MAX_ITEMS + 1))
+    rids = client.submit_many([[[PING]], [[PING], [PING]]])
+    assert sorted(client.collect(r) for r in rids) == [[True], [True, True]]
