@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .shardops import _EXPIRING
+from .shardops import _EXPIRING, value_of
 
 
 class ReadOps:
@@ -33,7 +33,7 @@ class ReadOps:
             return None
         if len(op) > 2:
             return [raw[1:], 0] if raw[0] == 0 else [raw[9:], int.from_bytes(raw[1:9], "big")]
-        return raw[1:] if raw[0] == 0 else raw[9:]
+        return value_of(raw)
 
     def _mget(self, op: list) -> list:
         """[MGET, [key, ...]]: values in order, nil for each missing key."""
@@ -41,7 +41,7 @@ class ReadOps:
         out = []
         for key in op[1]:
             raw = live(b"d" + key)
-            out.append(None if raw is None else raw[1:] if raw[0] == 0 else raw[9:])
+            out.append(None if raw is None else value_of(raw))
         return out
 
     def _exists(self, op: list) -> bool:
@@ -81,5 +81,5 @@ class ReadOps:
             found += 1
             out.append(last)
             if values:
-                out.append(raw[1:] if raw[0] == 0 else raw[9:])
+                out.append(value_of(raw))
         return [out, None]

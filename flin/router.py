@@ -59,7 +59,6 @@ class Router:
         n = ring.shards
         self.ready_fd = ready_fd
         self.state = [UNKNOWN] * n
-        self.pids: list[int | None] = [None] * n
         self.heard = [0.0] * n
         self.out_ops: list[list] = [[] for _ in range(n)]
         self.out_sinks: list[list] = [[] for _ in range(n)]
@@ -213,8 +212,9 @@ class Router:
             self.cache.written(shard, op)
         ops.append(op)
         self.out_sinks[shard].append((target, slot))
-        if op[0] == protocol.SET:
-            self.out_bytes[shard] += len(op[2])
+        code = op[0]
+        if code == protocol.SET or code == protocol.MSET:
+            self.out_bytes[shard] += len(op[2]) if code == protocol.SET else sum(map(len, op[1]))
             if self.out_bytes[shard] > _BATCH_BYTES:
                 self.flush(shard)
                 return
@@ -254,7 +254,6 @@ class Router:
             if self.inflight[shard]:  # a new incarnation: what the old one held is unknown
                 self._fail_inflight(shard, "shard %d restarted" % shard)
             log.info("shard %d up (pid %s)", shard, pid)
-            self.pids[shard] = pid
             self._mark_up(shard)
             self.flush(shard)        # ops that queued meanwhile go now, not at the next ping
             return

@@ -8,7 +8,7 @@ from typing import Any
 
 from . import errors
 from .protocol import INT64_MAX, INT64_MIN, NX, XX, ErrorReply
-from .shardops import _EXPIRING, _MISSING, _err
+from .shardops import _EXPIRING, _MISSING, _err, value_of
 
 _UID_KEEP_MS = 10 * 60 * 1000          # how long a request uid is remembered
 _INT = re.compile(rb"-?(0|[1-9][0-9]{0,18})")
@@ -101,7 +101,7 @@ class WriteOps:
         current = 0
         if raw is not None:
             expiry = self._expiry_of(raw)
-            text = raw[9:] if expiry else raw[1:]
+            text = value_of(raw)
             current = int(text) if _INT.fullmatch(text) else None
             # 19 digits can exceed int64: such a value is not a counter either
             if current is None or not INT64_MIN <= current <= INT64_MAX:
@@ -122,7 +122,7 @@ class WriteOps:
         raw = self._live(dkey)
         if raw is None:
             return False
-        value = raw[9:] if raw[0] == _EXPIRING else raw[1:]
+        value = value_of(raw)
         if ttl_ms <= 0:
             self._remove(dkey)
         else:
@@ -147,7 +147,7 @@ class WriteOps:
             return done
         dkey = b"d" + key
         raw = self._live(dkey)
-        current = None if raw is None else (raw[9:] if raw[0] == _EXPIRING else raw[1:])
+        current = None if raw is None else value_of(raw)
         ok = current == expected
         if ok:
             self._store(dkey, new, 0)
