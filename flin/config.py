@@ -1,11 +1,15 @@
-"""All of a cluster's settings in one place; ``flin start`` options map 1:1."""
+"""All of a host's server settings in one place; ``flin start`` options map 1:1.
+
+Also the paths every server process agrees on inside the data folder, so
+that the supervisor, the router and the workers need not import each other
+to find them. Clients never import this module."""
 from __future__ import annotations
 
 import dataclasses
 import os
 from dataclasses import dataclass
 
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:7700"
+from .protocol import DEFAULT_ENDPOINT
 
 
 @dataclass
@@ -41,8 +45,20 @@ class Config:
         """The router's endpoint for shard workers (ipc, owner-only)."""
         return "ipc://" + os.path.join(self.run_dir, "shards.sock")
 
+    @property
+    def link_path(self) -> str:
+        """The Unix socket where workers reach the router (owner-only folder)."""
+        return os.path.join(self.run_dir, "shards.link")
+
+    @property
+    def children_path(self) -> str:
+        """What the supervisor knows of its children (deaths, broken shards),
+        written by it and read by the router for STATUS."""
+        return os.path.join(self.run_dir, "children.json")
+
     def shard_dir(self, shard: int) -> str:
+        """The LevelDB folder of ``shard``."""
         return os.path.join(os.path.abspath(self.data), "shard-%02d" % shard)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)

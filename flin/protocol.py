@@ -13,6 +13,10 @@ Router -> shard worker (batch)  ``[batch_id, [op, op, ...]]``
 Shard worker -> router          ``[batch_id, [result, result, ...]]``
 Shard worker hello (on start)   ``[0, [shard_id, pid]]``
 
+Between router and worker on one host the frames travel over a Unix stream
+socket, each as a 4-byte little-endian length and the frame (``link_frame``,
+``link_frames``); with ``--backend-keys`` over ZeroMQ, one frame per message.
+
 A command is an array that starts with its opcode::
 
     [PING]                                   -> True
@@ -33,8 +37,8 @@ A command is an array that starts with its opcode::
     [COMPACT]                                -> [bool, ...] one per shard: compaction started
     [SHARD, shard_id, admin_op]              -> admin_op's result, from that shard only
 
-``STATS`` asks every shard for its counters (``flin.admin``) and adds the
-router's own (``flin.stats``). ``SHARD`` addresses one shard without hashing,
+``STATS`` asks every shard for its counters (``flin.shardworker.admin``) and
+adds the router's own (``flin.router.stats``). ``SHARD`` addresses one shard without hashing,
 for the admin ops only (a data op there would bypass the ring)::
 
     [STATS]                                  -> the shard's counters
@@ -57,6 +61,9 @@ keys, and puts the answers back in the caller's order; a shard answers
 with its pid. Keys and values are msgpack
 ``bin``; ``nil`` is a missing key, ``b""`` an empty value.
 
+What each opcode is (writes or not, safe to resend, where its keys are) is
+the one table ``OPS`` below; every other set is derived from it.
+
 A result that is an error is the msgpack ext type 1 whose data is one byte
 of error code (``flin.errors``) followed by a UTF-8 message; it decodes to
 ``ErrorReply``. A request that cannot be parsed at all is answered
@@ -64,22 +71,87 @@ of error code (``flin.errors``) followed by a UTF-8 message; it decodes to
 """
 from __future__ import annotations
 
-from typing import Any
+import struct
+from typing import Any, Callable, NamedTuple
 
 import msgpack
 
-# -- opcodes ----------------------------------------------------------------
+# -- opcodes: one table of what each one is -----------------------------------
 PING, GET, SET, DEL, EXISTS, MGET, MSET, INCR = 0, 1, 2, 3, 4, 5, 6, 7
 EXPIRE, PERSIST, TTL, CAS, SCAN, STATUS = 8, 9, 10, 11, 12, 13
 STATS, SHARD, COMPACT, SNAPSHOT_OPEN, SNAPSHOT_READ, SNAPSHOT_CLOSE = 14, 15, 16, 17, 18, 19
-OP_NAMES = {
-    PING: "ping", GET: "get", SET: "set", DEL: "del", EXISTS: "exists",
-    MGET: "mget", MSET: "mset", INCR: "incr", EXPIRE: "expire",
-    PERSIST: "persist", TTL: "ttl", CAS: "cas", SCAN: "scan", STATUS: "status",
-    STATS: "stats", SHARD: "shard", COMPACT: "compact", SNAPSHOT_OPEN: "snapshot_open",
-    SNAPSHOT_READ: "snapshot_read", SNAPSHOT_CLOSE: "snapshot_close",
-}
-ADMIN_OPS = frozenset((PING, STATS, COMPACT, SNAPSHOT_OPEN, SNAPSHOT_READ, SNAPSHOT_CLOSE))
+
+# which arguments are keys (the read cache forgets them on a write)
+NO_KEYS, ONE_KEY, KEY_LIST, KEY_VALUE_PAIRS = "none", "one", "list", "pairs"
+# may a request whose outcome is unknown (timeout, OutcomeUnknown) be sent again?
+RETRY_YES = "yes"        # same effect, same answer the second time
+RETRY_NO = "no"          # the effect is the same but the answer is not (DEL answers 0 again)
+RETRY_UID = "uid"        # carries a request uid the shard remembers: applied once
+RETRY_PLAIN = "plain"    # only without conditions (SET without NX/XX)
+
+
+class OpInfo(NamedTuple):
+    """What one opcode is. Every set the router, the read cache, the client
+    and the stats need (writes, retry-safe, admin, data) comes from ``OPS``."""
+
+    code: int
+    name: str
+    writes: bool     # changes data
+    retry: str       # RETRY_*: may it be resent after an unknown outcome
+    keys: str        # where its keys are: NO_KEYS, ONE_KEY (cmd[1]), KEY_LIST, KEY_VALUE_PAIRS
+    admin: bool      # a shard admin op: allowed inside SHARD, not a shard's data load
+
+
+OPS: tuple[OpInfo, ...] = (
+    OpInfo(PING, "ping", False, RETRY_YES, NO_KEYS, True),
+    OpInfo(GET, "get", False, RETRY_YES, ONE_KEY, False),
+    OpInfo(SET, "set", True, RETRY_PLAIN, ONE_KEY, False),
+    OpInfo(DEL, "del", True, RETRY_NO, KEY_LIST, False),
+    OpInfo(EXISTS, "exists", False, RETRY_YES, ONE_KEY, False),
+    OpInfo(MGET, "mget", False, RETRY_YES, KEY_LIST, False),
+    OpInfo(MSET, "mset", True, RETRY_YES, KEY_VALUE_PAIRS, False),
+    OpInfo(INCR, "incr", True, RETRY_UID, ONE_KEY, False),
+    OpInfo(EXPIRE, "expire", True, RETRY_NO, ONE_KEY, False),
+    OpInfo(PERSIST, "persist", True, RETRY_NO, ONE_KEY, False),
+    OpInfo(TTL, "ttl", False, RETRY_YES, ONE_KEY, False),
+    OpInfo(CAS, "cas", True, RETRY_UID, ONE_KEY, False),
+    OpInfo(SCAN, "scan", False, RETRY_YES, NO_KEYS, False),
+    OpInfo(STATUS, "status", False, RETRY_YES, NO_KEYS, False),
+    OpInfo(STATS, "stats", False, RETRY_YES, NO_KEYS, True),
+    OpInfo(SHARD, "shard", False, RETRY_NO, NO_KEYS, False),
+    OpInfo(COMPACT, "compact", False, RETRY_YES, NO_KEYS, True),
+    OpInfo(SNAPSHOT_OPEN, "snapshot_open", False, RETRY_NO, NO_KEYS, True),
+    OpInfo(SNAPSHOT_READ, "snapshot_read", False, RETRY_YES, NO_KEYS, True),
+    OpInfo(SNAPSHOT_CLOSE, "snapshot_close", False, RETRY_NO, NO_KEYS, True),
+)
+OP_INFO: dict[int, OpInfo] = {op.code: op for op in OPS}
+OP_NAMES: dict[int, str] = {op.code: op.name for op in OPS}
+WRITES = frozenset(op.code for op in OPS if op.writes)
+ADMIN_OPS = frozenset(op.code for op in OPS if op.admin)
+DATA_OP_NAMES = frozenset(op.name for op in OPS if not op.admin and op.code not in (STATUS, SHARD))
+
+
+def written_keys(op: list[Any]) -> list[bytes]:
+    """The keys a write op changes (for the read cache)."""
+    where = OP_INFO[op[0]].keys
+    if where == ONE_KEY:
+        return [op[1]]
+    if where == KEY_LIST:
+        return op[1]  # type: ignore[no-any-return]
+    if where == KEY_VALUE_PAIRS:
+        return op[1][::2]  # type: ignore[no-any-return]
+    return []
+
+
+def retry_safe(cmd: list[Any]) -> bool:
+    """May ``cmd`` be sent again when its outcome is unknown?"""
+    info = OP_INFO.get(cmd[0])
+    if info is None:
+        return False
+    if info.retry == RETRY_PLAIN:
+        return len(cmd) > 4 and not cmd[4]
+    return info.retry in (RETRY_YES, RETRY_UID)
+
 
 # SET flags
 NX, XX = 1, 2
@@ -95,8 +167,12 @@ MAX_SNAPSHOT_BYTES = 16 * 1024 * 1024  # bytes per SNAPSHOT_READ page (past one 
 SNAPSHOT_IDLE_S = 60.0              # s an unused snapshot is kept
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:7700"   # a router's client endpoint unless told otherwise
 HELLO_ID = 0                        # batch id of a worker's hello message
 _ERR_EXT = 1                        # msgpack ext type of an error result
+
+
+_packb: Callable[..., bytes] = msgpack.packb   # typed once: msgpack's own stubs say Any
 
 
 class ErrorReply:
@@ -130,7 +206,7 @@ def _ext_hook(code: int, data: bytes) -> Any:
 
 def encode(msg_id: int, items: Any) -> bytes:
     """Pack one message ``[msg_id, items]`` into a single frame."""
-    return msgpack.packb((msg_id, items), default=_default)
+    return _packb((msg_id, items), default=_default)
 
 
 def decode(frame: bytes) -> tuple[int, Any]:
@@ -139,7 +215,7 @@ def decode(frame: bytes) -> tuple[int, Any]:
     return msg[0], msg[1]
 
 
-def decode_requests(frame: bytes) -> list[tuple[int, list]]:
+def decode_requests(frame: bytes) -> list[tuple[int, list[Any]]]:
     """Unpack a client frame, bounded against hostile input: one request
     ``[req_id, [command, ...]]`` or several ``[[req_id, [command, ...]], ...]``.
 
@@ -177,18 +253,18 @@ def decode_requests(frame: bytes) -> list[tuple[int, list]]:
 _SHAPE = "a request is [request_id, [command, ...]], or a frame of several [[id, [...]], ...]"
 
 
-def encode_requests(requests: list[tuple[int, list]]) -> bytes:
+def encode_requests(requests: list[tuple[int, list[Any]]]) -> bytes:
     """Several requests in one frame (one request: plain ``[id, commands]``)."""
     if len(requests) == 1:
-        return msgpack.packb(requests[0], default=_default)
-    return msgpack.packb(requests, default=_default)
+        return _packb(requests[0], default=_default)
+    return _packb(requests, default=_default)
 
 
 def encode_replies(replies: list[tuple[int, Any]]) -> bytes:
     """The replies for one client, in one frame (the same two shapes)."""
     if len(replies) == 1:
-        return msgpack.packb(replies[0], default=_default)
-    return msgpack.packb(replies, default=_default)
+        return _packb(replies[0], default=_default)
+    return _packb(replies, default=_default)
 
 
 def decode_replies(frame: bytes) -> list[tuple[int, Any]]:
@@ -211,3 +287,29 @@ def request_id_of(frame: bytes) -> int:
     except Exception:
         pass
     return 0
+
+
+# -- the Unix-socket link between router and worker ---------------------------------
+LINK_HEADER = struct.Struct("<I")   # each frame on the link: 4-byte little-endian length, then it
+
+
+def link_frame(payload: bytes) -> bytes:
+    """One frame as the Unix-socket link carries it."""
+    return LINK_HEADER.pack(len(payload)) + payload
+
+
+def link_frames(buf: bytearray) -> list[bytes]:
+    """Complete link frames at the front of ``buf`` (removed from it); a
+    partial frame stays for the next read."""
+    out = []
+    pos, end = 0, len(buf)
+    unpack = LINK_HEADER.unpack_from
+    while end - pos >= 4:
+        n = unpack(buf, pos)[0]
+        if end - pos - 4 < n:
+            break
+        out.append(bytes(buf[pos + 4:pos + 4 + n]))
+        pos += 4 + n
+    if pos:
+        del buf[:pos]
+    return out

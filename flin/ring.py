@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import array
 import bisect
+from typing import Any
 
 import xxhash
 
@@ -64,6 +65,6 @@ class Ring:
         i = bisect.bisect_left(self._hashes, (h >> _SHIFT) << _SHIFT)
         return self._owners[i if i < len(self._owners) else 0]
 
-    def params(self) -> dict:
+    def params(self) -> dict[str, Any]:
         """What a manifest stores so that every process builds the same ring."""
         return {"hash": "xxh64", "vnodes": self.vnodes, "slot_bits": SLOT_BITS}

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from flin import procutil
+from flin.supervisor import processes
 
 _TICK = os.sysconf("SC_CLK_TCK")
 _PR_SET_NAME, _PR_SET_PDEATHSIG = 15, 1
@@ -101,11 +101,11 @@ class ClusterProcess:
 
 def descendants(pid: int) -> list[int]:
     """Every process whose parent chain leads to ``pid`` (from /proc)."""
-    return sorted(procutil.descendants(pid))
+    return sorted(processes.descendants(pid))
 
 
 def role_of(comm: str) -> str:
-    """Group a Flin process by its name (procutil names the children)."""
+    """Group a Flin process by its name (the supervisor names the children)."""
     if comm.startswith("flin-router"):
         return "router"
     if comm.startswith("flin-shard"):

@@ -17,7 +17,7 @@ from typing import Callable
 
 import plyvel
 
-from .load import PhaseSpec, Recorder
+from .phase import PhaseSpec, Recorder
 from .workload import INCR, KEY_PREFIX, READ, SCAN, WRITE, Plan, counter, key
 
 # LevelDB options alike to a Flin shard's (flin/store.py), with the library's

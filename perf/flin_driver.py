@@ -23,7 +23,7 @@ from flin import errors
 from flin.client import Client
 from flin.protocol import GET, INCR, MGET, MSET, SCAN, SET, ErrorReply
 
-from .load import PhaseSpec, Recorder
+from .phase import PhaseSpec, Recorder
 from .workload import INCR as K_INCR, KEY_PREFIX, READ, SCAN as K_SCAN, WRITE, Plan
 from .workload import counter, key
 

@@ -1,7 +1,8 @@
 """One phase of load: P forked load processes, each running a target's driver
 in a closed loop, started together on a barrier and measured alike.
 
-A driver (``flin_driver.drive``, ``engine.drive``, ``redis_driver.drive``)
+A driver (``flin_driver.drive``, ``engine.drive``, ``redis_driver.drive``;
+they import ``phase.py``, never this module)
 prepares (connects, opens), calls ``go()`` (the barrier; returns the deadline
 in ``perf_counter_ns``), issues requests until the deadline, waits for the
 ones in flight, and reports each reply to the ``Recorder``: its latency (send
@@ -22,80 +23,21 @@ import signal
 import threading
 import time
 import traceback
-from array import array
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, Callable
 
 from hdrh.histogram import HdrHistogram
 
 from .cluster_proc import die_with_parent
+from .phase import HIST_DIGITS, HIST_MAX_NS, PhaseSpec, Recorder
 from .workload import Plan
 
-HIST_MAX_NS = 3_600 * 10**9        # the largest latency the histogram holds: 1 hour, in ns
-HIST_DIGITS = 3                    # significant digits kept by the histogram
 SAMPLE_S = 0.1                     # s between samples of the shared op counters
 PERCENTILES = (0, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99, 100)
 
 
 class LoadError(RuntimeError):
     """A load process failed; the message carries its traceback."""
-
-
-@dataclass
-class PhaseSpec:
-    """Everything a load process needs to know (it is forked with it)."""
-
-    target: str                    # flin | engine | redis
-    phase: str                     # a workload name
-    processes: int
-    workers: int                   # logical workers over all processes
-    pipeline: int                  # requests in flight per worker
-    batch: int                     # keys per request
-    value_size: int                # bytes
-    keys: int                      # key space
-    key_range: int                 # indices below this hold a value (reading phases)
-    duration: float                # s of load before the processes drain
-    scan_limit: int                # keys per SCAN page
-    seed: int
-    address: str = ""              # flin endpoint, engine folder, or redis socket path
-    timeout: float = 30.0          # s without a reply before a process gives up
-
-    def workers_of(self, proc: int) -> int:
-        """Logical workers driven by load process ``proc``."""
-        base, extra = divmod(self.workers, self.processes)
-        return base + (1 if proc < extra else 0)
-
-
-class Recorder:
-    """One load process's counts and buffered latencies."""
-
-    def __init__(self, counter: Any) -> None:
-        self.counter = counter
-        self.lat = array("q")
-        self.ops = self.requests = self.errors = self.misses = 0
-        self.error_samples: list[str] = []
-        self.t_start = self.t_end = 0
-        self.cpu = 0.0
-
-    def done(self, ns: int, ok: int, failed: int = 0, missing: int = 0,
-             why: Any = None) -> None:
-        self.lat.append(ns)
-        self.requests += 1
-        self.ops += ok
-        self.counter.value = self.ops
-        if failed:
-            self.errors += failed
-            if len(self.error_samples) < 5:
-                self.error_samples.append(str(why))
-        if missing:
-            self.misses += missing
-
-    def histogram(self) -> HdrHistogram:
-        h = HdrHistogram(1, HIST_MAX_NS, HIST_DIGITS)
-        record = h.record_value
-        for ns in self.lat:
-            record(min(max(ns, 1), HIST_MAX_NS))
-        return h
 
 
 def _cpu_s() -> float:

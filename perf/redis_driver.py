@@ -22,7 +22,7 @@ from collections import deque
 from typing import Any, Callable
 
 from .cluster_proc import die_with_parent
-from .load import PhaseSpec, Recorder
+from .phase import PhaseSpec, Recorder
 from .workload import INCR, READ, WRITE, Plan, counter, key
 
 UNSUPPORTED = {"scan": "Redis has no ordered range scan"}

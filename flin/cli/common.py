@@ -1,0 +1,81 @@
+"""What every ``flin`` command shares: exit codes, the connection options,
+and ``run_client``, which turns failures into messages and exit codes.
+
+Exit codes: 0 ok, 1 key not found (``get``), 2 usage, 3 cannot reach the
+cluster, 4 the server answered with an error.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable, TypeVar
+
+import click
+
+from .. import errors
+from ..client import Client
+from ..protocol import DEFAULT_ENDPOINT
+
+T = TypeVar("T")
+
+EXIT_NOT_FOUND, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_SERVER = 1, 2, 3, 4
+
+_endpoint = click.option("--endpoint", "-e", default=DEFAULT_ENDPOINT, show_default=True,
+                         envvar="FLIN_ENDPOINT", help="Router endpoint (tcp:// or ipc://).")
+
+
+def _keep(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Park a connection option where ``run_client`` finds it, so that commands
+    need not pass it along."""
+    ctx.meta["flin." + (param.name or "")] = value
+    return value
+
+
+key_file = click.Path(exists=True, dir_okay=False)
+_server_key = click.option("--server-key", type=key_file, envvar="FLIN_SERVER_KEY",
+                           expose_value=False, callback=_keep,
+                           help="The router's CURVE public key file (server.key).")
+_client_key = click.option("--client-key", type=key_file, envvar="FLIN_CLIENT_KEY",
+                           expose_value=False, callback=_keep,
+                           help="This client's CURVE key pair file (NAME.key_secret).")
+
+
+def endpoint_opt(f: Callable) -> Callable:
+    """--endpoint, and the CURVE keys to connect with."""
+    return _endpoint(_server_key(_client_key(f)))
+
+
+timeout_opt = click.option("--timeout", default=5.0, show_default=True, envvar="FLIN_TIMEOUT",
+                           help="Seconds to wait for the cluster.")
+data_opt = click.option("--data", "-d", default="./data", show_default=True, envvar="FLIN_DATA",
+                        type=click.Path(file_okay=False), help="Data folder.")
+
+
+def out(data: bytes) -> None:
+    """Write raw bytes and a newline to stdout."""
+    sys.stdout.buffer.write(data + b"\n")
+    sys.stdout.buffer.flush()
+
+
+def abspath(path: str | None) -> str | None:
+    """A path that still holds after --detach changes the working folder."""
+    return None if path is None else os.path.abspath(path)
+
+
+def run_client(endpoint: str, timeout: float, fn: Callable[[Client], T]) -> T:
+    """Call ``fn`` with a client; turn failures into messages and exit codes."""
+    meta = click.get_current_context().meta
+    try:
+        client_ = Client(endpoint, timeout=timeout, server_key=meta.get("flin.server_key"),
+                         client_keys=meta.get("flin.client_key"))
+    except (ValueError, OSError) as exc:
+        raise click.UsageError("CURVE keys: %s" % exc)
+    try:
+        with client_ as client:
+            return fn(client)
+    except errors.TransportError as exc:
+        click.echo("flin: cannot reach the cluster at %s: %s" % (endpoint, exc), err=True)
+        sys.exit(EXIT_UNREACHABLE)
+    except errors.ServerError as exc:
+        click.echo("flin: %s: %s" % (type(exc).__name__, exc), err=True)
+        sys.exit(EXIT_SERVER)

@@ -1,0 +1,155 @@
+"""The commands that run a host's cluster: start, stop, status, keygen."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from ..config import Config
+from ..protocol import DEFAULT_ENDPOINT
+from .common import (
+    EXIT_SERVER, EXIT_UNREACHABLE, EXIT_USAGE, abspath, data_opt, endpoint_opt, key_file,
+    run_client, timeout_opt,
+)
+
+
+@click.command()
+@data_opt
+@click.option("--shards", default=64, show_default=True, envvar="FLIN_SHARDS", type=click.IntRange(1, 4096),
+              help="Shard worker processes (fixed once the data folder exists).")
+@click.option("--bind", default=DEFAULT_ENDPOINT, show_default=True, envvar="FLIN_BIND",
+              help="Client endpoint: tcp://HOST:PORT or ipc://PATH.")
+@click.option("--sync", is_flag=True, help="fsync every write batch before acknowledging it.")
+@click.option("--read-cache-mb", default=64.0, show_default=True, type=click.FloatRange(0),
+              help="The router's cache of hot values in MiB (0 = off).")
+@click.option("--shard-timeout", default=2.0, show_default=True, type=click.FloatRange(0.1),
+              help="Seconds before an unanswered shard batch fails as OutcomeUnknown.")
+@click.option("--shard-queue", default=100_000, show_default=True, type=click.IntRange(1),
+              help="Ops queued for one shard before new ones get Overloaded.")
+@click.option("--write-buffer-mb", default=1.0, show_default=True, type=click.FloatRange(0.1),
+              help="LevelDB memtable per shard, MiB (more: fewer compactions, more memory).")
+@click.option("--block-cache-mb", default=1.0, show_default=True, type=click.FloatRange(0),
+              help="LevelDB block cache per shard, MiB.")
+@click.option("--compression/--no-compression", default=True, show_default=True,
+              help="Snappy-compress LevelDB blocks.")
+@click.option("--shard-depth", default=2, show_default=True, type=click.IntRange(1, 64),
+              help="Batches in flight per shard; more ops coalesce meanwhile.")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--insecure", is_flag=True, help="Allow a non-loopback bind without authentication.")
+@click.option("--curve-secret", type=key_file,
+              help="The router's CURVE key pair (server.key_secret): encrypt the client "
+                   "endpoint and admit only --authorized-keys.")
+@click.option("--authorized-keys", type=click.Path(exists=True, file_okay=False),
+              help="Folder of client public keys (*.key) admitted with --curve-secret.")
+@click.option("--backend-keys", type=click.Path(exists=True, file_okay=False),
+              help="Folder of router/worker key pairs (flin keygen DIR --server router "
+                   "--client worker): CURVE on the router-worker link.")
+@click.option("--metrics-port", type=click.IntRange(1, 65535),
+              help="Serve Prometheus metrics on http://127.0.0.1:PORT/metrics (needs flin[metrics]).")
+@click.option("--detach", is_flag=True,
+              help="Run in the background, logging to DATA/flin.log; `flin stop` stops it.")
+def start(data: str, shards: int, bind: str, sync: bool, read_cache_mb: float,
+          shard_timeout: float, shard_queue: int, write_buffer_mb: float,
+          block_cache_mb: float, compression: bool, shard_depth: int, log_level: str,
+          insecure: bool, curve_secret: str | None, authorized_keys: str | None,
+          backend_keys: str | None, metrics_port: int | None, detach: bool) -> None:
+    """Run a cluster until SIGINT/SIGTERM (in the foreground unless --detach)."""
+    from ..supervisor.bindcheck import check_bind
+    from ..supervisor.datadir import StartError
+    from ..supervisor.logs import setup_logging
+    from ..supervisor.supervisor import Supervisor
+    if bind.startswith("ipc://") and not bind.startswith("ipc:///"):  # survives --detach's chdir
+        bind = "ipc://" + os.path.abspath(bind[len("ipc://"):])
+    cfg = Config(data=data, shards=shards, bind=bind, sync=sync, read_cache_mb=read_cache_mb,
+                 shard_timeout=shard_timeout, shard_queue=shard_queue, shard_depth=shard_depth,
+                 write_buffer_mb=write_buffer_mb, block_cache_mb=block_cache_mb,
+                 compression=compression,
+                 log_level=log_level, insecure=insecure, curve_secret=abspath(curve_secret),
+                 authorized_keys=abspath(authorized_keys), backend_keys=abspath(backend_keys))
+    cfg.metrics_port = metrics_port
+    if metrics_port and curve_secret:
+        raise click.UsageError("--metrics-port does not work with --curve-secret yet "
+                               "(the exporter has no client key)")
+    setup_logging(log_level)  # before the check, so that its warnings are logged in full
+    try:
+        check_bind(cfg)
+    except (ValueError, OSError) as exc:
+        raise click.UsageError(str(exc))
+    notify = None
+    if detach:  # from here on, stderr (and so the log) is DATA/flin.log
+        from ..supervisor.daemon import detach as daemonize
+        notify = daemonize(cfg)
+    try:
+        supervisor = Supervisor(cfg)
+        supervisor.on_ready = notify
+        sys.exit(supervisor.run())
+    except StartError as exc:
+        click.echo("flin: %s" % exc, err=True)
+        if notify is not None:
+            notify("error: %s" % exc)
+        sys.exit(EXIT_USAGE)
+
+
+@click.command()
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--server", default="server", show_default=True,
+              help="Name of the server's key pair (made unless FOLDER has it).")
+@click.option("--client", "clients", multiple=True,
+              help="Name of a client key pair to make (repeatable) [default: client].")
+def keygen(folder: str, server: str, clients: tuple[str, ...]) -> None:
+    """Make CURVE key pairs in FOLDER (owner-only) for `flin start --curve-secret`."""
+    from ..curve import AUTHORIZED, keygen as make_keys
+    clients = clients or ("client",)
+    try:
+        for path in make_keys(folder, server, clients):
+            click.echo("wrote %s" % path)
+    except (ValueError, OSError) as exc:
+        click.echo("flin: %s" % exc, err=True)
+        sys.exit(EXIT_USAGE)
+    auth = "%s/%s" % (folder, AUTHORIZED)
+    click.echo("server:  flin start --curve-secret %s/%s.key_secret --authorized-keys %s"
+               % (folder, server, auth))
+    click.echo("clients: flin ... --server-key %s/%s.key --client-key %s/%s.key_secret"
+               % (folder, server, folder, clients[0]))
+    click.echo("Give each client only its own .key_secret and the server's .key; "
+               "the server needs its .key_secret and %s/." % auth)
+
+
+@click.command()
+@data_opt
+@click.option("--wait", default=30.0, show_default=True, help="Seconds to wait for it to stop.")
+def stop(data: str, wait: float) -> None:
+    """Stop the cluster serving DATA (SIGTERM to its supervisor, then wait)."""
+    from ..supervisor.datadir import stop as stop_cluster
+    if not stop_cluster(Config(data=data), wait):
+        click.echo("flin: no cluster is running on %s" % data, err=True)
+        sys.exit(EXIT_UNREACHABLE)
+    click.echo("flin: stopped")
+
+
+@click.command()
+@endpoint_opt
+@timeout_opt
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(endpoint: str, timeout: float, as_json: bool) -> None:
+    """The router and every shard: id, pid, alive."""
+    st = run_client(endpoint, timeout, lambda c: c.status())
+    if as_json:
+        click.echo(json.dumps(st))
+        return
+    alive = sum(1 for s in st["shards"] if s["alive"])
+    click.echo("router  pid %d  up %.0fs  %d/%d shards alive"
+               % (st["router"]["pid"], st["router"]["uptime"], alive, len(st["shards"])))
+    for s in st["shards"]:
+        deaths = "  (%d deaths in a row)" % s["deaths"] if s.get("deaths") else ""
+        click.echo("shard %3d  pid %-8s %s%s" % (s["id"], s["pid"] or "-",
+                                               "alive" if s["alive"] else "DOWN: %s" % s["error"],
+                                               deaths))
+    if alive < len(st["shards"]):
+        sys.exit(EXIT_SERVER)
+
+
+COMMANDS = [start, stop, status, keygen]

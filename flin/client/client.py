@@ -1,0 +1,351 @@
+"""The Python client: one DEALER socket, many requests in flight, typed errors.
+
+    with flin.Client("tcp://127.0.0.1:7700") as db:
+        db.set("user:1", b"ada")
+        db.get("user:1")                     # b"ada"
+        with db.pipeline() as p:             # one frame, one round trip
+            p.incr("hits"); p.get("user:1")
+        p.results                            # [1, b"ada"]
+
+A Client is not thread-safe (a ZeroMQ socket is not): use one per thread or
+process. Keys and values are bytes; ``str`` is encoded as UTF-8.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any, Iterable, Iterator, Mapping, TypeVar
+
+import zmq
+
+from .. import curve, errors, protocol
+from ..protocol import DEFAULT_ENDPOINT, ErrorReply
+from ..zmqflags import NOBLOCK
+from . import commands as c
+from . import retry
+from .commands import Call, Key, Value
+from .pipeline import Pipeline
+
+T = TypeVar("T")
+
+
+class Client:
+    """A connection to a Flin router.
+
+    endpoint: ``tcp://host:port`` or ``ipc://path``.
+    timeout: seconds a call may take in all, retries included; then ``Timeout``.
+    retries: extra attempts for an idempotent call after ``ShardUnavailable``,
+    ``Overloaded``, ``OutcomeUnknown`` or ``Timeout`` (INCR and CAS are
+    retried with the same request id, so they apply once).
+    server_key: the router's CURVE public key, a key file (``server.key``)
+    or its 40 z85 characters; with it the traffic is encrypted and the
+    router authenticated. Needs ``client_keys``.
+    client_keys: this client's CURVE key pair, a ``.key_secret`` file or a
+    ``(public, secret)`` z85 pair; the router must list its public key. A
+    router that refuses the key never answers: calls raise
+    ``ConnectionFailed`` or ``Timeout``. Raises ``ValueError``/``OSError``
+    for a key that does not load.
+    """
+
+    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 5.0,
+                 retries: int = 3, server_key: Any = None, client_keys: Any = None) -> None:
+        self.endpoint = endpoint
+        self._curve = curve.client_keys(server_key, client_keys)
+        self.timeout = timeout
+        self.retries = retries
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+        self._sock: zmq.Socket[bytes] | None = None
+        self._rid = 0
+        self._early: dict[int, Any] = {}   # replies that came while awaiting another
+        self._ready: deque[tuple[int, Any]] = deque()   # received, not yet handed out
+
+    # -- transport ---------------------------------------------------------------
+    def _socket(self) -> zmq.Socket[bytes]:
+        if self._sock is None:
+            s = self._ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.IMMEDIATE, 1)   # queue nothing for a router that is not there
+            # no MAXMSGSIZE: replies come from the trusted router, and an MGET of
+            # 64 MiB values, or several replies sharing a frame, may exceed any cap
+            curve.secure_client(s, self._curve)
+            s.connect(self.endpoint)
+            self._sock = s
+        return self._sock
+
+    def _reset(self) -> None:
+        """Drop the socket and whatever it still queued (the Lazy Pirate way),
+        so a late or stale request is never delivered to a restarted router."""
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+        self._early.clear()
+        self._ready.clear()
+
+    def submit(self, commands: list[Any], timeout: float | None = None) -> int:
+        """Send raw wire commands as one request without waiting; returns its id.
+        Raises ``ConnectionFailed`` if the router cannot be reached in time,
+        ``TooLarge`` past the message limit."""
+        return self.submit_many([commands], timeout)[0]
+
+    def submit_many(self, requests: list[list[Any]], timeout: float | None = None) -> list[int]:
+        """Send several requests (each a list of raw wire commands) in ONE
+        frame without waiting; each is answered on its own. Returns their ids.
+        Raises ``ConnectionFailed`` or ``TooLarge`` as ``submit``."""
+        if sum(len(r) for r in requests) > protocol.MAX_ITEMS:  # the router would refuse the frame whole
+            raise errors.TooLarge("more than %d commands in one frame" % protocol.MAX_ITEMS)
+        sock = self._socket()
+        first = self._rid + 1
+        self._rid += len(requests)
+        frame = protocol.encode_requests(list(zip(range(first, self._rid + 1), requests)))
+        if len(frame) > protocol.MAX_MESSAGE:  # the router's libzmq would drop us unanswered
+            raise errors.TooLarge("request of %d bytes exceeds the %d-byte message limit "
+                                  "(values are limited to %d bytes)"
+                                  % (len(frame), protocol.MAX_MESSAGE, protocol.MAX_VALUE))
+        wait_ms = int(1000 * (self.timeout if timeout is None else timeout))
+        try:
+            sock.send(frame, zmq.NOBLOCK)
+        except zmq.Again:
+            if not sock.poll(wait_ms, zmq.POLLOUT):
+                self._reset()
+                raise errors.ConnectionFailed("cannot reach %s%s" % (
+                    self.endpoint, " (or the CURVE handshake failed: check the keys)" if self._curve else "")) from None
+            sock.send(frame, zmq.NOBLOCK)
+        return list(range(first, self._rid + 1))
+
+    def receive(self, timeout: float | None = None) -> tuple[int, Any]:
+        """The next reply ``(request_id, results)`` of any request in flight.
+        Raises ``Timeout`` after ``timeout`` seconds (default: the client's)."""
+        if not self._ready:
+            self._ready.extend(self.receive_all(timeout))
+        return self._ready.popleft()
+
+    def receive_all(self, timeout: float | None = None) -> list[tuple[int, Any]]:
+        """Every reply that has arrived, waiting up to ``timeout`` seconds for
+        the first; raises ``Timeout`` if none came."""
+        ready = list(self._ready)
+        self._ready.clear()
+        sock = self._socket()
+        if not ready and not sock.poll(int(1000 * (self.timeout if timeout is None else timeout))):
+            raise errors.Timeout("no reply from %s within %.1fs" % (self.endpoint, timeout or self.timeout))
+        try:
+            while True:
+                try:
+                    frame = sock.recv(NOBLOCK)
+                except zmq.Again:
+                    return ready
+                ready.extend(protocol.decode_replies(frame))
+        except (ValueError, TypeError, IndexError, KeyError) as exc:
+            raise errors.ProtocolError("undecodable reply: %s" % exc) from None
+
+    def collect(self, rid: int, timeout: float | None = None) -> Any:
+        """Wait for the results of request ``rid`` (see ``submit``): their list,
+        or one ``ErrorReply`` if the router could not read the request.
+        Raises ``Timeout`` after ``timeout`` seconds (default: the client's)."""
+        if rid in self._early:
+            return self._early.pop(rid)
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._reset()
+                raise errors.Timeout("no reply from %s within %.1fs" % (self.endpoint, self.timeout))
+            try:
+                got, results = self.receive(left)
+            except errors.Timeout:
+                self._reset()
+                raise
+            if got == rid:
+                return results
+            if got == 0 and type(results) is ErrorReply:  # the router could not read our id
+                return results
+            if got > self._rid - 10_000:
+                self._early[got] = results
+
+    def execute(self, commands: list[Any], timeout: float | None = None) -> list[Any]:
+        """Send raw wire commands as one request and return the raw results
+        (``ErrorReply`` in place of failed entries)."""
+        results = self.collect(self.submit(commands, timeout), timeout)
+        if type(results) is ErrorReply:
+            return [results] * len(commands)
+        return results  # type: ignore[no-any-return]
+
+    # -- one command -------------------------------------------------------------------
+    def _run(self, call: Call[T]) -> T:
+        """Send one command, resending it as ``retry`` allows, within ``timeout``."""
+        cmd = call.cmd
+        deadline = time.monotonic() + self.timeout
+        attempt = 0
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                result = self.execute([cmd], max(left, 0.001))[0]
+            except errors.Timeout:
+                if not retry.retry_timeout(cmd, attempt, self.retries, deadline - time.monotonic()):
+                    raise
+                attempt += 1
+                continue
+            if type(result) is not ErrorReply:
+                return call.convert(result)
+            err = errors.error_for_code(result.code, result.message)
+            if not retry.retry_error(err, cmd, attempt, self.retries, deadline - time.monotonic()):
+                raise err
+            attempt += 1
+            time.sleep(retry.delay(attempt, deadline - time.monotonic()))
+
+    def pipeline(self) -> Pipeline:
+        """A pipeline: queue commands, send them as one frame with ``execute()``."""
+        return Pipeline(self)
+
+    def close(self) -> None:
+        """Close the socket. The client can be used again (it reconnects)."""
+        self._reset()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- data ----------------------------------------------------------------------------
+    def ping(self) -> bool:
+        """True if the router answers. Raises ``Timeout`` if it does not."""
+        return self._run(c.ping())
+
+    def get(self, key: Key) -> bytes | None:
+        """The value of ``key``, or None if it does not exist (an empty value is ``b""``).
+        Raises ``ShardUnavailable`` if the key's shard is down and the router's
+        read cache does not hold the key (a cached value is never stale)."""
+        return self._run(c.get(key))
+
+    def set(self, key: Key, value: Value, ttl: float | None = None,
+            nx: bool = False, xx: bool = False) -> bool | None:
+        """Store ``value`` under ``key``.
+
+        ttl: seconds until the key expires (None: never).
+        nx / xx: write only if the key is absent / present.
+        Returns None, or with ``nx``/``xx`` whether it wrote.
+        Raises ``TooLarge`` past 64 KiB keys or 64 MiB values, ``ValueError``
+        for ``nx`` with ``xx`` or a ttl <= 0.
+        """
+        return self._run(c.set_(key, value, ttl, nx, xx))
+
+    def delete(self, *keys: Key) -> int:
+        """Delete ``keys``; returns how many existed."""
+        return self._run(c.delete(keys))
+
+    def exists(self, key: Key) -> bool:
+        """Whether ``key`` exists (and has not expired)."""
+        return self._run(c.exists(key))
+
+    def mget(self, keys: Iterable[Key]) -> list[bytes | None]:
+        """Values of ``keys`` in their order, None for each missing key.
+        Atomic per shard, not across shards."""
+        return self._run(c.mget(keys))
+
+    def mset(self, mapping: Mapping[Key, Value] | Iterable[tuple[Key, Value]],
+             ttl: float | None = None) -> None:
+        """Store every pair; ``ttl`` (seconds) applies to each key. The keys of
+        one shard are written in one atomic batch; across shards, a failure
+        (raised as the first shard's error) may leave some shards written.
+        Raises ``ValueError`` for a ttl <= 0."""
+        return self._run(c.mset(mapping, ttl))
+
+    def incr(self, key: Key, by: int = 1) -> int:
+        """Add ``by`` to the signed 64-bit integer at ``key`` (missing counts as 0)
+        and return the new value. Raises ``NotAnInteger`` if the value is not a
+        decimal integer (it is left as it was), ``Overflow`` past 64 bits.
+        Safe to retry: the request carries an id the shard remembers."""
+        return self._run(c.incr(key, by))
+
+    def decr(self, key: Key, by: int = 1) -> int:
+        """``incr(key, -by)``: the new value; the same errors."""
+        return self._run(c.incr(key, -int(by)))
+
+    def expire(self, key: Key, seconds: float) -> bool:
+        """Set ``key`` to expire in ``seconds`` (<= 0 deletes it now).
+        Returns whether the key exists."""
+        return self._run(c.expire(key, seconds))
+
+    def persist(self, key: Key) -> bool:
+        """Remove ``key``'s expiry; returns whether it had one."""
+        return self._run(c.persist(key))
+
+    def ttl(self, key: Key) -> float:
+        """Seconds left before ``key`` expires; -1.0 if it never does, -2.0 if
+        it does not exist (Redis's answers)."""
+        return self._run(c.ttl(key))
+
+    def cas(self, key: Key, expected: Value | None, new: Value) -> bool:
+        """Compare-and-set: store ``new`` only if the value is ``expected``
+        (None: only if the key is absent). Returns whether it swapped.
+        Atomic on the key's shard; safe to retry (it carries a request id)."""
+        return self._run(c.cas(key, expected, new))
+
+    def scan(self, prefix: Key = b"", start_after: Key | None = None, limit: int = 100,
+             values: bool = False) -> tuple[list[Any], bytes | None]:
+        """One page of keys starting with ``prefix``, in ascending byte order,
+        after ``start_after``. Returns ``(items, cursor)``: items are keys, or
+        ``(key, value)`` pairs with ``values=True``; pass ``cursor`` as the next
+        ``start_after``; it is None when the range is done. A page may hold
+        fewer than ``limit`` items (at most 10,000) before the end.
+        Raises ``BadRequest`` for a limit outside 1..10,000."""
+        return self._run(c.scan(prefix, start_after, limit, values))
+
+    def scan_iter(self, prefix: Key = b"", values: bool = False, page: int = 1000) -> Iterator[Any]:
+        """Every key (or ``(key, value)`` pair) with ``prefix``, in order, paged
+        ``page`` at a time. A key present for the whole walk is yielded once.
+        Raises what ``scan`` raises, when the page that fails is asked for."""
+        cursor = None
+        while True:
+            items, cursor = self.scan(prefix, cursor, page, values)
+            yield from items
+            if cursor is None:
+                return
+
+    # -- cluster and admin --------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """``{"router": {"pid", "uptime", "deaths"}, "supervisor": pid, "shards":
+        [{"id", "pid", "alive", "error", "deaths"}]}``, asking every shard;
+        ``deaths`` counts restarts in a row (the supervisor's backoff); the
+        router's ``uptime`` is in seconds since that router process started."""
+        return self._run(c.status())
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of the router and of every shard (see ``flin stats``):
+        ``{"router": {"requests", "in_flight", "errors": {name: n}, "queues",
+        "latency": {kind: {"count", "p50_ms", ..., "buckets"}}, "uptime_s", ...},
+        "shards": [{"id", "alive", "ops": {op: n}, "errors", "keys",
+        "keys_estimated", "disk_bytes", "cache", "compaction", "leveldb_stats"}]}``.
+        A shard that does not answer appears with ``alive`` False and ``error``."""
+        return self._run(c.stats())
+
+    def compact(self, shard: int | None = None) -> list[bool] | bool:
+        """Start a LevelDB compaction on ``shard`` (None: on every shard) and
+        return at once: True where one started, False where one was running.
+        Progress and outcome show in ``stats()`` under ``compaction``.
+        Raises ``BadRequest`` for a shard that does not exist, and the shard's
+        error (e.g. ``ShardUnavailable``) if any targeted shard is down."""
+        return self._run(c.compact(shard))
+
+    def shard_stats(self, shard: int) -> dict[str, Any]:
+        """The counters of one shard (one entry of ``stats()["shards"]``, without id).
+        Raises ``BadRequest`` for a shard that does not exist."""
+        return self._run(c.shard_stats(shard))
+
+    def snapshot_open(self, shard: int) -> int:
+        """Take a LevelDB snapshot on ``shard``; returns its id. The shard
+        releases it after 60 s without a ``snapshot_read`` (see ``flin backup``)."""
+        return self._run(c.snapshot_open(shard))
+
+    def snapshot_read(self, shard: int, snapshot: int, after: bytes | None = None,
+                      limit: int = 10_000, max_bytes: int = 4 << 20
+                      ) -> tuple[list[tuple[bytes, bytes]], bytes | None]:
+        """One page of the snapshot's raw LevelDB entries (every prefix, in
+        order) after raw key ``after``: ``([(raw_key, raw_value), ...], cursor)``,
+        at most ``limit`` entries and about ``max_bytes``; ``cursor`` is None at
+        the end. Raises ``BadRequest`` if the snapshot expired."""
+        return self._run(c.snapshot_read(shard, snapshot, after, limit, max_bytes))
+
+    def snapshot_close(self, shard: int, snapshot: int) -> bool:
+        """Release a snapshot; returns whether it was still open."""
+        return self._run(c.snapshot_close(shard, snapshot))

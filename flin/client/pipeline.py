@@ -1,0 +1,135 @@
+"""A pipeline: commands queued and sent as one request, one round trip.
+
+Each command method queues a ``commands.Call`` and returns the pipeline (so
+calls chain); ``execute()`` returns their results in order, a failed
+command's exception standing in its place.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Mapping, Protocol
+
+from .. import errors
+from ..protocol import ErrorReply
+from . import commands as c
+from .commands import Call, Key, Value
+
+class Executor(Protocol):
+    """What a pipeline sends through: ``Client.execute``."""
+
+    def execute(self, commands: list[Any], timeout: float | None = None) -> list[Any]:
+        ...
+
+
+class Pipeline:
+    """Commands queued and sent in one request. ``execute()`` returns their
+    results in order; a failed command's exception object stands in its place
+    (it is not raised). Used as a context manager it executes on exit and
+    keeps the list in ``results``. The command methods take the arguments of
+    the ``Client`` methods of the same name and return the pipeline."""
+
+    def __init__(self, client: Executor) -> None:
+        self.client = client
+        self._cmds: list[Any] = []
+        self._converts: list[Callable[[Any], Any]] = []
+        self.results: list[Any] | None = None
+
+    def _queue(self, call: Call[Any]) -> "Pipeline":
+        self._cmds.append(call.cmd)
+        self._converts.append(call.convert)
+        return self
+
+    def __len__(self) -> int:
+        return len(self._cmds)
+
+    def execute(self) -> list[Any]:
+        """Send every queued command in one request; returns their results
+        (an exception object in place of each that failed). Raises
+        ``Timeout`` / ``ConnectionFailed`` if no reply came."""
+        cmds, converts = self._cmds, self._converts
+        self._cmds, self._converts = [], []
+        if not cmds:
+            return []
+        raw = self.client.execute(cmds)
+        out: list[Any] = []
+        for r, convert in zip(raw, converts):
+            if type(r) is ErrorReply:
+                out.append(errors.error_for_code(r.code, r.message))
+            else:
+                out.append(convert(r))
+        self.results = out
+        return out
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.execute()
+
+    # -- the commands: each queues one and returns the pipeline --------------------------
+    def ping(self) -> "Pipeline":
+        """Queue ``Client.ping``."""
+        return self._queue(c.ping())
+
+    def get(self, key: Key) -> "Pipeline":
+        """Queue ``Client.get``."""
+        return self._queue(c.get(key))
+
+    def set(self, key: Key, value: Value, ttl: float | None = None,
+            nx: bool = False, xx: bool = False) -> "Pipeline":
+        """Queue ``Client.set``; raises ``ValueError`` at once as it does."""
+        return self._queue(c.set_(key, value, ttl, nx, xx))
+
+    def delete(self, *keys: Key) -> "Pipeline":
+        """Queue ``Client.delete``."""
+        return self._queue(c.delete(keys))
+
+    def exists(self, key: Key) -> "Pipeline":
+        """Queue ``Client.exists``."""
+        return self._queue(c.exists(key))
+
+    def mget(self, keys: Iterable[Key]) -> "Pipeline":
+        """Queue ``Client.mget``."""
+        return self._queue(c.mget(keys))
+
+    def mset(self, mapping: Mapping[Key, Value] | Iterable[tuple[Key, Value]],
+             ttl: float | None = None) -> "Pipeline":
+        """Queue ``Client.mset``; raises ``ValueError`` at once as it does."""
+        return self._queue(c.mset(mapping, ttl))
+
+    def incr(self, key: Key, by: int = 1) -> "Pipeline":
+        """Queue ``Client.incr``."""
+        return self._queue(c.incr(key, by))
+
+    def decr(self, key: Key, by: int = 1) -> "Pipeline":
+        """Queue ``Client.decr``."""
+        return self._queue(c.incr(key, -int(by)))
+
+    def expire(self, key: Key, seconds: float) -> "Pipeline":
+        """Queue ``Client.expire``."""
+        return self._queue(c.expire(key, seconds))
+
+    def persist(self, key: Key) -> "Pipeline":
+        """Queue ``Client.persist``."""
+        return self._queue(c.persist(key))
+
+    def ttl(self, key: Key) -> "Pipeline":
+        """Queue ``Client.ttl``."""
+        return self._queue(c.ttl(key))
+
+    def cas(self, key: Key, expected: Value | None, new: Value) -> "Pipeline":
+        """Queue ``Client.cas``."""
+        return self._queue(c.cas(key, expected, new))
+
+    def scan(self, prefix: Key = b"", start_after: Key | None = None, limit: int = 100,
+             values: bool = False) -> "Pipeline":
+        """Queue ``Client.scan`` (one page)."""
+        return self._queue(c.scan(prefix, start_after, limit, values))
+
+    def status(self) -> "Pipeline":
+        """Queue ``Client.status``."""
+        return self._queue(c.status())
+
+    def stats(self) -> "Pipeline":
+        """Queue ``Client.stats``."""
+        return self._queue(c.stats())

@@ -1,0 +1,47 @@
+"""When the client sends a command again, and how long it waits first.
+
+Pure: no sockets, no clock of its own, so the rules are tested alone.
+
+- A command whose outcome is unknown (a timeout, ``OutcomeUnknown``) is
+  resent only if ``protocol.retry_safe`` says so: the same effect and the
+  same answer the second time (GET, SET without NX/XX, MSET), or a request
+  uid the shard remembers (INCR, CAS).
+- A command refused before it was applied (``ShardUnavailable``,
+  ``Overloaded``, ``ShuttingDown``: ``retryable``) is resent whatever it is.
+- Never past ``retries`` extra attempts, nor with less than ``MIN_LEFT_S`` of
+  the call's timeout left.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .. import errors
+from ..protocol import retry_safe
+
+MIN_LEFT_S = 0.05          # s of the call's timeout below which no attempt is started
+BASE_DELAY_S = 0.05        # first wait after a refusal; doubles each attempt
+
+
+def resend_after_unknown(cmd: list[Any]) -> bool:
+    """May ``cmd`` be sent again when its outcome is unknown?"""
+    return retry_safe(cmd)
+
+
+def retry_error(err: errors.ServerError, cmd: list[Any], attempt: int, retries: int,
+                left: float) -> bool:
+    """Send ``cmd`` again after the server answered ``err`` on ``attempt``
+    (0 first), with ``left`` seconds of the call's timeout remaining?"""
+    if attempt >= retries or left <= MIN_LEFT_S or not err.retryable:
+        return False
+    return not isinstance(err, errors.OutcomeUnknown) or resend_after_unknown(cmd)
+
+
+def retry_timeout(cmd: list[Any], attempt: int, retries: int, left: float) -> bool:
+    """Send ``cmd`` again after no reply came in time?"""
+    return attempt < retries and left >= MIN_LEFT_S and resend_after_unknown(cmd)
+
+
+def delay(attempt: int, left: float) -> float:
+    """Seconds to wait before attempt ``attempt`` (1 the first retry): doubling,
+    never more than half of what is left."""
+    return min(BASE_DELAY_S * (1 << attempt), max(0.0, left) / 2)

@@ -1,0 +1,42 @@
+"""``flin repair``: LevelDB's RepairDB on the shards of a stopped cluster,
+after cutting each write-ahead log at its first bad record (``logsurgery``)."""
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import plyvel
+
+from ..config import Config
+from ..supervisor.datadir import load_manifest, running_pid
+from .logsurgery import truncate_at_corruption
+
+
+class RepairError(Exception):
+    """Repair cannot run; the message says why."""
+
+
+def repair(cfg: Config, shard: int | None = None) -> Iterator[str]:
+    """Run LevelDB's RepairDB on one shard or all; yields a line per shard.
+    Refused while a cluster serves the folder (a shard in use is locked)."""
+    pid = running_pid(cfg)
+    if pid is not None:
+        raise RepairError("a cluster (supervisor pid %d) is serving %s: `flin stop` it first"
+                          % (pid, cfg.data))
+    manifest = load_manifest(cfg)
+    if manifest is None:
+        raise RepairError("%s has no flin.json: not a Flin data folder" % cfg.data)
+    shards = range(manifest["shards"]) if shard is None else [shard]
+    for s in shards:
+        if not 0 <= s < manifest["shards"]:
+            raise RepairError("shard %d does not exist (the folder has %d)" % (s, manifest["shards"]))
+        path = cfg.shard_dir(s)
+        if not os.path.isdir(path):
+            yield "shard %d: no folder, nothing to repair" % s
+            continue
+        for note in truncate_at_corruption(path):
+            yield "shard %d: %s" % (s, note)
+        plyvel.repair_db(path, paranoid_checks=True)
+        db = plyvel.DB(path, paranoid_checks=True)
+        db.close()
+        yield "shard %d: repaired, opens cleanly" % s

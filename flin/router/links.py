@@ -1,0 +1,233 @@
+"""The router's end of its links to the shard workers: how batches reach a
+worker and answers come back.
+
+Two kinds, one interface, chosen by ``links_for(cfg)``:
+
+- ``UnixLinks`` (the default, one host): a Unix stream socket in the
+  owner-only ``DATA/run`` folder; every message is a 4-byte little-endian
+  length and one msgpack frame. A ZeroMQ socket moves each message through
+  an I/O thread at both ends; measured on the 2-core box, a worker spent
+  ~57 µs of CPU per lone message over ZeroMQ and ~34 µs over a plain socket,
+  ~24 µs against ~7 µs per message when several were queued. A worker's
+  death closes its socket, so the router learns of it at once.
+- ``ZmqLinks``: the ZeroMQ ROUTER/DEALER link, used when the link must be
+  authenticated and encrypted (``--backend-keys``, CURVE), i.e. when
+  workers leave the host.
+
+Both have ``send(shard, payload) -> bool`` (False: not connected),
+``register(poller)``, and ``handle(events)`` yielding ``(shard, payload)``
+for every message that arrived, ``(shard, None)`` for a link that closed.
+The worker's end is ``flin.shardworker.link``; the framing is in ``protocol``.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, Iterator
+
+import zmq
+
+from .. import protocol
+from ..config import Config
+from ..protocol import LINK_HEADER, link_frame, link_frames
+from ..zmqflags import NOBLOCK, NOBLOCK_MORE
+from .sockets import backend_socket
+
+_CHUNK = 1 << 20                 # bytes read from a socket at a time
+
+
+def links_for(cfg: Config) -> type:
+    """The router-side link class for ``cfg``."""
+    return ZmqLinks if cfg.backend_keys else UnixLinks
+
+
+class _Conn:
+    __slots__ = ("sock", "fd", "shard", "inbuf", "out")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.fd = sock, sock.fileno()
+        self.shard: int | None = None     # known from its hello
+        self.inbuf = bytearray()
+        self.out: list[memoryview] = []   # what the socket did not take yet
+
+
+class UnixLinks:
+    """The router's end of the Unix-socket links."""
+
+    def __init__(self, cfg: Config, ctx: zmq.Context, gate: Any, shards: int) -> None:
+        self.path = cfg.link_path
+        try:
+            os.unlink(self.path)              # left by a router that was killed
+        except FileNotFoundError:
+            pass
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.path)
+        os.chmod(self.path, 0o600)
+        self.listener.listen(max(128, shards))
+        self.listener.setblocking(False)
+        self.conns: dict[int, _Conn] = {}
+        self.by_shard: list[_Conn | None] = [None] * shards
+        self.poller: zmq.Poller | None = None
+
+    def register(self, poller: zmq.Poller) -> None:
+        self.poller = poller
+        poller.register(self.listener.fileno(), zmq.POLLIN)
+
+    def send(self, shard: int, payload: bytes) -> bool:
+        conn = self.by_shard[shard]
+        if conn is None:
+            return False
+        if conn.out:                          # keep the order: queue behind what waits
+            conn.out.append(memoryview(link_frame(payload)))
+            return True
+        data = [LINK_HEADER.pack(len(payload)), payload]
+        try:
+            sent = conn.sock.sendmsg(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._close(conn)
+            return False
+        total = 4 + len(payload)
+        if sent < total:
+            rest = memoryview(data[0] + data[1])[sent:]
+            conn.out.append(rest)
+            self.poller.modify(conn.fd, zmq.POLLIN | zmq.POLLOUT)  # type: ignore[union-attr]
+        return True
+
+    def handle(self, events: dict) -> Iterator[tuple[int, bytes | None]]:
+        if self.listener.fileno() in events:
+            self._accept()
+        for fd, ev in list(events.items()):
+            conn = self.conns.get(fd) if type(fd) is int else None
+            if conn is None:
+                continue
+            if ev & zmq.POLLOUT:
+                self._write(conn)
+            if ev & (zmq.POLLIN | zmq.POLLERR):
+                yield from self._read(conn)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            sock.setblocking(False)
+            conn = _Conn(sock)
+            self.conns[conn.fd] = conn
+            self.poller.register(conn.fd, zmq.POLLIN)  # type: ignore[union-attr]
+
+    def _read(self, conn: _Conn) -> Iterator[tuple[int, bytes | None]]:
+        closed = False
+        while True:
+            try:
+                data = conn.sock.recv(_CHUNK)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                data = b""
+            if not data:
+                closed = True
+                break
+            conn.inbuf += data
+            if len(data) < _CHUNK:
+                break
+        for frame in link_frames(conn.inbuf):
+            if conn.shard is None:            # the first message says which shard this is
+                try:
+                    msg_id, body = protocol.decode(frame)
+                    shard = int(body[0]) if msg_id == protocol.HELLO_ID else -1
+                except Exception:
+                    shard = -1
+                if not 0 <= shard < len(self.by_shard):
+                    closed = True
+                    break
+                old = self.by_shard[shard]
+                if old is not None and old is not conn:
+                    self._drop(old)           # a restarted worker replaces its predecessor
+                conn.shard = shard
+                self.by_shard[shard] = conn
+            yield conn.shard, frame
+        if closed:
+            lost = conn.shard
+            self._close(conn)
+            if lost is not None and self.by_shard[lost] is None:
+                yield lost, None
+
+    def _write(self, conn: _Conn) -> None:
+        while conn.out:
+            chunk = conn.out[0]
+            try:
+                sent = conn.sock.send(chunk)
+            except BlockingIOError:
+                return
+            except OSError:
+                self._close(conn)
+                return
+            if sent < len(chunk):
+                conn.out[0] = chunk[sent:]
+                return
+            conn.out.pop(0)
+        self.poller.modify(conn.fd, zmq.POLLIN)  # type: ignore[union-attr]
+
+    def _drop(self, conn: _Conn) -> None:
+        self.conns.pop(conn.fd, None)
+        if self.poller is not None:
+            try:
+                self.poller.unregister(conn.fd)
+            except KeyError:
+                pass
+        conn.sock.close()
+
+    def _close(self, conn: _Conn) -> None:
+        if conn.shard is not None and self.by_shard[conn.shard] is conn:
+            self.by_shard[conn.shard] = None
+        self._drop(conn)
+
+    def close(self) -> None:
+        for conn in list(self.conns.values()):
+            self._drop(conn)
+        self.listener.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+class ZmqLinks:
+    """The router's end of the ZeroMQ links (CURVE when ``--backend-keys``)."""
+
+    def __init__(self, cfg: Config, ctx: zmq.Context, gate: Any, shards: int) -> None:
+        self.sock = backend_socket(ctx, gate, cfg)
+        self.idents = [b"shard-%d" % s for s in range(shards)]
+        self.shards = shards
+
+    def register(self, poller: zmq.Poller) -> None:
+        poller.register(self.sock, zmq.POLLIN)
+
+    def send(self, shard: int, payload: bytes) -> bool:
+        try:
+            self.sock.send(self.idents[shard], NOBLOCK_MORE)
+            self.sock.send(payload, NOBLOCK)
+        except zmq.ZMQError:       # ROUTER_MANDATORY: the worker is not connected
+            return False
+        return True
+
+    def handle(self, events: dict) -> Iterator[tuple[int, bytes | None]]:
+        if self.sock not in events:
+            return
+        for _ in range(2000):
+            try:
+                frames = self.sock.recv_multipart(NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                shard = int(frames[0][6:])
+            except ValueError:
+                continue
+            if 0 <= shard < self.shards:
+                yield shard, frames[-1]
+
+    def close(self) -> None:
+        self.sock.close(linger=0)

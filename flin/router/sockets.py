@@ -1,0 +1,110 @@
+"""The router's bound sockets and who may connect to them.
+
+The client endpoint (``frontend_socket``) caps frames at
+``protocol.MAX_MESSAGE`` (``MAXMSGSIZE``: libzmq drops a peer that announces
+a bigger frame before allocating it) and is a CURVE server when
+``--curve-secret`` is given. The ZeroMQ worker link (``backend_socket``,
+``--backend-keys``) is a CURVE server too. Either way the ZAP handler
+(``Gatekeeper``, a ``zmq.auth`` thread inside the router process) admits only
+the public keys in an authorised-keys folder; an unknown key, or none, fails
+the handshake and no request from it is ever read. SECURITY.md has the
+threat model.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import zmq
+
+from .. import protocol
+from ..config import Config
+from ..curve import AUTHORIZED, BACK_SERVER, load_key_pair
+
+log = logging.getLogger("flin.security")
+
+FRONT_DOMAIN = "flin"               # ZAP domain of the client endpoint
+BACK_DOMAIN = "flin-backend"        # ZAP domain of the router-worker link
+
+
+class Gatekeeper:
+    """The router's ZAP handler: a ``zmq.auth`` thread on the router's context,
+    one authorised-keys folder per ZAP domain.
+
+    Create it inside the router process (a thread does not survive ``fork``,
+    and the supervisor forks) and before a CURVE socket binds: libzmq lets
+    every key in while no ZAP handler listens. ``ZAP_ENFORCE_DOMAIN`` makes
+    the socket refuse all instead, should the handler ever be missing."""
+
+    def __init__(self, ctx: zmq.Context) -> None:
+        self.ctx = ctx
+        self.auth: Any = None
+
+    def serve(self, sock: zmq.Socket, secret_file: str, authorized: str, domain: str) -> None:
+        """Make ``sock`` (not yet bound) a CURVE server that accepts only the
+        keys in ``authorized``."""
+        public, secret = load_key_pair(secret_file)
+        if self.auth is None:
+            from zmq.auth.thread import ThreadAuthenticator
+            self.auth = ThreadAuthenticator(self.ctx, log=logging.getLogger("flin.zap"))
+            self.auth.start()
+        self.auth.configure_curve(domain=domain, location=authorized)
+        if not self.auth.certs.get(domain):
+            raise ValueError("no authorised keys loaded from %s" % authorized)
+        sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+        sock.zap_domain = domain.encode()
+        sock.curve_server = True
+        sock.curve_publickey = public
+        sock.curve_secretkey = secret
+        log.info("CURVE on for domain %s: %d authorised keys", domain,
+                 len(self.auth.certs[domain]))
+
+    def stop(self) -> None:
+        if self.auth is not None:
+            self.auth.stop()
+            self.auth = None
+
+
+def frontend_socket(ctx: zmq.Context, gate: Gatekeeper, cfg: Config) -> zmq.Socket:
+    """The router's bound ROUTER socket for clients. ROUTER_MANDATORY: a reply
+    for a client that left raises instead of vanishing. No ROUTER_HANDOVER: a
+    peer that claims a connected client's identity is ignored, so it cannot
+    take over its replies."""
+    front = ctx.socket(zmq.ROUTER)
+    front.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    front.setsockopt(zmq.LINGER, 1000)
+    front.setsockopt(zmq.SNDHWM, 100_000)
+    front.setsockopt(zmq.RCVHWM, 100_000)
+    secure_frontend(gate, front, cfg)
+    front.bind(cfg.bind)
+    return front
+
+
+def backend_socket(ctx: zmq.Context, gate: Gatekeeper, cfg: Config) -> zmq.Socket:
+    """The router's bound ROUTER socket for workers on the ZeroMQ link
+    (``links.ZmqLinks``). ROUTER_MANDATORY: a batch for a worker that is not
+    connected raises; ROUTER_HANDOVER: a restarted worker takes its identity back."""
+    back = ctx.socket(zmq.ROUTER)
+    back.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    back.setsockopt(zmq.ROUTER_HANDOVER, 1)
+    back.setsockopt(zmq.LINGER, 1000)
+    back.setsockopt(zmq.SNDHWM, 0)
+    back.setsockopt(zmq.RCVHWM, 0)
+    secure_backend(gate, back, cfg)
+    back.bind(cfg.backend)
+    return back
+
+
+def secure_frontend(gate: Gatekeeper, sock: zmq.Socket, cfg: Config) -> None:
+    """The client endpoint: capped frames, CURVE when configured."""
+    sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE)
+    if cfg.curve_secret:
+        gate.serve(sock, cfg.curve_secret, cfg.authorized_keys or "", FRONT_DOMAIN)
+
+
+def secure_backend(gate: Gatekeeper, sock: zmq.Socket, cfg: Config) -> None:
+    """The router's end of the worker link: CURVE when ``backend_keys`` is set."""
+    if cfg.backend_keys:
+        gate.serve(sock, os.path.join(cfg.backend_keys, BACK_SERVER + ".key_secret"),
+                   os.path.join(cfg.backend_keys, AUTHORIZED), BACK_DOMAIN)

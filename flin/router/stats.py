@@ -1,0 +1,92 @@
+"""The router's own figures: counters, per-kind latency histograms, queues.
+
+The router keeps, per request, one ``time.monotonic()`` at arrival and one at
+reply, and adds the difference to the ``figures.Histogram`` of its kind.
+Shards count their own ops (``flin.shardworker.admin``); STATS joins both.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from .. import errors
+from ..figures import Histogram
+from ..protocol import OP_NAMES
+
+PIPELINE = -1              # the "kind" of a request holding several commands
+
+
+def request_kind(cmds: list) -> int:
+    """The latency histogram of a request: its command's opcode, or PIPELINE."""
+    if len(cmds) == 1:
+        c = cmds[0]
+        if type(c) is list and c and type(c[0]) is int and c[0] in OP_NAMES:
+            return c[0]
+    return PIPELINE
+
+
+class RouterStats:
+    """What the router counts; its hot path touches ``inflight``, ``errors``
+    and ``latency`` directly."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.inflight = 0                       # requests received, not yet answered
+        self.errors: dict[int, int] = {}        # error code -> errors answered
+        self.latency: dict[int, Histogram] = {}
+
+    def histogram(self, op: int) -> Histogram:
+        h = self.latency.get(op)
+        if h is None:
+            h = self.latency[op] = Histogram()
+        return h
+
+
+def _code_name(code: int) -> str:
+    return type(errors.error_for_code(code, "")).__name__
+
+
+def router_snapshot(router: Any) -> dict:
+    """The router's figures, for STATS (reads the router's state, changes nothing)."""
+    st: RouterStats = router.stats
+    queues = []
+    for s in range(router.ring.shards):
+        batches = router.inflight[s]
+        queues.append({"queued": len(router.out_ops[s]), "batches": len(batches),
+                       "in_flight": sum(len(sinks) for sinks, _ in batches.values()),
+                       "state": router.state[s]})
+    latency = {("pipeline" if op == PIPELINE else OP_NAMES.get(op, str(op))): h.summary()
+               for op, h in st.latency.items()}
+    return {"pid": os.getpid(), "uptime_s": time.monotonic() - st.started,
+            "requests": router.counts["requests"], "in_flight": st.inflight,
+            "dropped_replies": router.counts["dropped_replies"],
+            "errors": {_code_name(c): n for c, n in st.errors.items()},
+            "queues": queues, "latency": latency, "ring": router.ring.params(),
+            "read_cache": None if router.cache is None else router.cache.stats()}
+
+
+class RouterView:
+    """What STATUS and STATS report besides the shards' answers (the
+    planner's ``ClusterView``), read from the router and the supervisor's file."""
+
+    def __init__(self, router: Any) -> None:
+        self.router = router
+
+    def supervisor_state(self) -> dict:
+        try:
+            with open(self.router.cfg.children_path) as f:
+                return json.load(f)  # type: ignore[no-any-return]
+        except (OSError, ValueError):
+            return {}
+
+    def router_stats(self) -> dict:
+        return router_snapshot(self.router)
+
+    def cache_stats(self, shard: int) -> dict | None:
+        cache = self.router.cache
+        return None if cache is None else cache.shard_stats(shard)  # type: ignore[no-any-return]
+
+    def uptime(self) -> float:
+        return time.monotonic() - self.router.stats.started  # type: ignore[no-any-return]

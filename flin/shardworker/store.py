@@ -1,0 +1,238 @@
+"""One shard's data: a LevelDB (plyvel), the overlay of the message being
+applied, the one write batch, expiry sweeps and recovery after a failed write.
+The key layout is in ``encoding.py``; the op handlers in ``reads.py``,
+``writes.py`` and ``admin.py``, gathered in ``handlers.py``'s one table.
+
+Reads hide an expired value at once; ``sweep()`` deletes expired data and old
+request uids through the index, a bounded amount at a time, between messages.
+
+``apply(ops)`` runs every op of one message against an overlay of the writes
+made so far in that message, then commits the overlay as ONE write batch
+(``_commit``, the only place that writes; ``settle`` resolves the answers
+that depended on it). So later ops see earlier ones, nothing is acknowledged
+before it is written, and a message's writes are one atomic batch, except
+that a SCAN or SNAPSHOT_OPEN commits what came before it first, so that it
+sees those writes (the router's per-shard MSET part is never split: it is
+one op).
+"""
+from __future__ import annotations
+
+import os
+import time
+import threading
+from typing import Any, Callable
+
+import plyvel
+
+from .. import errors
+from ..protocol import MAX_TTL_MS, ErrorReply
+from .encoding import DATA, EXPIRING, EXPIRY, MISSING, PLAIN, expiry_key
+
+Handler = Callable[["Store", list], Any]
+
+
+class _Closed:
+    """Stands for a LevelDB that could not be reopened: every use raises."""
+
+    def close(self) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        raise plyvel.IOError("the shard's LevelDB is closed after a storage failure; retrying")
+
+
+class Store:
+    """A shard's LevelDB and what its op handlers share. ``handlers`` is the
+    table ``opcode -> handler(store, op)`` that ``apply`` runs."""
+
+    def __init__(self, path: str, handlers: dict[int, Handler], *, shard: int = 0,
+                 sync: bool = False, write_buffer_mb: float = 1.0,
+                 block_cache_mb: float = 1.0, compression: bool = True,
+                 max_open_files: int = 64) -> None:
+        self.path, self.shard = path, shard
+        self.sync = sync
+        self._options = dict(
+            create_if_missing=True, paranoid_checks=True,
+            write_buffer_size=int(write_buffer_mb * 2**20),
+            lru_cache_size=int(block_cache_mb * 2**20),
+            compression="snappy" if compression else None,
+            max_open_files=max_open_files, bloom_filter_bits=10,
+        )
+        self.db = plyvel.DB(path, **self._options)
+        self.write_failed_at = 0.0       # monotonic time of the last failed write, 0 if none
+        self.background = 0              # threads using self.db (compaction): no reopen meanwhile
+        self.op_counts = [0] * 32        # ops applied, by opcode (admin.stats reports them)
+        self.error_counts: dict[int, int] = {}   # error code -> errors answered
+        self.now = 0                     # ms, fixed for the whole message
+        self.pend: dict[bytes, bytes | None] = {}   # the message's writes so far (None: delete)
+        self.touched = False             # did the op being applied read or write the overlay
+        self._results: list = []         # the answers of the message being applied
+        self._dirty: list[int] = []      # which of them depend on the next commit
+        self.handlers = handlers
+        # admin state (admin.py): snapshots by id, the compaction thread and its outcome
+        self.snapshots: dict[int, list] = {}     # id -> [plyvel snapshot, last used (monotonic)]
+        self.compaction: dict[str, Any] = {"running": False, "runs": 0}
+        self.compact_thread: threading.Thread | None = None
+        self.key_count: tuple[float, int, bool] = (-1e9, 0, False)   # (when, count, estimated)
+
+    def error(self, cls: type[errors.ServerError], msg: str) -> ErrorReply:
+        """An error result, counted for STATS."""
+        self.error_counts[cls.code] = self.error_counts.get(cls.code, 0) + 1
+        return ErrorReply(cls.code, msg)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def recover(self) -> bool:
+        """After a failed write LevelDB refuses every later write until it is
+        reopened (its background error is sticky). Reopen, so that writes
+        resume once the cause (a full disk) is gone. True if it reopened."""
+        if not self.write_failed_at or time.monotonic() - self.write_failed_at < 1.0:
+            return False
+        if self.background:
+            return False
+        if not isinstance(self.db, _Closed) and not self._room_to_reopen():
+            self.write_failed_at = time.monotonic()  # keep serving reads; look again later
+            return False
+        self.db.close()
+        try:
+            self.db = plyvel.DB(self.path, **self._options)
+        except plyvel.Error:
+            self.write_failed_at = time.monotonic()
+            self.db = _Closed()  # type: ignore[assignment]
+            return False
+        self.write_failed_at = 0.0
+        return True
+
+    def _room_to_reopen(self) -> bool:
+        """Whether the disk has room to reopen (LevelDB rewrites its logs as tables)."""
+        try:
+            st = os.statvfs(self.path)
+            logs = sum(e.stat().st_size for e in os.scandir(self.path) if e.name.endswith(".log"))
+        except OSError:
+            return True
+        return st.f_bavail * st.f_frsize > logs + (1 << 20)
+
+    # -- the message: overlay, then one write batch ----------------------------
+    def apply(self, ops: list) -> list:
+        """Run one message's ops; return one result (or ErrorReply) per op."""
+        self.now = int(time.time() * 1000)
+        self.pend = {}
+        results: list = []
+        dirty: list[int] = []            # ops whose answer depends on the next commit
+        self._results, self._dirty = results, dirty
+        handlers = self.handlers
+        counts = self.op_counts
+        for i, op in enumerate(ops):
+            self.touched = False
+            try:
+                handler = handlers.get(op[0])
+                if handler is None:
+                    results.append(self.error(errors.BadRequest, "unknown shard op %r" % (op[0],)))
+                    continue
+                counts[op[0]] += 1
+                results.append(handler(self, op))
+            except (TypeError, IndexError, ValueError, AttributeError) as exc:
+                results.append(self.error(errors.BadRequest, "bad arguments: %s" % exc))
+            except plyvel.Error as exc:
+                results.append(self.error(errors.StorageError, "storage: %s" % exc))
+            if self.touched:
+                dirty.append(i)
+        self.settle()
+        return results
+
+    def settle(self) -> ErrorReply | None:
+        """Commit this message's writes so far (at its end, or before a scan or
+        snapshot must see them). If the commit fails, every answer that
+        depended on it becomes the failure: nothing unwritten is acknowledged."""
+        dirty = self._dirty
+        failure = self._commit() if self.pend else None
+        if failure is not None:
+            for i in dirty:
+                self._results[i] = failure
+        dirty.clear()
+        return failure
+
+    def _commit(self) -> ErrorReply | None:
+        """Write the overlay as one batch; on failure nothing of it is written."""
+        pend, self.pend = self.pend, {}
+        if self.write_failed_at:  # a failed append may have left a torn record: reopen first
+            return self.error(errors.StorageError, "write not applied: the shard is recovering "
+                        "from a failed write (disk full?)")
+        try:
+            with self.db.write_batch(sync=self.sync) as wb:
+                for k, v in pend.items():
+                    if v is None:
+                        wb.delete(k)
+                    else:
+                        wb.put(k, v)
+        except plyvel.Error as exc:
+            self.write_failed_at = time.monotonic()
+            return self.error(errors.StorageError, "write failed, not applied: %s" % exc)
+        self.write_failed_at = 0.0
+        return None
+
+    def load(self, dkey: bytes) -> bytes | None:
+        """The raw stored value of a data key, as this message sees it."""
+        raw = self.pend.get(dkey, MISSING)
+        if raw is not MISSING:
+            self.touched = True
+            return raw  # type: ignore[return-value]
+        return self.db.get(dkey, verify_checksums=True)
+
+    def live(self, dkey: bytes) -> bytes | None:
+        """The raw value if the key exists and has not expired."""
+        raw = self.load(dkey)
+        if raw is None or raw[0] == 0:
+            return raw
+        return raw if int.from_bytes(raw[1:9], "big") > self.now else None
+
+    def put(self, dkey: bytes, value: bytes, expiry_ms: int) -> None:
+        """Store ``value`` under the data key in this message's overlay."""
+        self.touched = True
+        if expiry_ms:
+            self.pend[dkey] = b"\x01" + expiry_ms.to_bytes(8, "big") + value
+            self.pend[expiry_key(expiry_ms, dkey)] = b""
+        else:
+            self.pend[dkey] = PLAIN + value
+
+    def remove(self, dkey: bytes) -> None:
+        """Delete the data key in this message's overlay."""
+        self.touched = True
+        self.pend[dkey] = None
+
+    def deadline(self, ttl_ms: int | None) -> int:
+        """The absolute expiry (ms) of a ttl from now; 0 for none."""
+        if ttl_ms is None:
+            return 0
+        if type(ttl_ms) is not int or not 0 < ttl_ms <= MAX_TTL_MS:
+            raise ValueError("ttl must be a positive number of ms")
+        return self.now + ttl_ms
+
+    # -- background --------------------------------------------------------------
+    def sweep(self, budget: int = 1000) -> int:
+        """Delete up to ``budget`` expired entries; return how many were examined."""
+        if self.write_failed_at:  # no writes until recover() has reopened the LevelDB
+            return 0
+        now = int(time.time() * 1000)
+        stop = EXPIRY + now.to_bytes(8, "big")
+        n = 0
+        try:
+            wb = self.db.write_batch(sync=self.sync)
+            for ikey in self.db.iterator(start=EXPIRY, stop=stop, include_value=False):
+                if n >= budget:
+                    break
+                n += 1
+                wb.delete(ikey)
+                target = ikey[9:]
+                if target[:1] == DATA:
+                    raw = self.db.get(target)
+                    if raw is not None and raw[0] == EXPIRING and raw[1:9] == ikey[1:9]:
+                        wb.delete(target)
+                else:
+                    wb.delete(target)
+            if n:
+                wb.write()
+        except plyvel.Error:
+            return 0
+        return n

@@ -1,0 +1,147 @@
+"""A shard worker: one OS process owning one LevelDB folder.
+
+It connects to the router (``link.WorkerLink``: a Unix socket, or a
+ZeroMQ DEALER with CURVE) only after its LevelDB is open, so a connected
+worker is a ready worker; if the router goes away it reconnects. Then it
+says hello ``[0, [shard_id, pid]]`` and loops: receive one batch, apply all
+of its ops in one write batch (``Store.apply``), answer once. Batches that
+queued up meanwhile join the same write batch and are answered one by one.
+Every half second, busy or idle, it sweeps a bounded number of expired keys.
+SIGTERM: finish the messages in hand, close the LevelDB, exit 0.
+"""
+from __future__ import annotations
+
+import logging
+import resource
+import signal
+import time
+from typing import Any
+
+import plyvel
+
+from .. import protocol
+from ..config import Config
+from ..errors import BadRequest, InternalError
+from . import admin
+from .handlers import HANDLERS
+from .link import WorkerLink
+from .store import Store
+
+log = logging.getLogger("flin.shard")
+
+EXIT_STORAGE = 3          # the LevelDB could not be opened (corrupt, locked)
+_SWEEP_EVERY_MS = 500     # between idle sweeps of expired keys
+_MAX_MERGE = 16           # queued batches applied as one write batch
+
+
+def _open_files_allowed(wanted: int) -> int:
+    """LevelDB's table cache size, kept under this process's file limit
+    (sockets and logs need some too). Too small a cache reopens a table
+    file on nearly every read once a shard holds more tables than that."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(16, min(wanted, soft - 64))
+
+
+def open_store(cfg: Config, shard: int) -> Store:
+    """The shard's LevelDB with the options of ``cfg`` and every op handler."""
+    return Store(
+        cfg.shard_dir(shard), HANDLERS, shard=shard, sync=cfg.sync,
+        write_buffer_mb=cfg.write_buffer_mb, block_cache_mb=cfg.block_cache_mb,
+        compression=cfg.compression,
+        max_open_files=_open_files_allowed(cfg.max_open_files),
+    )
+
+
+def serve(store: Store, frames: list[bytes], shard: int) -> list[bytes]:
+    """Apply the ops of several batches as one write batch; one reply each."""
+    batches: list[tuple[int, int | None, str | None]] = []
+    ops: list = []
+    for frame in frames:
+        try:
+            batch_id, batch_ops = protocol.decode(frame)
+            if type(batch_ops) is not list:
+                raise ValueError("ops must be an array")
+        except Exception as exc:  # a bad batch must not kill the shard
+            batches.append((protocol.request_id_of(frame), None, str(exc)))
+            continue
+        batches.append((batch_id, len(batch_ops), None))
+        ops.extend(batch_ops)
+    try:
+        results = store.apply(ops)
+    except Exception as exc:
+        log.exception("shard %d: batch failed", shard)
+        results = None
+        failure = protocol.ErrorReply(InternalError.code, "shard %d: %s" % (shard, exc))
+    replies = []
+    pos = 0
+    for batch_id, n, bad in batches:
+        if n is None:
+            replies.append(protocol.encode(batch_id, protocol.ErrorReply(
+                BadRequest.code, "shard %d: undecodable batch: %s" % (shard, bad))))
+            continue
+        replies.append(protocol.encode(
+            batch_id, results[pos:pos + n] if results is not None else failure))
+        pos += n
+    return replies
+
+
+def run(cfg: Config, shard: int) -> int:
+    """The worker process's main loop (the supervisor has named the process
+    and set its signals up); returns the process exit code."""
+    stopping = False
+
+    def on_term(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C goes to the supervisor
+    try:
+        store = open_store(cfg, shard)
+    except plyvel.Error as exc:
+        log.error("shard %d: cannot open %s: %s. If the files are damaged, run "
+                  "`flin repair --data %s --shard %d`.", shard, cfg.shard_dir(shard),
+                  exc, cfg.data, shard)
+        return EXIT_STORAGE
+    link = WorkerLink(cfg, shard)
+    if not link.connect(lambda: stopping):
+        admin.close(store)
+        store.close()
+        return 0
+    log.debug("shard %d: serving %s", shard, cfg.shard_dir(shard))
+    next_sweep = 0.0
+    try:
+        while not stopping:
+            now = time.monotonic()
+            if now >= next_sweep:  # background work, bounded, busy or idle
+                next_sweep = now + _SWEEP_EVERY_MS / 1000
+                store.recover()
+                store.sweep()
+                admin.expire_snapshots(store)
+            # one message, and whatever else is queued joins its write batch
+            frames = link.recv(_SWEEP_EVERY_MS / 1000, _MAX_MERGE)
+            if frames is None:                 # the router went away: wait for the next
+                log.debug("shard %d: router link closed; reconnecting", shard)
+                link.close()
+                if not link.connect(lambda: stopping):
+                    break
+                continue
+            if not frames:
+                continue
+            if store.write_failed_at and store.recover():
+                log.warning("shard %d: reopened its LevelDB after a failed write", shard)
+            try:
+                for reply in serve(store, frames, shard):
+                    link.send(reply)
+            except OSError:                    # the router died mid-reply
+                link.close()
+                if not link.connect(lambda: stopping):
+                    break
+    finally:
+        link.close()
+        admin.close(store)
+        store.close()
+        log.debug("shard %d: closed", shard)
+    return 0

@@ -1,0 +1,241 @@
+"""The supervisor of one host's processes: starts, watches, restarts and
+stops the router, the shard workers and the metrics exporter.
+
+``Supervisor.run()`` is ``flin start``. It checks the manifest, builds the
+ring once, forks the router and one worker per shard (fork shares the
+imported code between 65 processes), prints one line when every shard
+answers, restarts any child that dies (with backoff, logging why), and on
+SIGTERM/SIGINT stops the router first (it answers what is in flight), then
+the workers (each closes its LevelDB), waits for all of them and exits 0.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import time
+from typing import Any, Callable
+
+from .. import router, shardworker
+from ..config import Config
+from ..ring import Ring
+from . import metrics, processes
+from .datadir import StartError, check_or_write_manifest, pid_file, running_pid, write_json
+
+log = logging.getLogger("flin.supervisor")
+
+_BACKOFF_MAX_S = 30.0     # longest wait before restarting a child that keeps dying
+_STABLE_S = 10.0          # a child up this long has its backoff reset
+
+
+class Child:
+    """One supervised process: the router (shard None) or a shard worker."""
+
+    def __init__(self, name: str, shard: int | None) -> None:
+        self.name, self.shard = name, shard
+        self.pid: int | None = None
+        self.started = 0.0
+        self.deaths = 0
+        self.restart_at = 0.0
+        self.broken: str | None = None   # why it is no longer restarted
+
+
+class Supervisor:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.ring = Ring(cfg.shards)
+        self.router = Child("router", None)
+        self.workers = [Child("shard-%d" % s, s) for s in range(cfg.shards)]
+        self.metrics = Child("metrics", None) if cfg.metrics_port else None
+        self.on_ready: Callable[[str], None] | None = None   # called with the ready line
+        self.stopping = False
+        self.announced = False
+        self.ready_r: int | None = None
+
+    # -- processes ----------------------------------------------------------------
+    def _fork(self, child: Child) -> None:
+        ready_w = None
+        if child is self.router and not self.announced:  # a (new) router reports readiness
+            if self.ready_r is not None:
+                os.close(self.ready_r)
+            self.ready_r, ready_w = os.pipe()
+        pid = processes.fork_child()
+        if pid == 0:  # the child: never returns into the supervisor's code
+            code = 1
+            try:
+                processes.become_child("flin-" + child.name)
+                if self.ready_r is not None and ready_w is not None:
+                    os.close(self.ready_r)
+                if child is self.metrics:
+                    code = metrics.run(self.cfg)
+                elif child.shard is None:
+                    code = router.run(self.cfg, self.ring, ready_w)
+                else:
+                    code = shardworker.run(self.cfg, child.shard)
+            except BaseException:
+                log.exception("%s crashed", child.name)
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        if ready_w is not None:
+            os.close(ready_w)
+        child.pid, child.started = pid, time.monotonic()
+
+    def _write_state(self) -> None:
+        """What only the supervisor knows (deaths, broken shards), for ``flin status``
+        (the router reads it from ``cfg.children_path``)."""
+        def one(c: Child) -> dict:
+            return {"pid": c.pid, "deaths": c.deaths, "broken": c.broken}
+        state = {"supervisor": os.getpid(), "router": one(self.router),
+                 "shards": [one(c) for c in self.workers]}
+        write_json(self.cfg.children_path, state, durable=False)
+
+    def _children(self) -> list[Child]:
+        return [self.router, *self.workers] + ([self.metrics] if self.metrics else [])
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            for child in self._children():
+                if child.pid == pid:
+                    self._died(child, status)
+                    if not self.stopping:
+                        self._write_state()
+
+    def _died(self, child: Child, status: int) -> None:
+        child.pid = None
+        if self.stopping:
+            return
+        if os.WIFSIGNALED(status):
+            why = "killed by signal %d" % os.WTERMSIG(status)
+        else:
+            why = "exited with code %d" % os.WEXITSTATUS(status)
+        if child is self.router and os.WIFEXITED(status) \
+                and os.WEXITSTATUS(status) == router.EXIT_BIND and not self.announced:
+            raise StartError("the router cannot bind %s (in use? see the log)" % self.cfg.bind)
+        if child.shard is not None and os.WIFEXITED(status) \
+                and os.WEXITSTATUS(status) == shardworker.EXIT_STORAGE:
+            child.broken = ("cannot open %s; see the log, stop the cluster, then run "
+                            "`flin repair --data %s --shard %d`"
+                            % (self.cfg.shard_dir(child.shard), self.cfg.data, child.shard))
+            log.error("%s %s: not restarting it", child.name, child.broken)
+            if not self.announced:
+                raise StartError("shard %d %s" % (child.shard, child.broken))
+            return
+        up_for = time.monotonic() - child.started
+        child.deaths = 1 if up_for > _STABLE_S else child.deaths + 1
+        delay = min(_BACKOFF_MAX_S, 0.1 * 2 ** (child.deaths - 1))
+        child.restart_at = time.monotonic() + delay
+        log.warning("%s (up %.1fs) %s; restarting in %.1fs (death %d in a row)",
+                    child.name, up_for, why, delay, child.deaths)
+
+    def _restart_due(self) -> None:
+        now = time.monotonic()
+        changed = False
+        for child in self._children():
+            if child.pid is None and child.broken is None and now >= child.restart_at:
+                self._fork(child)
+                changed = True
+        if changed:
+            self._write_state()
+
+    # -- lifecycle ----------------------------------------------------------------
+    def prepare(self) -> None:
+        cfg = self.cfg
+        os.makedirs(cfg.data, exist_ok=True)
+        os.makedirs(cfg.run_dir, mode=0o700, exist_ok=True)
+        os.chmod(cfg.run_dir, 0o700)
+        other = running_pid(cfg)
+        if other is not None and other != os.getpid():
+            raise StartError("a Flin supervisor (pid %d) already serves %s" % (other, cfg.data))
+        check_or_write_manifest(cfg, self.ring)
+        with open(pid_file(cfg), "w") as f:
+            f.write("%d\n" % os.getpid())
+
+    def run(self) -> int:
+        """Start everything, supervise until told to stop; the exit code."""
+        self.prepare()
+        t0 = time.monotonic()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_stop)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        for child in self._children():
+            self._fork(child)
+        self._write_state()
+        try:
+            while not self.stopping:
+                self._wait_ready(t0)
+                self._reap()
+                self._restart_due()
+        finally:
+            self.shutdown()
+        return 0
+
+    def _wait_ready(self, t0: float) -> None:
+        fds = [self.ready_r] if self.ready_r is not None else []
+        try:
+            readable, _, _ = select.select(fds, [], [], 0.1)
+        except InterruptedError:
+            return
+        if readable and self.ready_r is not None:
+            data = os.read(self.ready_r, 1)
+            os.close(self.ready_r)
+            self.ready_r = None
+            if data and not self.announced:
+                self.announced = True
+                line = ("flin: %d shards ready on %s in %.2fs (data %s, pid %d)"
+                        % (self.cfg.shards, self.cfg.bind, time.monotonic() - t0,
+                           os.path.abspath(self.cfg.data), os.getpid()))
+                if self.cfg.metrics_port:
+                    line += "; metrics on http://127.0.0.1:%d/metrics" % self.cfg.metrics_port
+                if self.on_ready is None:   # in the foreground (a daemon's stdout is its log)
+                    line += "; Ctrl-C or `flin stop --data %s` stops it" % self.cfg.data
+                print(line, flush=True)
+                if self.on_ready is not None:
+                    self.on_ready(line)
+
+    def _on_stop(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+
+    def _stop(self, children: list[Child], timeout: float) -> None:
+        for child in children:
+            if child.pid is not None:
+                try:
+                    os.kill(child.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + timeout
+        while any(c.pid is not None for c in children) and time.monotonic() < deadline:
+            self._reap()
+            time.sleep(0.02)
+        for child in children:
+            if child.pid is not None:
+                log.warning("%s did not stop in %.0fs: killing it", child.name, timeout)
+                try:
+                    os.kill(child.pid, signal.SIGKILL)
+                    os.waitpid(child.pid, 0)
+                except (ProcessLookupError, ChildProcessError):
+                    pass
+                child.pid = None
+
+    def shutdown(self) -> None:
+        self.stopping = True
+        log.info("stopping: the router first, then %d shards", len(self.workers))
+        if self.metrics is not None:
+            self._stop([self.metrics], 5)
+        self._stop([self.router], self.cfg.shard_timeout + 5)
+        self._stop(self.workers, 15)
+        for path in (pid_file(self.cfg), self.cfg.children_path):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        log.info("stopped")
+
+

@@ -1,0 +1,95 @@
+"""A real Flin cluster for tests: ``flin start`` in a subprocess on ipc
+endpoints in a temporary folder, stopped with SIGTERM, and a check that no
+process is left behind."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import flin
+from flin.supervisor.processes import alive, descendants
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@dataclass
+class Cluster:
+    """A running cluster started as ``flin start`` in a subprocess."""
+
+    data: str
+    endpoint: str
+    shards: int
+    extra: list = field(default_factory=list)
+    proc: subprocess.Popen | None = None
+    log_path: str = ""
+    pids: set = field(default_factory=set)
+    startup_s: float = 0.0
+
+    def start(self, timeout: float = 30.0) -> "Cluster":
+        self.log_path = os.path.join(os.path.dirname(self.data), "flin-%d.log" % time.monotonic_ns())
+        log = open(self.log_path, "wb")
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "flin", "start", "--data", self.data, "--shards",
+             str(self.shards), "--bind", self.endpoint, *self.extra],
+            stdout=subprocess.PIPE, stderr=log, cwd=ROOT)
+        line = self.proc.stdout.readline().decode()
+        if "ready" not in line:
+            self.proc.wait(timeout)
+            raise RuntimeError("cluster did not start: %r\n%s" % (line, self.log()))
+        self.startup_s = time.monotonic() - t0
+        self.pids = descendants(self.proc.pid) | {self.proc.pid}
+        return self
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()[-5000:]
+
+    def client(self, **kw) -> flin.Client:
+        kw.setdefault("timeout", 10.0)
+        return flin.Client(self.endpoint, **kw)
+
+    def child_pids(self) -> set[int]:
+        return descendants(self.proc.pid)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM the supervisor; return its exit code; fail on leftovers."""
+        if self.proc is None:
+            return 0
+        self.pids |= descendants(self.proc.pid)
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        finally:
+            self.proc.stdout.close()
+        self.proc = None
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(alive(p) for p in self.pids):
+            time.sleep(0.05)
+        left = [p for p in self.pids if alive(p)]
+        for p in left:
+            os.kill(p, signal.SIGKILL)
+        assert not left, "processes left behind after stop: %s" % left
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL the whole process tree (for crash tests)."""
+        pids = descendants(self.proc.pid) | {self.proc.pid}
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait(10)
+        self.proc.stdout.close()
+        self.proc = None
+
+
+def make_cluster(folder: str, shards: int = 8, extra: list | None = None) -> Cluster:
+    return Cluster(data=os.path.join(folder, "data"),
+                   endpoint="ipc://" + os.path.join(folder, "c.sock"),
+                   shards=shards, extra=extra or [])
