@@ -103,6 +103,28 @@ def test_worker_restart_serves_same_data(cluster):
     assert faultlib.wait_worker(cluster, shard) != pid
 
 
+def test_status_uptime_is_the_routers_own_and_resets_when_it_restarts(cluster):
+    """STATUS reports how long this router process has run, not the
+    supervisor's age: a restarted router starts again from zero."""
+    time.sleep(1.2)
+    with cluster.client(timeout=5.0) as cl:
+        before = cl.status()["router"]
+        assert before["uptime"] >= 1.0
+        os.kill(before["pid"], signal.SIGKILL)
+        after = faultlib.wait_for(
+            lambda: _status_of_a_new_router(cl, before["pid"]), 10, "a new router")
+    assert after["uptime"] < before["uptime"] and after["uptime"] < 1.0, (before, after)
+    assert after["deaths"] == 1
+
+
+def _status_of_a_new_router(cl, old_pid: int):
+    try:
+        st = cl.status()["router"]
+    except errors.FlinError:
+        return None
+    return st if st["pid"] != old_pid else None
+
+
 def test_stopped_worker_detected_fails_fast(tmp_short):
     """11: SIGSTOP: the first request fails after shard_timeout, later ones at
     once with ShardUnavailable, other shards serve; SIGCONT: it serves again."""
