@@ -259,7 +259,7 @@ class Client:
 
     def decr(self, key: Key, by: int = 1) -> int:
         """``incr(key, -by)``: the new value; the same errors."""
-        return self._run(c.incr(key, -int(by)))
+        return self._run(c.decr(key, by))
 
     def expire(self, key: Key, seconds: float) -> bool:
         """Set ``key`` to expire in ``seconds`` (<= 0 deletes it now).

@@ -119,6 +119,10 @@ def incr(key: Key, by: int = 1) -> Call[int]:
     return Call([INCR, as_bytes(key), int(by), os.urandom(12)], _same)
 
 
+def decr(key: Key, by: int = 1) -> Call[int]:
+    return incr(key, -int(by))
+
+
 def expire(key: Key, seconds: float) -> Call[bool]:
     return Call([EXPIRE, as_bytes(key), _ms(seconds)], _same)
 

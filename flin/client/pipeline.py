@@ -103,7 +103,7 @@ class Pipeline:
 
     def decr(self, key: Key, by: int = 1) -> "Pipeline":
         """Queue ``Client.decr``."""
-        return self._queue(c.incr(key, -int(by)))
+        return self._queue(c.decr(key, by))
 
     def expire(self, key: Key, seconds: float) -> "Pipeline":
         """Queue ``Client.expire``."""
@@ -133,3 +133,24 @@ class Pipeline:
     def stats(self) -> "Pipeline":
         """Queue ``Client.stats``."""
         return self._queue(c.stats())
+
+    def compact(self, shard: int | None = None) -> "Pipeline":
+        """Queue ``Client.compact``."""
+        return self._queue(c.compact(shard))
+
+    def shard_stats(self, shard: int) -> "Pipeline":
+        """Queue ``Client.shard_stats``."""
+        return self._queue(c.shard_stats(shard))
+
+    def snapshot_open(self, shard: int) -> "Pipeline":
+        """Queue ``Client.snapshot_open``."""
+        return self._queue(c.snapshot_open(shard))
+
+    def snapshot_read(self, shard: int, snapshot: int, after: bytes | None = None,
+                      limit: int = 10_000, max_bytes: int = 4 << 20) -> "Pipeline":
+        """Queue ``Client.snapshot_read``."""
+        return self._queue(c.snapshot_read(shard, snapshot, after, limit, max_bytes))
+
+    def snapshot_close(self, shard: int, snapshot: int) -> "Pipeline":
+        """Queue ``Client.snapshot_close``."""
+        return self._queue(c.snapshot_close(shard, snapshot))

@@ -22,23 +22,18 @@ MIN_LEFT_S = 0.05          # s of the call's timeout below which no attempt is s
 BASE_DELAY_S = 0.05        # first wait after a refusal; doubles each attempt
 
 
-def resend_after_unknown(cmd: list[Any]) -> bool:
-    """May ``cmd`` be sent again when its outcome is unknown?"""
-    return retry_safe(cmd)
-
-
 def retry_error(err: errors.ServerError, cmd: list[Any], attempt: int, retries: int,
                 left: float) -> bool:
     """Send ``cmd`` again after the server answered ``err`` on ``attempt``
     (0 first), with ``left`` seconds of the call's timeout remaining?"""
     if attempt >= retries or left <= MIN_LEFT_S or not err.retryable:
         return False
-    return not isinstance(err, errors.OutcomeUnknown) or resend_after_unknown(cmd)
+    return not isinstance(err, errors.OutcomeUnknown) or retry_safe(cmd)
 
 
 def retry_timeout(cmd: list[Any], attempt: int, retries: int, left: float) -> bool:
     """Send ``cmd`` again after no reply came in time?"""
-    return attempt < retries and left >= MIN_LEFT_S and resend_after_unknown(cmd)
+    return attempt < retries and left >= MIN_LEFT_S and retry_safe(cmd)
 
 
 def delay(attempt: int, left: float) -> float:

@@ -115,7 +115,7 @@ ALLOWED = {
     "flin.client": set(),
     "flin.router": set(),
     "flin.shardworker": set(),
-    "flin.ops": {"flin.supervisor.datadir", "flin.supervisor.processes", "flin.supervisor.logs"},
+    "flin.ops": {"flin.supervisor.datadir"},
     "flin.supervisor": {"flin.router", "flin.shardworker", "flin.client"},
     "flin.cli": {"flin.client", "flin.supervisor", "flin.ops"},
 }
