@@ -123,8 +123,13 @@ def keygen(folder: str, server: str, clients: tuple[str, ...]) -> None:
 @click.option("--wait", default=30.0, show_default=True, help="Seconds to wait for it to stop.")
 def stop(data: str, wait: float) -> None:
     """Stop the cluster serving DATA (SIGTERM to its supervisor, then wait)."""
-    from ..supervisor.datadir import stop as stop_cluster
-    if not stop_cluster(Config(data=data), wait):
+    from ..supervisor.datadir import StopTimeout, stop as stop_cluster
+    try:
+        stopped = stop_cluster(Config(data=data), wait)
+    except StopTimeout as exc:
+        click.echo("flin: %s" % exc, err=True)
+        sys.exit(EXIT_SERVER)
+    if not stopped:
         click.echo("flin: no cluster is running on %s" % data, err=True)
         sys.exit(EXIT_UNREACHABLE)
     click.echo("flin: stopped")

@@ -8,7 +8,7 @@ from typing import Iterator
 import plyvel
 
 from ..config import Config
-from ..supervisor.datadir import load_manifest, running_pid
+from ..supervisor.datadir import Busy, load_manifest, take
 from .logsurgery import truncate_at_corruption
 
 
@@ -18,14 +18,22 @@ class RepairError(Exception):
 
 def repair(cfg: Config, shard: int | None = None) -> Iterator[str]:
     """Run LevelDB's RepairDB on one shard or all; yields a line per shard.
-    Refused while a cluster serves the folder (a shard in use is locked)."""
-    pid = running_pid(cfg)
-    if pid is not None:
-        raise RepairError("a cluster (supervisor pid %d) is serving %s: `flin stop` it first"
-                          % (pid, cfg.data))
+    Refused while any process of a cluster holds the folder's owner lock,
+    which repair holds itself meanwhile, so that no start races it."""
     manifest = load_manifest(cfg)
     if manifest is None:
         raise RepairError("%s has no flin.json: not a Flin data folder" % cfg.data)
+    try:
+        owner = take(cfg, 1.0, "repair it: `flin stop` it first")
+    except Busy as exc:
+        raise RepairError(str(exc)) from None
+    try:
+        yield from _repair(cfg, manifest, shard)
+    finally:
+        owner.release()
+
+
+def _repair(cfg: Config, manifest: dict, shard: int | None) -> Iterator[str]:
     shards = range(manifest["shards"]) if shard is None else [shard]
     for s in shards:
         if not 0 <= s < manifest["shards"]:

@@ -56,13 +56,16 @@ class UnixLinks:
 
     def __init__(self, cfg: Config, ctx: zmq.Context, gate: Any, shards: int) -> None:
         self.path = cfg.link_path
+        # one left by a killed router: the supervisor owns the folder (its
+        # lock), so no live router of another cluster can be using it
         try:
-            os.unlink(self.path)              # left by a router that was killed
+            os.unlink(self.path)
         except FileNotFoundError:
             pass
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(self.path)
         os.chmod(self.path, 0o600)
+        self.bound = os.stat(self.path).st_ino   # close() removes this socket, no other
         self.listener.listen(max(128, shards))
         self.listener.setblocking(False)
         self.conns: dict[int, _Conn] = {}
@@ -190,7 +193,8 @@ class UnixLinks:
             self._drop(conn)
         self.listener.close()
         try:
-            os.unlink(self.path)
+            if os.stat(self.path).st_ino == self.bound:
+                os.unlink(self.path)
         except FileNotFoundError:
             pass
 

@@ -9,6 +9,7 @@ arrived (maybe none), or None when the router went away.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import select
 import socket
@@ -23,7 +24,10 @@ from ..curve import backend_client_keys, secure_client
 from ..protocol import link_frame, link_frames
 from ..zmqflags import NOBLOCK
 
+log = logging.getLogger("flin.shard")
+
 _CHUNK = 1 << 20                 # bytes read from a socket at a time
+_SAY_AFTER_S = 5.0               # a link not reached for this long is logged (then every 30 s)
 
 
 class WorkerLink:
@@ -47,6 +51,7 @@ class WorkerLink:
             self.sock.send(self.hello)
             return True
         path = self.cfg.link_path
+        say_at = time.monotonic() + _SAY_AFTER_S
         while not stopping():
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
@@ -55,6 +60,10 @@ class WorkerLink:
                 sock.close()
                 if exc.errno not in (errno.ENOENT, errno.ECONNREFUSED, errno.EAGAIN):
                     raise
+                if time.monotonic() >= say_at:   # the supervisor restarts a router without it
+                    log.warning("shard %d: cannot reach the router at %s (%s); still trying",
+                                self.shard, path, os.strerror(exc.errno))
+                    say_at = time.monotonic() + 30
                 time.sleep(0.05)
                 continue
             self.sock, self.inbuf = sock, bytearray()

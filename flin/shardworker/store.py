@@ -48,17 +48,22 @@ class Store:
     def __init__(self, path: str, handlers: dict[int, Handler], *, shard: int = 0,
                  sync: bool = False, write_buffer_mb: float = 1.0,
                  block_cache_mb: float = 1.0, compression: bool = True,
-                 max_open_files: int = 64) -> None:
+                 max_open_files: int = 64, create: bool = False) -> None:
         self.path, self.shard = path, shard
         self.sync = sync
+        # only a new data folder's shards are created (datadir.create_shards):
+        # a shard folder that went missing is an error, never a new empty shard
         self._options = dict(
-            create_if_missing=True, paranoid_checks=True,
+            create_if_missing=create, paranoid_checks=True,
             write_buffer_size=int(write_buffer_mb * 2**20),
             lru_cache_size=int(block_cache_mb * 2**20),
             compression="snappy" if compression else None,
             max_open_files=max_open_files, bloom_filter_bits=10,
         )
         self.db = plyvel.DB(path, **self._options)
+        self._options["create_if_missing"] = False   # a reopen never creates
+        self.lock_id = self._lock_id()   # (dev, inode) of LevelDB's LOCK file: the folder's identity
+        self.vanished = False            # the folder was deleted or replaced under us
         self.write_failed_at = 0.0       # monotonic time of the last failed write, 0 if none
         self.background = 0              # threads using self.db (compaction): no reopen meanwhile
         self.op_counts = [0] * 32        # ops applied, by opcode (admin.stats reports them)
@@ -153,9 +158,27 @@ class Store:
         dirty.clear()
         return failure
 
+    def _lock_id(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(os.path.join(self.path, "LOCK"))
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def still_there(self) -> bool:
+        """Is the shard's folder still the one it opened? Deleted (or replaced)
+        while open, LevelDB would go on appending to logs no longer in any
+        folder: acknowledged writes that a restart cannot find. One stat."""
+        if not self.vanished and self._lock_id() != self.lock_id:
+            self.vanished = True
+        return not self.vanished
+
     def _commit(self) -> ErrorReply | None:
         """Write the overlay as one batch; on failure nothing of it is written."""
         pend, self.pend = self.pend, {}
+        if not self.still_there():
+            return self.error(errors.StorageError, "write not applied: shard %d's folder %s "
+                              "was deleted or replaced while it ran" % (self.shard, self.path))
         if self.write_failed_at:  # a failed append may have left a torn record: reopen first
             return self.error(errors.StorageError, "write not applied: the shard is recovering "
                         "from a failed write (disk full?)")
@@ -212,7 +235,7 @@ class Store:
     # -- background --------------------------------------------------------------
     def sweep(self, budget: int = 1000) -> int:
         """Delete up to ``budget`` expired entries; return how many were examined."""
-        if self.write_failed_at:  # no writes until recover() has reopened the LevelDB
+        if self.write_failed_at or self.vanished:  # no writes until recover() has reopened
             return 0
         now = int(time.time() * 1000)
         stop = EXPIRY + now.to_bytes(8, "big")

@@ -12,6 +12,7 @@ SIGTERM: finish the messages in hand, close the LevelDB, exit 0.
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import signal
 import time
@@ -29,7 +30,7 @@ from .store import Store
 
 log = logging.getLogger("flin.shard")
 
-EXIT_STORAGE = 3          # the LevelDB could not be opened (corrupt, locked)
+EXIT_STORAGE = 3          # the LevelDB could not be opened (corrupt, locked, missing) or vanished
 _SWEEP_EVERY_MS = 500     # between idle sweeps of expired keys
 _MAX_MERGE = 16           # queued batches applied as one write batch
 
@@ -101,6 +102,10 @@ def run(cfg: Config, shard: int) -> int:
     try:
         store = open_store(cfg, shard)
     except plyvel.Error as exc:
+        if not os.path.isdir(cfg.shard_dir(shard)):
+            log.error("shard %d: its folder %s is missing; Flin creates shards only in a "
+                      "new data folder", shard, cfg.shard_dir(shard))
+            return EXIT_STORAGE
         log.error("shard %d: cannot open %s: %s. If the files are damaged, run "
                   "`flin repair --data %s --shard %d`.", shard, cfg.shard_dir(shard),
                   exc, cfg.data, shard)
@@ -117,6 +122,8 @@ def run(cfg: Config, shard: int) -> int:
             now = time.monotonic()
             if now >= next_sweep:  # background work, bounded, busy or idle
                 next_sweep = now + _SWEEP_EVERY_MS / 1000
+                if not store.still_there():
+                    break
                 store.recover()
                 store.sweep()
                 admin.expire_snapshots(store)
@@ -139,9 +146,15 @@ def run(cfg: Config, shard: int) -> int:
                 link.close()
                 if not link.connect(lambda: stopping):
                     break
+            if store.vanished:
+                break
     finally:
         link.close()
         admin.close(store)
         store.close()
         log.debug("shard %d: closed", shard)
+    if store.vanished:   # the supervisor marks the shard broken, naming the folder
+        log.error("shard %d: its folder %s was deleted or replaced while it ran: "
+                  "refusing writes and stopping", shard, cfg.shard_dir(shard))
+        return EXIT_STORAGE
     return 0

@@ -1,17 +1,30 @@
-"""One host's data folder: its manifest (``flin.json``), the owner-only run
-folder (``run/``: sockets, the pid file, the supervisor's state) and how to
-find and stop the supervisor serving it. The supervisor, the offline tools
-(``flin.ops``) and the CLI share this; it imports no process role.
+"""One host's data folder: its manifest (``flin.json``), its owner lock
+(``flin.lock``), the owner-only run folder (``run/``: sockets, the
+supervisor's state) and how to find and stop the supervisor serving it. The
+supervisor, the offline tools (``flin.ops``) and the CLI share this; it
+imports no process role.
 
     DATA/flin.json          format, shard count, ring parameters (written once)
+    DATA/flin.lock          the owner lock; holds the supervisor's pid while it runs
     DATA/shard-NN/          one LevelDB per shard
-    DATA/run/flin.pid       the supervisor's pid while it runs
     DATA/run/children.json  deaths and broken shards, for ``flin status``
     DATA/run/shards.link    the router's Unix socket for the workers
+
+One cluster, one owner: the supervisor takes ``flock(LOCK_EX)`` on
+``flin.lock`` before it touches anything and holds it for its life. Its
+children inherit the open lock, so the folder stays owned until the last
+process of that cluster has exited, even when the supervisor was SIGKILLed:
+a new start waits for them (their LevelDB locks go with them) instead of
+failing or racing them. ``flin repair`` and ``flin restore`` take the same
+lock, so they never rewrite the files of a live cluster, and only the owner
+removes files in ``run/``.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import logging
 import os
 import signal
 import time
@@ -21,12 +34,19 @@ from ..config import Config
 from ..ring import Ring
 from . import processes
 
+log = logging.getLogger("flin.supervisor")
+
 FORMAT_VERSION = 1
 MANIFEST = "flin.json"
+LOCK = "flin.lock"
 
 
 class StartError(Exception):
     """The cluster cannot start; the message says why and what to do."""
+
+
+class Busy(StartError):
+    """The data folder is owned by live processes (a cluster, or what is left of one)."""
 
 
 def write_json(path: str, obj: Any, durable: bool = True) -> None:
@@ -41,6 +61,146 @@ def write_json(path: str, obj: Any, durable: bool = True) -> None:
     os.replace(tmp, path)
 
 
+# -- the owner lock ---------------------------------------------------------------
+def lock_path(cfg: Config) -> str:
+    """The data folder's owner lock (it also holds the supervisor's pid)."""
+    return os.path.join(os.path.abspath(cfg.data), LOCK)
+
+
+class Owner:
+    """The held owner lock of a data folder. Forked children inherit it."""
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path, self.fd = path, fd
+
+    def write_pid(self, pid: int) -> None:
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, b"%d\n" % pid, 0)
+
+    def release(self) -> None:
+        """Clear the pid and let go (the children must be gone by now)."""
+        if self.fd >= 0:
+            os.ftruncate(self.fd, 0)
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _lock_pid(fd: int) -> int | None:
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def holders(path: str) -> list[int]:
+    """The processes that have ``path`` open (read from /proc)."""
+    real = os.path.realpath(path)
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            for fd in os.listdir("/proc/%s/fd" % name):
+                if os.readlink("/proc/%s/fd/%s" % (name, fd)) == real:
+                    found.append(int(name))
+                    break
+        except OSError:
+            continue
+    return sorted(found)
+
+
+def take(cfg: Config, wait: float = 0.0, doing: str = "start") -> Owner:
+    """Take the owner lock of ``cfg.data`` (which must exist) for ``doing``.
+
+    Raises ``Busy`` at once if a live supervisor holds it. If only the
+    processes of a dead supervisor hold it (they exit on their own: the
+    kernel signals them when it dies), waits up to ``wait`` s for them."""
+    path = lock_path(cfg)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + wait
+    said = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return Owner(path, fd)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                os.close(fd)
+                raise
+        pid = _lock_pid(fd)
+        if pid is not None and pid != os.getpid() and processes.alive(pid):
+            os.close(fd)
+            raise Busy("a Flin supervisor (pid %d) already serves %s; cannot %s"
+                       % (pid, cfg.data, doing))
+        if time.monotonic() >= deadline:
+            left = [p for p in holders(path) if p != os.getpid()]
+            os.close(fd)
+            raise Busy("processes %s of an earlier cluster still hold %s; cannot %s "
+                       "until they exit (kill them if they are stuck)"
+                       % (left or "(unknown)", cfg.data, doing))
+        if not said:
+            log.warning("waiting for the processes of an earlier cluster on %s to exit "
+                        "(pids %s)", cfg.data, holders(path) or "unknown")
+            said = True
+        time.sleep(0.05)
+
+
+def owned(cfg: Config) -> bool:
+    """Does any process hold the owner lock of ``cfg.data``?"""
+    try:
+        fd = os.open(lock_path(cfg), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)    # closing drops the probe's own shared lock, if it got one
+
+
+def running_pid(cfg: Config) -> int | None:
+    """The pid of the supervisor serving ``cfg.data``, if one is alive."""
+    try:
+        fd = os.open(lock_path(cfg), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        pid = _lock_pid(fd)
+    finally:
+        os.close(fd)
+    if pid is None or not processes.alive(pid) or not owned(cfg):
+        return None
+    return pid
+
+
+class StopTimeout(Exception):
+    """The cluster did not stop within the wait; the message says what still runs."""
+
+
+def stop(cfg: Config, timeout: float = 30.0) -> bool:
+    """SIGTERM the supervisor serving ``cfg.data`` and wait until every
+    process of its cluster has exited (the folder is free to start again).
+    False if none was running; ``StopTimeout`` if it is still running."""
+    pid = running_pid(cfg)
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not owned(cfg):
+            return True
+        time.sleep(0.05)
+    raise StopTimeout("the cluster on %s did not stop within %.0fs (processes %s still "
+                      "run); wait longer, or kill them"
+                      % (cfg.data, timeout, holders(lock_path(cfg)) or [pid]))
+
+
+# -- the manifest and the shard folders ---------------------------------------------
 def load_manifest(cfg: Config) -> dict | None:
     """The data folder's manifest, None if it has none."""
     path = os.path.join(cfg.data, MANIFEST)
@@ -58,14 +218,29 @@ def write_manifest(cfg: Config, ring: Ring, **extra: object) -> dict:
     return manifest
 
 
+def shard_present(cfg: Config, shard: int) -> bool:
+    """Does the shard's LevelDB exist (a folder with its CURRENT file)?"""
+    return os.path.exists(os.path.join(cfg.shard_dir(shard), "CURRENT"))
+
+
+def create_shards(cfg: Config) -> None:
+    """Create every shard's empty LevelDB: only ever for a new data folder
+    (workers open theirs without ``create_if_missing``)."""
+    import plyvel
+    for shard in range(cfg.shards):
+        plyvel.DB(cfg.shard_dir(shard), create_if_missing=True, error_if_exists=True).close()
+
+
 def check_or_write_manifest(cfg: Config, ring: Ring) -> dict:
-    """The data folder's manifest: created on first start, then enforced."""
+    """The data folder's manifest: created on first start (with its shards),
+    then enforced, every shard's LevelDB included."""
     manifest = load_manifest(cfg)
     if manifest is None:
         if any(n.startswith("shard-") for n in os.listdir(cfg.data)):
             raise StartError("%s holds shard folders but no %s; refusing to guess "
                              "its layout" % (cfg.data, MANIFEST))
-        return write_manifest(cfg, ring)
+        create_shards(cfg)
+        return write_manifest(cfg, ring)  # last: a folder with it has all its shards
     if manifest.get("format") != FORMAT_VERSION:
         raise StartError("%s has data format %r; this Flin reads format %d"
                          % (cfg.data, manifest.get("format"), FORMAT_VERSION))
@@ -77,34 +252,16 @@ def check_or_write_manifest(cfg: Config, ring: Ring) -> dict:
     if manifest.get("ring") != ring.params():
         raise StartError("%s was made with ring %r, not %r"
                          % (cfg.data, manifest.get("ring"), ring.params()))
+    missing = [s for s in range(cfg.shards) if not shard_present(cfg, s)]
+    if missing:
+        raise StartError(missing_shards_message(cfg, missing))
     return manifest
 
 
-def pid_file(cfg: Config) -> str:
-    """Where the supervisor serving ``cfg.data`` writes its pid."""
-    return os.path.join(cfg.run_dir, "flin.pid")
-
-
-def running_pid(cfg: Config) -> int | None:
-    """The pid of the supervisor serving ``cfg.data``, if one is alive."""
-    try:
-        with open(pid_file(cfg)) as f:
-            pid = int(f.read().strip())
-        return pid if processes.alive(pid) else None
-    except (OSError, ValueError):
-        return None
-
-
-def stop(cfg: Config, timeout: float = 30.0) -> bool:
-    """SIGTERM the supervisor serving ``cfg.data`` and wait for it to exit.
-    False if none was running."""
-    pid = running_pid(cfg)
-    if pid is None:
-        return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not processes.alive(pid):
-            return True
-        time.sleep(0.05)
-    raise TimeoutError("supervisor %d did not stop within %.0fs" % (pid, timeout))
+def missing_shards_message(cfg: Config, missing: list[int]) -> str:
+    names = ", ".join("%d (%s)" % (s, cfg.shard_dir(s)) for s in missing[:4])
+    more = " and %d more" % (len(missing) - 4) if len(missing) > 4 else ""
+    return ("shard %s%s: no LevelDB there (the folder or its CURRENT file is missing), so "
+            "its data is not in this folder. Flin creates shards only in a new data "
+            "folder: put the shard's folder back, or `flin restore` a backup into a new "
+            "folder." % (names, more))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import resource
 import signal
 
 from .logs import set_log_role
@@ -80,3 +81,20 @@ def descendants(pid: int) -> set[int]:
         frontier = {p for p, pp in parents.items() if pp in frontier} - found
         found |= frontier
     return found
+
+
+_NOFILE_CAP = 1 << 20     # never ask for more open files than this, whatever the hard limit
+
+
+def raise_open_file_limit() -> int:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit (children
+    inherit it), as Redis does for ``maxclients``; the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = _NOFILE_CAP if hard == resource.RLIM_INFINITY else min(hard, _NOFILE_CAP)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError):
+            pass
+    return soft

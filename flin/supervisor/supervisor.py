@@ -21,12 +21,17 @@ from .. import router, shardworker
 from ..config import Config
 from ..ring import Ring
 from . import metrics, processes
-from .datadir import StartError, check_or_write_manifest, pid_file, running_pid, write_json
+from .datadir import (
+    Owner, StartError, check_or_write_manifest, missing_shards_message, shard_present, take,
+    write_json,
+)
 
 log = logging.getLogger("flin.supervisor")
 
 _BACKOFF_MAX_S = 30.0     # longest wait before restarting a child that keeps dying
 _STABLE_S = 10.0          # a child up this long has its backoff reset
+_PREDECESSOR_WAIT_S = 30.0   # how long a start waits for an earlier cluster's processes to exit
+_LINK_GRACE_S = 3.0       # a router up this long must have its worker link in place
 
 
 class Child:
@@ -52,6 +57,8 @@ class Supervisor:
         self.stopping = False
         self.announced = False
         self.ready_r: int | None = None
+        self.owner: Owner | None = None     # the data folder's lock, held for our whole life
+        self.next_check = 0.0
 
     # -- processes ----------------------------------------------------------------
     def _fork(self, child: Child) -> None:
@@ -121,9 +128,12 @@ class Supervisor:
             raise StartError("the router cannot bind %s (in use? see the log)" % self.cfg.bind)
         if child.shard is not None and os.WIFEXITED(status) \
                 and os.WEXITSTATUS(status) == shardworker.EXIT_STORAGE:
-            child.broken = ("cannot open %s; see the log, stop the cluster, then run "
-                            "`flin repair --data %s --shard %d`"
-                            % (self.cfg.shard_dir(child.shard), self.cfg.data, child.shard))
+            if not shard_present(self.cfg, child.shard):
+                child.broken = missing_shards_message(self.cfg, [child.shard])
+            else:
+                child.broken = ("cannot open %s; see the log, stop the cluster, then run "
+                                "`flin repair --data %s --shard %d`"
+                                % (self.cfg.shard_dir(child.shard), self.cfg.data, child.shard))
             log.error("%s %s: not restarting it", child.name, child.broken)
             if not self.announced:
                 raise StartError("shard %d %s" % (child.shard, child.broken))
@@ -147,16 +157,22 @@ class Supervisor:
 
     # -- lifecycle ----------------------------------------------------------------
     def prepare(self) -> None:
+        """Own the data folder (waiting for an earlier cluster's processes to
+        exit), then check or create its manifest and shards. Nothing in the
+        folder is touched before the lock is ours."""
         cfg = self.cfg
         os.makedirs(cfg.data, exist_ok=True)
-        os.makedirs(cfg.run_dir, mode=0o700, exist_ok=True)
-        os.chmod(cfg.run_dir, 0o700)
-        other = running_pid(cfg)
-        if other is not None and other != os.getpid():
-            raise StartError("a Flin supervisor (pid %d) already serves %s" % (other, cfg.data))
-        check_or_write_manifest(cfg, self.ring)
-        with open(pid_file(cfg), "w") as f:
-            f.write("%d\n" % os.getpid())
+        owner = take(cfg, _PREDECESSOR_WAIT_S)
+        try:
+            os.makedirs(cfg.run_dir, mode=0o700, exist_ok=True)
+            os.chmod(cfg.run_dir, 0o700)
+            check_or_write_manifest(cfg, self.ring)
+            processes.raise_open_file_limit()
+        except BaseException:
+            owner.release()
+            raise
+        owner.write_pid(os.getpid())
+        self.owner = owner
 
     def run(self) -> int:
         """Start everything, supervise until told to stop; the exit code."""
@@ -173,9 +189,31 @@ class Supervisor:
                 self._wait_ready(t0)
                 self._reap()
                 self._restart_due()
+                self._check_link()
         finally:
             self.shutdown()
         return 0
+
+    def _check_link(self) -> None:
+        """A router that is up must have its worker link in the run folder: a
+        worker that restarts cannot reach the router without it. If it is
+        gone (deleted by hand, or by a process that had no business there),
+        restart the router, which binds it anew."""
+        now = time.monotonic()
+        if now < self.next_check or self.cfg.backend_keys:
+            return
+        self.next_check = now + 1.0
+        r = self.router
+        if r.pid is None or now - r.started < _LINK_GRACE_S:
+            return
+        if not os.path.exists(self.cfg.link_path):
+            log.error("the router's worker link %s is gone: restarting the router so that "
+                      "workers can reach it", self.cfg.link_path)
+            try:
+                os.kill(r.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            r.started = now      # one signal per grace period; the reaper restarts it
 
     def _wait_ready(self, t0: float) -> None:
         fds = [self.ready_r] if self.ready_r is not None else []
@@ -231,11 +269,14 @@ class Supervisor:
             self._stop([self.metrics], 5)
         self._stop([self.router], self.cfg.shard_timeout + 5)
         self._stop(self.workers, 15)
-        for path in (pid_file(self.cfg), self.cfg.children_path):
+        if self.owner is not None:   # only the owner removes what is in the run folder
             try:
-                os.unlink(path)
+                os.unlink(self.cfg.children_path)
             except FileNotFoundError:
                 pass
         log.info("stopped")
+        if self.owner is not None:
+            self.owner.release()
+            self.owner = None
 
 

@@ -93,8 +93,8 @@ def test_sigterm_stops_every_child_and_exits_0(tmp_short):
     c.proc = None
     assert _wait_gone(children | {sup.pid}) == []
     assert descendants(sup.pid) == set()
-    # the pid file is gone, so a new start on the folder is allowed
-    assert not os.path.exists(os.path.join(c.data, "run", "flin.pid"))
+    # the owner lock is free and names no pid, so a new start on the folder is allowed
+    assert open(os.path.join(c.data, "flin.lock")).read() == ""
 
 
 def test_sigint_stops_every_child_and_exits_0(tmp_short):

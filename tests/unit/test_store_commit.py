@@ -16,7 +16,7 @@ from flin.shardworker.store import Store
 
 @pytest.fixture
 def store(tmp_path):
-    s = Store(str(tmp_path / "shard"), HANDLERS)
+    s = Store(str(tmp_path / "shard"), HANDLERS, create=True)
     yield s
     s.close()
 
