@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from ..config import Config
+from ..config import MAX_SHARDS, Config
 from ..protocol import DEFAULT_ENDPOINT
 from .common import (
     EXIT_SERVER, EXIT_UNREACHABLE, EXIT_USAGE, abspath, data_opt, endpoint_opt, key_file,
@@ -17,7 +17,7 @@ from .common import (
 
 @click.command()
 @data_opt
-@click.option("--shards", default=64, show_default=True, envvar="FLIN_SHARDS", type=click.IntRange(1, 4096),
+@click.option("--shards", default=64, show_default=True, envvar="FLIN_SHARDS", type=click.IntRange(1, MAX_SHARDS),
               help="Shard worker processes (fixed once the data folder exists).")
 @click.option("--bind", default=DEFAULT_ENDPOINT, show_default=True, envvar="FLIN_BIND",
               help="Client endpoint: tcp://HOST:PORT or ipc://PATH.")
