@@ -10,8 +10,8 @@ import click
 from ..config import MAX_SHARDS, Config
 from ..protocol import DEFAULT_ENDPOINT
 from .common import (
-    EXIT_SERVER, EXIT_UNREACHABLE, EXIT_USAGE, abspath, data_opt, endpoint_opt, key_file,
-    run_client, timeout_opt,
+    EXIT_SERVER, EXIT_UNREACHABLE, EXIT_USAGE, Seconds, abspath, data_opt, endpoint_opt,
+    key_file, run_client, timeout_opt,
 )
 
 
@@ -120,11 +120,22 @@ def keygen(folder: str, server: str, clients: tuple[str, ...]) -> None:
 
 @click.command()
 @data_opt
-@click.option("--wait", default=30.0, show_default=True, help="Seconds to wait for it to stop.")
+@click.option("--wait", default=30.0, show_default=True, type=Seconds(0),
+              help="Seconds to wait for it to stop.")
 def stop(data: str, wait: float) -> None:
-    """Stop the cluster serving DATA (SIGTERM to its supervisor, then wait)."""
+    """Stop the cluster serving DATA (SIGTERM to its supervisor, then wait).
+    Exit 3 if none runs, 4 if it did not stop within --wait."""
     from ..supervisor.datadir import stop as stop_cluster
-    if not stop_cluster(Config(data=data), wait):
+    try:
+        stopped = stop_cluster(Config(data=data), wait)
+    except TimeoutError as exc:        # SIGSTOPped or stuck: it stops once it runs again
+        click.echo("flin: %s; it may be stopped (SIGSTOP) or stuck: see its log, "
+                   "`kill -CONT` or `kill -KILL` it" % exc, err=True)
+        sys.exit(EXIT_SERVER)
+    except OSError as exc:             # e.g. not ours to signal
+        click.echo("flin: cannot signal the supervisor of %s: %s" % (data, exc.strerror), err=True)
+        sys.exit(EXIT_SERVER)
+    if not stopped:
         click.echo("flin: no cluster is running on %s" % data, err=True)
         sys.exit(EXIT_UNREACHABLE)
     click.echo("flin: stopped")

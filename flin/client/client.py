@@ -80,12 +80,12 @@ class Client:
                 s.connect(self.endpoint)
             except zmq.ZMQError as exc:
                 s.close(linger=0)
+                why = zmq.strerror(exc.errno or 0)
                 if exc.errno in (errno.EINVAL, zmq.EPROTONOSUPPORT, zmq.ENOCOMPATPROTO):
-                    raise errors.InvalidArgument(
-                        "endpoint %r: %s (expected tcp://HOST:PORT or ipc://PATH)"
-                        % (self.endpoint, exc.strerror)) from None
+                    raise errors.InvalidArgument("endpoint %r: %s (expected tcp://HOST:PORT or "
+                                                 "ipc://PATH)" % (self.endpoint, why)) from None
                 raise errors.ConnectionFailed("cannot connect to %s: %s"
-                                              % (self.endpoint, exc.strerror)) from None
+                                              % (self.endpoint, why)) from None
             self._sock = s
         return self._sock
 
