@@ -24,7 +24,7 @@ from .common import (
 @click.option("--sync", is_flag=True, help="fsync every write batch before acknowledging it.")
 @click.option("--read-cache-mb", default=64.0, show_default=True, type=click.FloatRange(0),
               help="The router's cache of hot values in MiB (0 = off).")
-@click.option("--shard-timeout", default=2.0, show_default=True, type=click.FloatRange(0.1),
+@click.option("--shard-timeout", default=2.0, show_default=True, type=Seconds(0.1),
               help="Seconds before an unanswered shard batch fails as OutcomeUnknown.")
 @click.option("--shard-queue", default=100_000, show_default=True, type=click.IntRange(1),
               help="Ops queued for one shard before new ones get Overloaded.")

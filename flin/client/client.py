@@ -30,6 +30,8 @@ from .pipeline import Pipeline
 
 T = TypeVar("T")
 
+MAX_TIMEOUT = 2_000_000.0    # s (23 days): libzmq's poll takes its ms as a C int
+
 
 class Client:
     """A connection to a Flin router.
@@ -37,7 +39,7 @@ class Client:
     endpoint: ``tcp://host:port`` or ``ipc://path``; the first call raises
     ``InvalidArgument`` if ZeroMQ cannot use it.
     timeout: seconds a call may take in all, retries included; then ``Timeout``.
-    A finite number > 0, else ``InvalidArgument`` here.
+    A number in (0, ``MAX_TIMEOUT``], else ``InvalidArgument`` here.
     retries: extra attempts for an idempotent call after ``ShardUnavailable``,
     ``Overloaded``, ``OutcomeUnknown`` or ``Timeout`` (INCR and CAS are
     retried with the same request id, so they apply once).
@@ -54,9 +56,9 @@ class Client:
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 5.0,
                  retries: int = 3, server_key: Any = None, client_keys: Any = None) -> None:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
-                or not (math.isfinite(timeout) and timeout > 0):
-            raise errors.InvalidArgument("timeout must be a finite number of seconds > 0, not %r"
-                                         % (timeout,))
+                or not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT):
+            raise errors.InvalidArgument("timeout must be a number of seconds in (0, %d], not %r"
+                                         % (MAX_TIMEOUT, timeout))
         self.endpoint = endpoint
         self._curve = curve.client_keys(server_key, client_keys)
         self.timeout = timeout
@@ -78,6 +80,9 @@ class Client:
             curve.secure_client(s, self._curve)
             try:
                 s.connect(self.endpoint)
+            except UnicodeError:
+                s.close(linger=0)
+                raise errors.InvalidArgument("endpoint %r is not UTF-8" % (self.endpoint,)) from None
             except zmq.ZMQError as exc:
                 s.close(linger=0)
                 why = zmq.strerror(exc.errno or 0)

@@ -19,11 +19,11 @@ from tests.support.cluster import ROOT
 INT64_MAX = 2 ** 63 - 1
 
 
-def flin(*args, endpoint: str | None = None, timeout: float | None = None,
+def flin(*args, endpoint: str | bytes | None = None, timeout: float | None = None,
          check_rc: int | None = None) -> subprocess.CompletedProcess:
     """``python -m flin COMMAND [--endpoint E] [--timeout T] ARGS...`` (the options
     before the arguments, which may hold ``--``); args may be bytes."""
-    opts = (["--endpoint", endpoint] if endpoint else []) + (["--timeout", str(timeout)] if timeout else [])
+    opts: list = (["--endpoint", endpoint] if endpoint else []) + (["--timeout", str(timeout)] if timeout else [])
     p = subprocess.run([sys.executable, "-m", "flin", args[0], *opts, *args[1:]],
                        capture_output=True, cwd=ROOT, env=_env(), timeout=60)
     if check_rc is not None:
@@ -92,6 +92,7 @@ def test_a_missing_key_that_is_not_utf8_is_not_found(ep):
     (["incr", "cli-n:k", "--", str(-2 ** 63 - 1)], b"BY"),
     (["decr", "cli-n:k", "--", str(-2 ** 63)], b"by"),     # -BY does not fit in 64 bits
     (["get", "cli-n:k", "--timeout", "nan"], b"--timeout"),
+    (["get", "cli-n:k", "--timeout", "1e308"], b"timeout"),   # past what libzmq can wait
 ])
 def test_a_number_out_of_range_or_not_finite_is_a_usage_error(ep, client, args, says):
     client.set(b"cli-n:k", b"7")
@@ -112,9 +113,10 @@ def test_the_extremes_that_fit_still_work(ep, client):
 
 
 # -- endpoints ----------------------------------------------------------------------
-@pytest.mark.parametrize("endpoint", ["bogus://x", "tcp://", "no-scheme"])
+@pytest.mark.parametrize("endpoint", ["bogus://x", "tcp://", "no-scheme", b"ipc:///tmp/\xff"])
 def test_a_malformed_endpoint_is_a_usage_error(endpoint):
-    one_line(flin("get", "k", endpoint=endpoint, timeout=1), USAGE, endpoint.encode())
+    line = one_line(flin("get", "k", endpoint=endpoint, timeout=1), USAGE, b"endpoint")
+    assert (endpoint if type(endpoint) is str else "ipc:///tmp/").encode() in line
 
 
 # -- stop ---------------------------------------------------------------------------

@@ -69,16 +69,16 @@ def test_the_limits_themselves_are_accepted(client):
     assert client.get(b"ca:long") is None
 
 
-@pytest.mark.parametrize("endpoint", ["bogus://x", "tcp://", "no-scheme"])
+@pytest.mark.parametrize("endpoint", ["bogus://x", "tcp://", "no-scheme", "ipc:///tmp/\udcff"])
 def test_a_malformed_endpoint_is_an_invalid_argument(endpoint):
     with flin.Client(endpoint, timeout=1) as c:
         with pytest.raises(errors.FlinError) as caught:
             c.get(b"k")
     assert type(caught.value).__name__ == "InvalidArgument", repr(caught.value)
-    assert endpoint in str(caught.value)
+    assert repr(endpoint) in str(caught.value)
 
 
-@pytest.mark.parametrize("timeout", [math.nan, math.inf, 0, -1])
+@pytest.mark.parametrize("timeout", [math.nan, math.inf, 0, -1, 1e308, "5"])
 def test_a_timeout_that_is_not_a_positive_finite_number_is_refused(timeout):
     with pytest.raises(errors.FlinError) as caught:
         flin.Client("ipc:///nonexistent", timeout=timeout)
