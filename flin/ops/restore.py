@@ -175,7 +175,11 @@ def restore(src: str, data: str, progress: Progress | None = None,
     ring = Ring(shards)
     jobs = max(1, min(jobs or os.cpu_count() or 1, 8, shards))
     done = entries = size = 0
-    stage = _Stage(data)
+    try:
+        stage = _Stage(data)
+    except OSError as exc:
+        raise BackupError("cannot make a folder for %s: %s: %s"
+                          % (data, exc.filename, exc.strerror or exc)) from None
     try:
         cfg = Config(data=stage.path, shards=shards)
         with concurrent.futures.ProcessPoolExecutor(

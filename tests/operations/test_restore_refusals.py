@@ -171,6 +171,27 @@ def test_an_altered_backup_is_refused_and_nothing_is_written(backup_dir, tmp_pat
     assert os.listdir(parent) == ["data"] and os.listdir(target) == []
 
 
+def test_a_leveldb_or_disk_failure_is_one_line_and_leaves_nothing(backup_dir, tmp_path):
+    """A real LevelDB write error: the restore runs with a file size limit
+    (RLIMIT_FSIZE; Python ignores SIGXFSZ, so LevelDB's write gets EFBIG)."""
+    import resource
+    import subprocess
+    import sys
+    from tests.support.cluster import ROOT
+    parent = tmp_path / "out"
+    parent.mkdir()
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+    p = subprocess.run([sys.executable, "-m", "flin", "restore", backup_dir, "--data",
+                        str(parent / "data")], capture_output=True, text=True, cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": ROOT}, preexec_fn=small_files, timeout=60)
+    _refused(p, "LevelDB")
+    assert os.listdir(parent) == []
+    _refused(flin("restore", backup_dir, "--data", "/proc/version/data", check_rc=None),
+             "/proc/version")                  # its parent is a file
+
+
 def test_a_verified_backup_restores_every_key_where_get_finds_it(backup_dir, tmp_path_factory):
     import tempfile
     with tempfile.TemporaryDirectory(prefix="flin-", dir="/tmp") as d:
