@@ -186,12 +186,17 @@ def restore(src: str, data: str, progress: Progress | None = None,
                 jobs, mp_context=multiprocessing.get_context("fork")) as pool:
             futures = {pool.submit(restore_shard, src, f, cfg.shard_dir(f["shard"])): f
                        for f in manifest["files"]}
-            for fut in concurrent.futures.as_completed(futures):
-                entries += fut.result()
-                size += futures[fut]["bytes"]
-                done += 1
-                if progress is not None:
-                    progress(done, entries, size)
+            try:
+                for fut in concurrent.futures.as_completed(futures):
+                    entries += fut.result()
+                    size += futures[fut]["bytes"]
+                    done += 1
+                    if progress is not None:
+                        progress(done, entries, size)
+            except BaseException:
+                for fut in futures:            # the shards not started yet need not be
+                    fut.cancel()
+                raise
         # last: a folder that a crash left half restored has no flin.json, and won't start
         write_manifest(cfg, ring, restored_from=os.path.abspath(src),
                        backup_started=manifest["started"])
