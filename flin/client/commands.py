@@ -71,7 +71,7 @@ def _ttl_ms(ttl: float | None) -> int | None:
     return ms
 
 
-def int64(x: Any, what: str) -> int:
+def _int64(x: Any, what: str) -> int:
     """``x`` as an int if it is an integer (not a bool, not a float) that fits
     in a signed 64-bit integer; else ``InvalidArgument``."""
     try:
@@ -152,11 +152,11 @@ def mset(mapping: Mapping[Key, Value] | Iterable[tuple[Key, Value]],
 
 def incr(key: Key, by: int = 1) -> Call[int]:
     # the request uid lets the shard apply a resent INCR once
-    return Call([INCR, as_bytes(key), int64(by, "by"), os.urandom(12)], _same)
+    return Call([INCR, as_bytes(key), _int64(by, "by"), os.urandom(12)], _same)
 
 
 def decr(key: Key, by: int = 1) -> Call[int]:
-    n = int64(by, "by")
+    n = _int64(by, "by")
     if n == INT64_MIN:
         raise InvalidArgument("decr by %d: its negation does not fit in 64 bits" % n)
     return incr(key, -n)
@@ -186,7 +186,7 @@ def cas(key: Key, expected: Value | None, new: Value) -> Call[bool]:
 def scan(prefix: Key = b"", start_after: Key | None = None, limit: int = 100,
          values: bool = False) -> Call[tuple[list[Any], bytes | None]]:
     sa = None if start_after is None else as_bytes(start_after)
-    return Call([SCAN, as_bytes(prefix), sa, int64(limit, "limit"), bool(values)],
+    return Call([SCAN, as_bytes(prefix), sa, _int64(limit, "limit"), bool(values)],
                 _scan_page(values))
 
 
@@ -202,24 +202,24 @@ def stats() -> Call[dict[str, Any]]:
 def compact(shard: int | None = None) -> Call[list[bool] | bool]:
     if shard is None:
         return Call([COMPACT], _same)
-    return Call([SHARD, int64(shard, "shard"), [COMPACT]], _same)
+    return Call([SHARD, _int64(shard, "shard"), [COMPACT]], _same)
 
 
 def shard_stats(shard: int) -> Call[dict[str, Any]]:
-    return Call([SHARD, int64(shard, "shard"), [STATS]], _same)
+    return Call([SHARD, _int64(shard, "shard"), [STATS]], _same)
 
 
 def snapshot_open(shard: int) -> Call[int]:
-    return Call([SHARD, int64(shard, "shard"), [SNAPSHOT_OPEN]], _same)
+    return Call([SHARD, _int64(shard, "shard"), [SNAPSHOT_OPEN]], _same)
 
 
 def snapshot_read(shard: int, snapshot: int, after: bytes | None = None, limit: int = 10_000,
                   max_bytes: int = 4 << 20) -> Call[tuple[list[tuple[bytes, bytes]], bytes | None]]:
-    return Call([SHARD, int64(shard, "shard"), [SNAPSHOT_READ, int64(snapshot, "snapshot"), after,
-                                                 int64(limit, "limit"),
-                                                 int64(max_bytes, "max_bytes")]], _pairs)
+    return Call([SHARD, _int64(shard, "shard"), [SNAPSHOT_READ, _int64(snapshot, "snapshot"), after,
+                                                 _int64(limit, "limit"),
+                                                 _int64(max_bytes, "max_bytes")]], _pairs)
 
 
 def snapshot_close(shard: int, snapshot: int) -> Call[bool]:
-    return Call([SHARD, int64(shard, "shard"), [SNAPSHOT_CLOSE, int64(snapshot, "snapshot")]],
+    return Call([SHARD, _int64(shard, "shard"), [SNAPSHOT_CLOSE, _int64(snapshot, "snapshot")]],
                 _same)
