@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from .protocol import DEFAULT_ENDPOINT
 
+MAX_SHARDS = 4096                        # the most shards one host runs (`flin start --shards`)
+
 
 @dataclass
 class Config:

@@ -1,4 +1,5 @@
-"""Flin's exceptions: one root, transport failures apart from server errors.
+"""Flin's exceptions: one root, transport failures apart from server errors,
+and the client's own refusal of an argument before anything is sent.
 
 A server error travels as a numeric code plus a message (see ``protocol.py``);
 ``error_for_code`` turns it back into one of the classes below through one
@@ -9,6 +10,12 @@ from __future__ import annotations
 
 class FlinError(Exception):
     """Root of every error this package raises."""
+
+
+class InvalidArgument(FlinError, ValueError):
+    """The client refused an argument before sending anything: a ttl or
+    seconds not finite or out of range, an integer that is not one or does
+    not fit in 64 bits, a malformed endpoint. Also a ``ValueError``."""
 
 
 # -- transport: the request may never have reached a server -----------------

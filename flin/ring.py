@@ -67,4 +67,9 @@ class Ring:
 
     def params(self) -> dict[str, Any]:
         """What a manifest stores so that every process builds the same ring."""
-        return {"hash": "xxh64", "vnodes": self.vnodes, "slot_bits": SLOT_BITS}
+        return ring_params(self.vnodes)
+
+
+def ring_params(vnodes: int = DEFAULT_VNODES) -> dict[str, Any]:
+    """``Ring.params()`` of a ring with ``vnodes``, without building it."""
+    return {"hash": "xxh64", "vnodes": vnodes, "slot_bits": SLOT_BITS}

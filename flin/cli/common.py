@@ -1,11 +1,15 @@
 """What every ``flin`` command shares: exit codes, the connection options,
-and ``run_client``, which turns failures into messages and exit codes.
+the argument types (``BYTES``: any bytes, ``Seconds``: finite), and
+``run_client``, which turns failures into one ``flin: ...`` line and an exit code.
 
-Exit codes: 0 ok, 1 key not found (``get``), 2 usage, 3 cannot reach the
-cluster, 4 the server answered with an error.
+Exit codes: 0 ok, 1 key not found (``get``), 2 usage (a bad option or
+argument, a malformed endpoint, a number out of range), 3 cannot reach the
+cluster, 4 the cluster failed the request (it answered with an error;
+``flin stop``: it did not stop within ``--wait``).
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 from typing import Any, Callable, TypeVar
@@ -19,6 +23,38 @@ from ..protocol import DEFAULT_ENDPOINT
 T = TypeVar("T")
 
 EXIT_NOT_FOUND, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_SERVER = 1, 2, 3, 4
+
+
+class _Bytes(click.ParamType):
+    """An argument as the bytes given on the command line: Python decoded argv
+    with ``surrogateescape``, and ``os.fsencode`` undoes it, so a key or value
+    need not be UTF-8."""
+
+    name = "bytes"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> bytes:
+        return value if isinstance(value, bytes) else os.fsencode(value)
+
+
+BYTES = _Bytes()
+
+
+class Seconds(click.FloatRange):
+    """A number of seconds in a range, finite (``FloatRange`` lets nan through)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        x = super().convert(value, param, ctx)
+        if not math.isfinite(x):
+            self.fail("%s is not a finite number of seconds" % (value,), param, ctx)
+        return x
+
+
+def shown(data: bytes) -> str:
+    """Bytes as text for a message: UTF-8, anything else escaped (``\\xff``)."""
+    return data.decode("utf-8", "backslashreplace")
 
 _endpoint = click.option("--endpoint", "-e", default=DEFAULT_ENDPOINT, show_default=True,
                          envvar="FLIN_ENDPOINT", help="Router endpoint (tcp:// or ipc://).")
@@ -46,7 +82,7 @@ def endpoint_opt(f: Callable) -> Callable:
 
 
 timeout_opt = click.option("--timeout", default=5.0, show_default=True, envvar="FLIN_TIMEOUT",
-                           help="Seconds to wait for the cluster.")
+                           type=Seconds(0, min_open=True), help="Seconds to wait for the cluster.")
 data_opt = click.option("--data", "-d", default="./data", show_default=True, envvar="FLIN_DATA",
                         type=click.Path(file_okay=False), help="Data folder.")
 
@@ -68,11 +104,16 @@ def run_client(endpoint: str, timeout: float, fn: Callable[[Client], T]) -> T:
     try:
         client_ = Client(endpoint, timeout=timeout, server_key=meta.get("flin.server_key"),
                          client_keys=meta.get("flin.client_key"))
+    except errors.InvalidArgument as exc:
+        raise click.UsageError(str(exc))
     except (ValueError, OSError) as exc:
         raise click.UsageError("CURVE keys: %s" % exc)
     try:
         with client_ as client:
             return fn(client)
+    except errors.InvalidArgument as exc:      # refused before anything was sent
+        click.echo("flin: %s" % exc, err=True)
+        sys.exit(EXIT_USAGE)
     except errors.TransportError as exc:
         click.echo("flin: cannot reach the cluster at %s: %s" % (endpoint, exc), err=True)
         sys.exit(EXIT_UNREACHABLE)

@@ -10,7 +10,7 @@ import click
 
 from ..client import Client
 from ..config import Config
-from .common import EXIT_USAGE, data_opt, endpoint_opt, run_client, timeout_opt
+from .common import EXIT_USAGE, Seconds, data_opt, endpoint_opt, run_client, timeout_opt
 from .statsview import render
 
 
@@ -48,7 +48,7 @@ def _mb(n: float) -> float:
 @click.option("--watch", is_flag=True,
               help="Refresh every --interval seconds until Ctrl-C; rates and latencies "
                    "then cover each interval.")
-@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(0.1),
+@click.option("--interval", default=2.0, show_default=True, type=Seconds(0.1),
               help="Seconds between refreshes with --watch.")
 @click.option("--count", type=click.IntRange(1), help="With --watch: stop after this many refreshes.")
 @click.option("--leveldb", is_flag=True, help="Also print each shard's leveldb.stats.")

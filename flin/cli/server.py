@@ -7,24 +7,24 @@ import sys
 
 import click
 
-from ..config import Config
+from ..config import MAX_SHARDS, Config
 from ..protocol import DEFAULT_ENDPOINT
 from .common import (
-    EXIT_SERVER, EXIT_UNREACHABLE, EXIT_USAGE, abspath, data_opt, endpoint_opt, key_file,
-    run_client, timeout_opt,
+    EXIT_SERVER, EXIT_UNREACHABLE, EXIT_USAGE, Seconds, abspath, data_opt, endpoint_opt,
+    key_file, run_client, timeout_opt,
 )
 
 
 @click.command()
 @data_opt
-@click.option("--shards", default=64, show_default=True, envvar="FLIN_SHARDS", type=click.IntRange(1, 4096),
+@click.option("--shards", default=64, show_default=True, envvar="FLIN_SHARDS", type=click.IntRange(1, MAX_SHARDS),
               help="Shard worker processes (fixed once the data folder exists).")
 @click.option("--bind", default=DEFAULT_ENDPOINT, show_default=True, envvar="FLIN_BIND",
               help="Client endpoint: tcp://HOST:PORT or ipc://PATH.")
 @click.option("--sync", is_flag=True, help="fsync every write batch before acknowledging it.")
 @click.option("--read-cache-mb", default=64.0, show_default=True, type=click.FloatRange(0),
               help="The router's cache of hot values in MiB (0 = off).")
-@click.option("--shard-timeout", default=2.0, show_default=True, type=click.FloatRange(0.1),
+@click.option("--shard-timeout", default=2.0, show_default=True, type=Seconds(0.1),
               help="Seconds before an unanswered shard batch fails as OutcomeUnknown.")
 @click.option("--shard-queue", default=100_000, show_default=True, type=click.IntRange(1),
               help="Ops queued for one shard before new ones get Overloaded.")
@@ -120,14 +120,20 @@ def keygen(folder: str, server: str, clients: tuple[str, ...]) -> None:
 
 @click.command()
 @data_opt
-@click.option("--wait", default=30.0, show_default=True, help="Seconds to wait for it to stop.")
+@click.option("--wait", default=30.0, show_default=True, type=Seconds(0),
+              help="Seconds to wait for it to stop.")
 def stop(data: str, wait: float) -> None:
-    """Stop the cluster serving DATA (SIGTERM to its supervisor, then wait)."""
-    from ..supervisor.datadir import StopTimeout, stop as stop_cluster
+    """Stop the cluster serving DATA (SIGTERM to its supervisor, then wait).
+    Exit 3 if none runs, 4 if it did not stop within --wait."""
+    from ..supervisor.datadir import stop as stop_cluster
     try:
         stopped = stop_cluster(Config(data=data), wait)
-    except StopTimeout as exc:
-        click.echo("flin: %s" % exc, err=True)
+    except TimeoutError as exc:        # SIGSTOPped or stuck: it stops once it runs again
+        click.echo("flin: %s; it may be stopped (SIGSTOP) or stuck: see its log, "
+                   "`kill -CONT` or `kill -KILL` it" % exc, err=True)
+        sys.exit(EXIT_SERVER)
+    except OSError as exc:             # e.g. not ours to signal
+        click.echo("flin: cannot signal the supervisor of %s: %s" % (data, exc.strerror), err=True)
         sys.exit(EXIT_SERVER)
     if not stopped:
         click.echo("flin: no cluster is running on %s" % data, err=True)

@@ -12,6 +12,8 @@ process. Keys and values are bytes; ``str`` is encoded as UTF-8.
 """
 from __future__ import annotations
 
+import errno
+import math
 import time
 from collections import deque
 from typing import Any, Iterable, Iterator, Mapping, TypeVar
@@ -28,12 +30,16 @@ from .pipeline import Pipeline
 
 T = TypeVar("T")
 
+MAX_TIMEOUT = 2_000_000.0    # s (23 days): libzmq's poll takes its ms as a C int
+
 
 class Client:
     """A connection to a Flin router.
 
-    endpoint: ``tcp://host:port`` or ``ipc://path``.
+    endpoint: ``tcp://host:port`` or ``ipc://path``; the first call raises
+    ``InvalidArgument`` if ZeroMQ cannot use it.
     timeout: seconds a call may take in all, retries included; then ``Timeout``.
+    A number in (0, ``MAX_TIMEOUT``], else ``InvalidArgument`` here.
     retries: extra attempts for an idempotent call after ``ShardUnavailable``,
     ``Overloaded``, ``OutcomeUnknown`` or ``Timeout`` (INCR and CAS are
     retried with the same request id, so they apply once).
@@ -49,6 +55,10 @@ class Client:
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 5.0,
                  retries: int = 3, server_key: Any = None, client_keys: Any = None) -> None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+                or not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT):
+            raise errors.InvalidArgument("timeout must be a number of seconds in (0, %d], not %r"
+                                         % (MAX_TIMEOUT, timeout))
         self.endpoint = endpoint
         self._curve = curve.client_keys(server_key, client_keys)
         self.timeout = timeout
@@ -68,7 +78,19 @@ class Client:
             # no MAXMSGSIZE: replies come from the trusted router, and an MGET of
             # 64 MiB values, or several replies sharing a frame, may exceed any cap
             curve.secure_client(s, self._curve)
-            s.connect(self.endpoint)
+            try:
+                s.connect(self.endpoint)
+            except UnicodeError:
+                s.close(linger=0)
+                raise errors.InvalidArgument("endpoint %r is not UTF-8" % (self.endpoint,)) from None
+            except zmq.ZMQError as exc:
+                s.close(linger=0)
+                why = zmq.strerror(exc.errno or 0)
+                if exc.errno in (errno.EINVAL, zmq.EPROTONOSUPPORT, zmq.ENOCOMPATPROTO):
+                    raise errors.InvalidArgument("endpoint %r: %s (expected tcp://HOST:PORT or "
+                                                 "ipc://PATH)" % (self.endpoint, why)) from None
+                raise errors.ConnectionFailed("cannot connect to %s: %s"
+                                              % (self.endpoint, why)) from None
             self._sock = s
         return self._sock
 
@@ -224,8 +246,9 @@ class Client:
         ttl: seconds until the key expires (None: never).
         nx / xx: write only if the key is absent / present.
         Returns None, or with ``nx``/``xx`` whether it wrote.
-        Raises ``TooLarge`` past 64 KiB keys or 64 MiB values, ``ValueError``
-        for ``nx`` with ``xx`` or a ttl <= 0.
+        Raises ``TooLarge`` past 64 KiB keys or 64 MiB values, and before
+        sending, ``InvalidArgument`` (a ``ValueError``) for ``nx`` with ``xx``
+        or a ttl that is not a finite number in (0, 100 years].
         """
         return self._run(c.set_(key, value, ttl, nx, xx))
 
@@ -247,23 +270,27 @@ class Client:
         """Store every pair; ``ttl`` (seconds) applies to each key. The keys of
         one shard are written in one atomic batch; across shards, a failure
         (raised as the first shard's error) may leave some shards written.
-        Raises ``ValueError`` for a ttl <= 0."""
+        Raises ``InvalidArgument`` as ``set`` for the ttl, before sending."""
         return self._run(c.mset(mapping, ttl))
 
     def incr(self, key: Key, by: int = 1) -> int:
         """Add ``by`` to the signed 64-bit integer at ``key`` (missing counts as 0)
         and return the new value. Raises ``NotAnInteger`` if the value is not a
-        decimal integer (it is left as it was), ``Overflow`` past 64 bits.
+        decimal integer (it is left as it was), ``Overflow`` past 64 bits, and
+        before sending, ``InvalidArgument`` if ``by`` is not an integer (a float
+        is refused, not truncated) within the signed 64-bit range.
         Safe to retry: the request carries an id the shard remembers."""
         return self._run(c.incr(key, by))
 
     def decr(self, key: Key, by: int = 1) -> int:
-        """``incr(key, -by)``: the new value; the same errors."""
+        """``incr(key, -by)``: the new value; the same errors (``InvalidArgument``
+        also for ``by`` = -2**63, whose negation does not fit)."""
         return self._run(c.decr(key, by))
 
     def expire(self, key: Key, seconds: float) -> bool:
         """Set ``key`` to expire in ``seconds`` (<= 0 deletes it now).
-        Returns whether the key exists."""
+        Returns whether the key exists. Raises ``InvalidArgument``, before
+        sending, unless ``seconds`` is a finite number of at most 100 years."""
         return self._run(c.expire(key, seconds))
 
     def persist(self, key: Key) -> bool:

@@ -1,15 +1,23 @@
 """The client's commands, one builder each: the wire command (``protocol.py``)
 and how its raw result becomes the return value. ``Client`` runs a ``Call``
-at once, ``Pipeline`` queues it; the argument checks live here, once.
+at once, ``Pipeline`` queues it; the argument checks live here, once: an
+argument that cannot be sent faithfully (a ttl that is not finite or past
+100 years, a ``by`` that is not a 64-bit integer) raises ``InvalidArgument``
+when the command is built, before anything is sent.
 """
 from __future__ import annotations
 
+import math
+import numbers
+import operator
 import os
 from typing import Any, Callable, Generic, Iterable, Mapping, TypeVar
 
+from ..errors import InvalidArgument
 from ..protocol import (
-    CAS, COMPACT, DEL, EXISTS, EXPIRE, GET, INCR, MGET, MSET, NX, PERSIST, PING, SCAN, SET,
-    SHARD, SNAPSHOT_CLOSE, SNAPSHOT_OPEN, SNAPSHOT_READ, STATS, STATUS, TTL, XX,
+    CAS, COMPACT, DEL, EXISTS, EXPIRE, GET, INCR, INT64_MAX, INT64_MIN, MAX_TTL_MS, MGET, MSET,
+    NX, PERSIST, PING, SCAN, SET, SHARD, SNAPSHOT_CLOSE, SNAPSHOT_OPEN, SNAPSHOT_READ, STATS,
+    STATUS, TTL, XX,
 )
 
 Key = bytes | str
@@ -37,17 +45,45 @@ def as_bytes(x: object, what: str = "key") -> bytes:
     raise TypeError("%s must be bytes or str, not %s" % (what, type(x).__name__))
 
 
-def _ms(seconds: float) -> int:
-    ms = int(round(seconds * 1000))
-    return 1 if ms == 0 and seconds > 0 else ms
+def _ms(seconds: Any, what: str) -> int:
+    """Finite ``seconds`` as whole ms (a positive fraction of a ms is 1 ms)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real):
+        raise InvalidArgument("%s must be a number of seconds, not %r" % (what, seconds))
+    if isinstance(seconds, numbers.Integral):
+        return int(seconds) * 1000
+    try:
+        x = float(seconds)
+    except OverflowError:
+        x = math.inf
+    if not math.isfinite(x):
+        raise InvalidArgument("%s must be a finite number of seconds, not %r" % (what, seconds))
+    ms = int(round(x * 1000))
+    return 1 if ms == 0 and x > 0 else ms
 
 
 def _ttl_ms(ttl: float | None) -> int | None:
     if ttl is None:
         return None
-    if ttl <= 0:
-        raise ValueError("ttl must be > 0 seconds")
-    return _ms(ttl)
+    ms = _ms(ttl, "ttl")
+    if not 0 < ms <= MAX_TTL_MS:
+        raise InvalidArgument("ttl must be > 0 and at most %d seconds (100 years), not %r"
+                              % (MAX_TTL_MS // 1000, ttl))
+    return ms
+
+
+def _int64(x: Any, what: str) -> int:
+    """``x`` as an int if it is an integer (not a bool, not a float) that fits
+    in a signed 64-bit integer; else ``InvalidArgument``."""
+    try:
+        n = operator.index(x)
+    except TypeError:
+        n = None
+    if n is None or isinstance(x, bool):
+        raise InvalidArgument("%s must be an integer, not %r" % (what, x))
+    if not INT64_MIN <= n <= INT64_MAX:
+        raise InvalidArgument("%s must fit in a signed 64-bit integer (%d..%d), not %d"
+                              % (what, INT64_MIN, INT64_MAX, n))
+    return n
 
 
 def _same(x: Any) -> Any:
@@ -86,7 +122,7 @@ def get(key: Key) -> Call[bytes | None]:
 def set_(key: Key, value: Value, ttl: float | None = None, nx: bool = False,
          xx: bool = False) -> Call[bool | None]:
     if nx and xx:
-        raise ValueError("nx and xx exclude each other")
+        raise InvalidArgument("nx and xx exclude each other")
     flags = NX if nx else XX if xx else 0
     return Call([SET, as_bytes(key), as_bytes(value, "value"), _ttl_ms(ttl), flags], _same)
 
@@ -116,15 +152,22 @@ def mset(mapping: Mapping[Key, Value] | Iterable[tuple[Key, Value]],
 
 def incr(key: Key, by: int = 1) -> Call[int]:
     # the request uid lets the shard apply a resent INCR once
-    return Call([INCR, as_bytes(key), int(by), os.urandom(12)], _same)
+    return Call([INCR, as_bytes(key), _int64(by, "by"), os.urandom(12)], _same)
 
 
 def decr(key: Key, by: int = 1) -> Call[int]:
-    return incr(key, -int(by))
+    n = _int64(by, "by")
+    if n == INT64_MIN:
+        raise InvalidArgument("decr by %d: its negation does not fit in 64 bits" % n)
+    return incr(key, -n)
 
 
 def expire(key: Key, seconds: float) -> Call[bool]:
-    return Call([EXPIRE, as_bytes(key), _ms(seconds)], _same)
+    ms = _ms(seconds, "seconds")
+    if ms > MAX_TTL_MS:
+        raise InvalidArgument("seconds must be at most %d (100 years), not %r"
+                              % (MAX_TTL_MS // 1000, seconds))
+    return Call([EXPIRE, as_bytes(key), max(ms, -MAX_TTL_MS)], _same)   # <= 0: delete now
 
 
 def persist(key: Key) -> Call[bool]:
@@ -143,7 +186,8 @@ def cas(key: Key, expected: Value | None, new: Value) -> Call[bool]:
 def scan(prefix: Key = b"", start_after: Key | None = None, limit: int = 100,
          values: bool = False) -> Call[tuple[list[Any], bytes | None]]:
     sa = None if start_after is None else as_bytes(start_after)
-    return Call([SCAN, as_bytes(prefix), sa, int(limit), bool(values)], _scan_page(values))
+    return Call([SCAN, as_bytes(prefix), sa, _int64(limit, "limit"), bool(values)],
+                _scan_page(values))
 
 
 # -- cluster and admin ---------------------------------------------------------------
@@ -158,22 +202,24 @@ def stats() -> Call[dict[str, Any]]:
 def compact(shard: int | None = None) -> Call[list[bool] | bool]:
     if shard is None:
         return Call([COMPACT], _same)
-    return Call([SHARD, int(shard), [COMPACT]], _same)
+    return Call([SHARD, _int64(shard, "shard"), [COMPACT]], _same)
 
 
 def shard_stats(shard: int) -> Call[dict[str, Any]]:
-    return Call([SHARD, int(shard), [STATS]], _same)
+    return Call([SHARD, _int64(shard, "shard"), [STATS]], _same)
 
 
 def snapshot_open(shard: int) -> Call[int]:
-    return Call([SHARD, int(shard), [SNAPSHOT_OPEN]], _same)
+    return Call([SHARD, _int64(shard, "shard"), [SNAPSHOT_OPEN]], _same)
 
 
 def snapshot_read(shard: int, snapshot: int, after: bytes | None = None, limit: int = 10_000,
                   max_bytes: int = 4 << 20) -> Call[tuple[list[tuple[bytes, bytes]], bytes | None]]:
-    return Call([SHARD, int(shard), [SNAPSHOT_READ, int(snapshot), after, int(limit),
-                                     int(max_bytes)]], _pairs)
+    return Call([SHARD, _int64(shard, "shard"), [SNAPSHOT_READ, _int64(snapshot, "snapshot"), after,
+                                                 _int64(limit, "limit"),
+                                                 _int64(max_bytes, "max_bytes")]], _pairs)
 
 
 def snapshot_close(shard: int, snapshot: int) -> Call[bool]:
-    return Call([SHARD, int(shard), [SNAPSHOT_CLOSE, int(snapshot)]], _same)
+    return Call([SHARD, _int64(shard, "shard"), [SNAPSHOT_CLOSE, _int64(snapshot, "snapshot")]],
+                _same)

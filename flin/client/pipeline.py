@@ -77,7 +77,7 @@ class Pipeline:
 
     def set(self, key: Key, value: Value, ttl: float | None = None,
             nx: bool = False, xx: bool = False) -> "Pipeline":
-        """Queue ``Client.set``; raises ``ValueError`` at once as it does."""
+        """Queue ``Client.set``; raises ``InvalidArgument`` at once as it does."""
         return self._queue(c.set_(key, value, ttl, nx, xx))
 
     def delete(self, *keys: Key) -> "Pipeline":
@@ -94,19 +94,19 @@ class Pipeline:
 
     def mset(self, mapping: Mapping[Key, Value] | Iterable[tuple[Key, Value]],
              ttl: float | None = None) -> "Pipeline":
-        """Queue ``Client.mset``; raises ``ValueError`` at once as it does."""
+        """Queue ``Client.mset``; raises ``InvalidArgument`` at once as it does."""
         return self._queue(c.mset(mapping, ttl))
 
     def incr(self, key: Key, by: int = 1) -> "Pipeline":
-        """Queue ``Client.incr``."""
+        """Queue ``Client.incr``; raises ``InvalidArgument`` at once as it does."""
         return self._queue(c.incr(key, by))
 
     def decr(self, key: Key, by: int = 1) -> "Pipeline":
-        """Queue ``Client.decr``."""
+        """Queue ``Client.decr``; raises ``InvalidArgument`` at once as it does."""
         return self._queue(c.decr(key, by))
 
     def expire(self, key: Key, seconds: float) -> "Pipeline":
-        """Queue ``Client.expire``."""
+        """Queue ``Client.expire``; raises ``InvalidArgument`` at once as it does."""
         return self._queue(c.expire(key, seconds))
 
     def persist(self, key: Key) -> "Pipeline":

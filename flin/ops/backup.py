@@ -5,7 +5,8 @@ request, so the cut is taken when the backup starts: every write acknowledged
 before then is in it), then pages each snapshot's raw entries through the
 router (``SNAPSHOT_READ``, all shards in one request per round) into
 ``DEST/shard-NN.dump`` (``dumpfile.py``), while the cluster keeps serving.
-``manifest.json`` is written last: a folder without it is not a backup.
+``manifest.json`` is written last, sealed with its own checksum: a folder
+without it is not a backup.
 """
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from ..protocol import (
     MAX_SCAN_LIMIT, SHARD, SNAPSHOT_CLOSE, SNAPSHOT_OPEN, SNAPSHOT_READ, ErrorReply,
 )
 from ..supervisor.datadir import FORMAT_VERSION, write_json
-from .dumpfile import MANIFEST, BackupError, DumpWriter, Progress, dump_name, not_empty
+from .dumpfile import (
+    MANIFEST, MANIFEST_FORMAT, BackupError, DumpWriter, Progress, dump_name, not_empty, sealed,
+)
 
 _ROUND_BYTES = 48 << 20    # bytes asked of all shards in one round (one reply frame)
 _MIN_PAGE_BYTES = 256 << 10
@@ -89,13 +92,13 @@ def backup(client: Any, dest: str, progress: Progress | None = None,
             client.execute([[SHARD, s, [SNAPSHOT_CLOSE, sid]] for s, sid in sids.items()], 2.0)
         except errors.FlinError:
             pass  # they expire on their own
-    manifest = {
-        "kind": "flin-backup", "format": 1, "data_format": FORMAT_VERSION,
+    manifest = sealed({
+        "kind": "flin-backup", "format": MANIFEST_FORMAT, "data_format": FORMAT_VERSION,
         "shards": n, "ring": st["router"]["ring"], "started": started,
         "seconds": time.monotonic() - t0,
         "entries": sum(f["entries"] for f in files if f),
         "data_keys": sum(f["data_keys"] for f in files if f),
         "bytes": sum(f["bytes"] for f in files if f), "files": files,
-    }
+    })
     write_json(os.path.join(dest, MANIFEST), manifest)
     return manifest

@@ -8,16 +8,24 @@ A dump file holds one shard's raw LevelDB entries in key order, every prefix
     0xFFFFFFFF count (u64 BE)                   trailer: the number of records
 
 ``manifest.json`` lists each file with its shard, entry count, size and
-sha256; a folder without it is not a backup.
+sha256; a folder without it is not a backup. Its field ``manifest_sha256``
+is the sha256 of the rest of the manifest as canonical JSON (sorted keys, no
+spaces: ``manifest_checksum``), so an edited or damaged manifest is refused
+before anything in it is trusted. It guards against damage and mistakes, not
+against someone who recomputes it: ``restore`` also checks that every field
+is consistent. Format 1 (before this checksum) is no longer restored.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import struct
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 2        # 2: the manifest carries its own checksum
+CHECKSUM = "manifest_sha256"
 MAGIC = b"FLINDUMP\x01\n"
 _END = 0xFFFFFFFF
 _HEAD = struct.Struct(">II")
@@ -33,6 +41,18 @@ class BackupError(Exception):
 def dump_name(shard: int) -> str:
     """The dump file of ``shard`` in a backup folder."""
     return "shard-%02d.dump" % shard
+
+
+def manifest_checksum(manifest: dict[str, Any]) -> str:
+    """The sha256 of ``manifest``'s canonical JSON without its ``CHECKSUM`` field."""
+    rest = {k: v for k, v in manifest.items() if k != CHECKSUM}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":"))
+                          .encode()).hexdigest()
+
+
+def sealed(manifest: dict[str, Any]) -> dict[str, Any]:
+    """``manifest`` with its checksum added (the last field written)."""
+    return {**manifest, CHECKSUM: manifest_checksum(manifest)}
 
 
 def not_empty(path: str) -> bool:

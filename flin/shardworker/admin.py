@@ -201,15 +201,19 @@ def _release(store: Store, sid: int) -> None:
 
 
 def expire_snapshots(store: Store) -> None:
-    """Release snapshots unused for ``SNAPSHOT_IDLE_S``."""
+    """Release snapshots unused for ``SNAPSHOT_IDLE_S``: one warning for all
+    those released at once (a client may have opened thousands)."""
     if not store.snapshots:
         return
     now = time.monotonic()
-    for sid, (_, used) in list(store.snapshots.items()):
-        if now - used > SNAPSHOT_IDLE_S:
-            log.warning("shard %d: snapshot %x idle for %.0fs: released",
-                        store.shard, sid, now - used)
-            _release(store, sid)
+    idle = [(sid, now - used) for sid, (_, used) in store.snapshots.items()
+            if now - used > SNAPSHOT_IDLE_S]
+    if not idle:
+        return
+    for sid, _ in idle:
+        _release(store, sid)
+    log.warning("shard %d: released %d snapshot(s) idle for %.0fs or more (%x%s)", store.shard,
+                len(idle), min(s for _, s in idle), idle[0][0], ", ..." if len(idle) > 1 else "")
 
 
 def close(store: Store) -> None:

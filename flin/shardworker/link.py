@@ -69,7 +69,12 @@ class WorkerLink:
             self.sock, self.inbuf = sock, bytearray()
             self.poll = select.poll()
             self.poll.register(sock.fileno(), select.POLLIN)
-            self.send(self.hello)
+            try:
+                self.send(self.hello)
+            except (BrokenPipeError, ConnectionResetError):  # the router went away: retry
+                self.close()
+                time.sleep(0.05)
+                continue
             return True
         return False
 

@@ -175,7 +175,7 @@ def running_pid(cfg: Config) -> int | None:
     return pid
 
 
-class StopTimeout(Exception):
+class StopTimeout(TimeoutError):
     """The cluster did not stop within the wait; the message says what still runs."""
 
 
@@ -196,7 +196,7 @@ def stop(cfg: Config, timeout: float = 30.0) -> bool:
             return True
         time.sleep(0.05)
     raise StopTimeout("the cluster on %s did not stop within %.0fs (processes %s still "
-                      "run); wait longer, or kill them"
+                      "run)"
                       % (cfg.data, timeout, holders(lock_path(cfg)) or [pid]))
 
 
