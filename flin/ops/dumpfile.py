@@ -23,6 +23,8 @@ import os
 import struct
 from typing import Any, Callable, Iterator
 
+from ..supervisor.datadir import LOCK
+
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 2        # 2: the manifest carries its own checksum
 CHECKSUM = "manifest_sha256"
@@ -56,8 +58,10 @@ def sealed(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def not_empty(path: str) -> bool:
-    """Whether ``path`` exists and is not an empty folder."""
-    return os.path.exists(path) and (not os.path.isdir(path) or bool(os.listdir(path)))
+    """Whether ``path`` exists and is not an empty folder (an owner lock
+    alone, ``flin.lock``, left by a start or a restore, does not count)."""
+    return os.path.exists(path) and (
+        not os.path.isdir(path) or bool(set(os.listdir(path)) - {LOCK}))
 
 
 class DumpWriter:

@@ -26,7 +26,9 @@ import plyvel
 
 from ..config import MAX_SHARDS, Config
 from ..ring import Ring, ring_params
-from ..supervisor.datadir import FORMAT_VERSION, MANIFEST as DATA_MANIFEST, write_manifest
+from ..supervisor.datadir import (
+    FORMAT_VERSION, MANIFEST as DATA_MANIFEST, Busy, take, write_manifest,
+)
 from .dumpfile import (
     CHECKSUM, MAGIC, MANIFEST, MANIFEST_FORMAT, BackupError, Progress, dump_name,
     manifest_checksum, not_empty, records, sha256_of,
@@ -239,15 +241,22 @@ class _Stage:
             os.rename(self.path, self.data)    # refused if data appeared meanwhile, non-empty
             self.path = ""
             return
-        names = sorted(os.listdir(self.path), key=lambda n: n == DATA_MANIFEST)
-        for name in names:
-            dest = os.path.join(self.data, name)
-            if os.path.lexists(dest):
-                raise BackupError("%s appeared during the restore" % dest)
-            os.rename(os.path.join(self.path, name), dest)
-            self.moved.append(dest)
-        os.rmdir(self.path)
-        self.path = ""
+        try:   # a cluster started on the empty folder meanwhile owns it: hands off
+            owner = take(Config(data=self.data), 1.0, "restore into it")
+        except Busy as exc:
+            raise BackupError(str(exc)) from None
+        try:
+            names = sorted(os.listdir(self.path), key=lambda n: n == DATA_MANIFEST)
+            for name in names:
+                dest = os.path.join(self.data, name)
+                if os.path.lexists(dest):
+                    raise BackupError("%s appeared during the restore" % dest)
+                os.rename(os.path.join(self.path, name), dest)
+                self.moved.append(dest)
+            os.rmdir(self.path)
+            self.path = ""
+        finally:
+            owner.release()
 
     def abort(self) -> None:
         for path in [self.path, *self.moved]:

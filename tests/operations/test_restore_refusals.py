@@ -199,7 +199,7 @@ def test_a_verified_backup_restores_every_key_where_get_finds_it(backup_dir, tmp
         out = flin("restore", backup_dir, "--data", os.path.join(d, "data")).stdout
         assert "restore: 8 shards, 3000 keys" in out
         assert sorted(os.listdir(os.path.join(d, "data"))) == \
-            ["flin.json"] + ["shard-%02d" % s for s in range(SHARDS)]
+            ["flin.json", "flin.lock"] + ["shard-%02d" % s for s in range(SHARDS)]
         c = make_cluster(d, shards=SHARDS).start()
         try:
             with c.client() as cl:

@@ -41,7 +41,7 @@ def test_opening_and_closing_2000_snapshots_writes_almost_nothing_to_the_log(clu
 
 
 def test_releasing_many_idle_snapshots_is_one_warning(tmp_path, caplog):
-    store = Store(str(tmp_path / "shard"), HANDLERS, shard=3)
+    store = Store(str(tmp_path / "shard"), HANDLERS, shard=3, create=True)
     try:
         sids = store.apply([[SNAPSHOT_OPEN]] * 1000)
         assert len(store.snapshots) == 1000
