@@ -12,8 +12,10 @@ threat model.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import socket
 from typing import Any
 
 import zmq
@@ -77,8 +79,29 @@ def frontend_socket(ctx: zmq.Context, gate: Gatekeeper, cfg: Config) -> zmq.Sock
     front.setsockopt(zmq.SNDHWM, 100_000)
     front.setsockopt(zmq.RCVHWM, 100_000)
     secure_frontend(gate, front, cfg)
+    check_ipc_free(cfg.bind)
     front.bind(cfg.bind)
     return front
+
+
+def check_ipc_free(endpoint: str) -> None:
+    """Refuse an ipc:// path that a live process serves: libzmq would unlink
+    it and bind anew, silently taking that server's new clients (tcp refuses
+    a port in use by itself). A socket file nobody accepts on is stale, and
+    libzmq replaces it. Raises ``zmq.ZMQError(EADDRINUSE)``."""
+    if not endpoint.startswith("ipc://"):
+        return
+    path = endpoint[len("ipc://"):]
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except OSError:        # missing, not a socket, or nobody accepting: free to bind
+        return
+    finally:
+        probe.close()
+    raise zmq.ZMQError(errno.EADDRINUSE, "%s is served by another live process "
+                       "(another Flin cluster?); stop it or choose another path" % endpoint)
 
 
 def backend_socket(ctx: zmq.Context, gate: Gatekeeper, cfg: Config) -> zmq.Socket:

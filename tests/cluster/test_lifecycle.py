@@ -157,3 +157,36 @@ def test_start_refuses_when_the_endpoint_is_taken(tmp_short):
         assert descendants(proc.pid) == set()
     finally:
         taken.close()
+
+
+def test_a_live_ipc_endpoint_is_not_taken_over(tmp_short):
+    """26: a second cluster (another data folder) on the ipc path a live
+    cluster serves is refused with a clear message, and new clients of that
+    path still reach the first cluster; a stale socket file nobody serves is
+    no obstacle."""
+    import socket
+    a = make_cluster(tmp_short, shards=2).start()
+    try:
+        with a.client() as cl:
+            cl.set(b"whose", b"a")
+        out = subprocess.run(
+            [sys.executable, "-m", "flin", "start", "--data", os.path.join(tmp_short, "b"),
+             "--shards", "2", "--bind", a.endpoint],
+            cwd=ROOT, capture_output=True, timeout=60)
+        assert out.returncode == 2, out
+        assert b"is served by another live process" in out.stderr, out.stderr[-2000:]
+        assert b"Traceback" not in out.stderr
+        with a.client() as cl:                  # a new client still reaches the first
+            assert cl.get(b"whose") == b"a"
+    finally:
+        assert a.stop() == 0
+    stale = os.path.join(tmp_short, "stale.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(stale)
+    s.close()                                   # the file stays; nobody accepts on it
+    b = make_cluster(tmp_short, shards=2)
+    b.endpoint = "ipc://" + stale
+    b.start()
+    with b.client() as cl:
+        assert cl.get(b"whose") == b"a"          # the same folder, now on the stale path
+    assert b.stop() == 0
