@@ -24,6 +24,7 @@ class Config:
     shard_timeout: float = 2.0           # s before an in-flight batch is failed as OutcomeUnknown
     shard_depth: int = 2                 # batches in flight per shard (the rest coalesce)
     shard_queue: int = 100_000           # ops queued per shard before Overloaded
+    max_clients: int = 10_000            # client connections per router (less if RLIMIT_NOFILE is lower)
     write_buffer_mb: float = 1.0         # LevelDB memtable per shard, MiB
     block_cache_mb: float = 1.0          # LevelDB block cache per shard, MiB
     compression: bool = True             # snappy-compress LevelDB blocks

@@ -28,6 +28,10 @@ from .common import (
               help="Seconds before an unanswered shard batch fails as OutcomeUnknown.")
 @click.option("--shard-queue", default=100_000, show_default=True, type=click.IntRange(1),
               help="Ops queued for one shard before new ones get Overloaded.")
+@click.option("--max-clients", default=10_000, show_default=True, envvar="FLIN_MAX_CLIENTS",
+              type=click.IntRange(1),
+              help="Client connections the router admits (fewer if the open-file limit "
+                   "is lower); the rest get Overloaded.")
 @click.option("--write-buffer-mb", default=1.0, show_default=True, type=click.FloatRange(0.1),
               help="LevelDB memtable per shard, MiB (more: fewer compactions, more memory).")
 @click.option("--block-cache-mb", default=1.0, show_default=True, type=click.FloatRange(0),
@@ -52,7 +56,7 @@ from .common import (
 @click.option("--detach", is_flag=True,
               help="Run in the background, logging to DATA/flin.log; `flin stop` stops it.")
 def start(data: str, shards: int, bind: str, sync: bool, read_cache_mb: float,
-          shard_timeout: float, shard_queue: int, write_buffer_mb: float,
+          shard_timeout: float, shard_queue: int, max_clients: int, write_buffer_mb: float,
           block_cache_mb: float, compression: bool, shard_depth: int, log_level: str,
           insecure: bool, curve_secret: str | None, authorized_keys: str | None,
           backend_keys: str | None, metrics_port: int | None, detach: bool) -> None:
@@ -65,6 +69,7 @@ def start(data: str, shards: int, bind: str, sync: bool, read_cache_mb: float,
         bind = "ipc://" + os.path.abspath(bind[len("ipc://"):])
     cfg = Config(data=data, shards=shards, bind=bind, sync=sync, read_cache_mb=read_cache_mb,
                  shard_timeout=shard_timeout, shard_queue=shard_queue, shard_depth=shard_depth,
+                 max_clients=max_clients,
                  write_buffer_mb=write_buffer_mb, block_cache_mb=block_cache_mb,
                  compression=compression,
                  log_level=log_level, insecure=insecure, curve_secret=abspath(curve_secret),

@@ -31,6 +31,7 @@ from ..protocol import GET, PING, WRITES, ErrorReply
 from ..ring import Ring
 from ..zmqflags import NOBLOCK, NOBLOCK_MORE
 from . import stats
+from .clients import ClientLimit
 from .links import links_for
 from .pending import CacheFill, Gather, Heartbeat, Request
 from .planner import Invalid, Planner
@@ -79,6 +80,7 @@ class Router:
         self.gate = Gatekeeper(self.ctx)   # ZAP thread: in this process, after fork
         self.links = links_for(cfg)(cfg, self.ctx, self.gate, n)   # to the workers
         self.front = frontend_socket(self.ctx, self.gate, cfg)
+        self.clients = ClientLimit(self.front, cfg.bind, cfg.max_clients, n)
 
     # -- delivery -----------------------------------------------------------------
     def deliver(self, target: Any, slot: int, value: Any) -> None:
@@ -181,11 +183,22 @@ class Router:
             for j, (shard, op) in enumerate(subops):
                 self.route(shard, op, g, j)
 
-    def _reject(self, ident: bytes, rid: int, why: str) -> None:
-        """Answer a frame that is not a request: one BadRequest in place of its results."""
-        code = errors.BadRequest.code
-        self.stats.errors[code] = self.stats.errors.get(code, 0) + 1
-        self.replies.setdefault(ident, []).append((rid, _err(errors.BadRequest, why)))
+    def _reject(self, ident: bytes, rid: int, why: str,
+                cls: type[errors.ServerError] = errors.BadRequest) -> None:
+        """Answer a frame that is not a request (or not admitted): one error
+        in place of its results."""
+        self.stats.errors[cls.code] = self.stats.errors.get(cls.code, 0) + 1
+        self.replies.setdefault(ident, []).append((rid, _err(cls, why)))
+
+    def _refuse(self, frames: list) -> None:
+        """A frame from a connection past the client limit: Overloaded for each request."""
+        ident, body = frames[0], frames[-1]
+        try:
+            rids = [rid for rid, _ in protocol.decode_requests(body)]
+        except ValueError:
+            rids = [protocol.request_id_of(body)]
+        for rid in rids:
+            self._reject(ident, rid, self.clients.why(), errors.Overloaded)
 
     def route(self, shard: int, op: list, target: Any, slot: int) -> None:
         state = self.state[shard]
@@ -312,6 +325,7 @@ class Router:
     def serve(self) -> None:
         poller = zmq.Poller()
         poller.register(self.front, zmq.POLLIN)
+        self.clients.register(poller)
         self.links.register(poller)
         next_tick = 0.0
         deadline = None
@@ -333,6 +347,8 @@ class Router:
                     self.on_shard_lost(shard)
                 else:
                     self.on_shard_message(shard, frame)
+            if self.clients.monitor in events:   # before the requests those connections sent
+                self.clients.on_events()
             if self.front in events:
                 self._drain_front()
             if self.dirty:
@@ -345,6 +361,7 @@ class Router:
             if now >= next_tick:
                 next_tick = now + _TICK_S
                 self.tick(now)
+                self.clients.tick(now)
         for shard in range(self.ring.shards):
             self._fail_inflight(shard, "router stopped")
             self._fail_queued(shard)
@@ -352,6 +369,8 @@ class Router:
 
     def _drain_front(self) -> None:
         """Handle up to ``_DRAIN`` client frames already waiting."""
+        if self.clients.refused:
+            return self._drain_front_refusing()
         for _ in range(_DRAIN):
             try:
                 frames = self.front.recv_multipart(NOBLOCK)
@@ -359,7 +378,25 @@ class Router:
                 return
             self.on_request(frames)
 
+    def _drain_front_refusing(self) -> None:
+        """``_drain_front`` while some connections are past the client limit:
+        each frame's descriptor tells whether it is admitted."""
+        clients = self.clients
+        for _ in range(_DRAIN):
+            try:
+                frames = self.front.recv_multipart(NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            refused = clients.is_refused(frames[0])
+            data = [f.bytes for f in frames]
+            if refused:
+                self.counts["requests"] += 1
+                self._refuse(data)
+            else:
+                self.on_request(data)
+
     def close(self) -> None:
+        self.clients.close()
         self.front.close(linger=1000)
         self.links.close()
         self.gate.stop()

@@ -62,6 +62,7 @@ def router_snapshot(router: Any) -> dict:
     return {"pid": os.getpid(), "uptime_s": time.monotonic() - st.started,
             "requests": router.counts["requests"], "in_flight": st.inflight,
             "dropped_replies": router.counts["dropped_replies"],
+            "clients": router.clients.snapshot(),
             "errors": {_code_name(c): n for c, n in st.errors.items()},
             "queues": queues, "latency": latency, "ring": router.ring.params(),
             "read_cache": None if router.cache is None else router.cache.stats()}

@@ -4,6 +4,7 @@ process is left behind."""
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -28,15 +29,21 @@ class Cluster:
     log_path: str = ""
     pids: set = field(default_factory=set)
     startup_s: float = 0.0
+    nofile: tuple[int, int] | None = None   # RLIMIT_NOFILE (soft, hard) to start it under
 
     def start(self, timeout: float = 30.0) -> "Cluster":
         self.log_path = os.path.join(os.path.dirname(self.data), "flin-%d.log" % time.monotonic_ns())
         log = open(self.log_path, "wb")
         t0 = time.monotonic()
+        limit = self.nofile
+
+        def preexec() -> None:
+            if limit is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, limit)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "flin", "start", "--data", self.data, "--shards",
              str(self.shards), "--bind", self.endpoint, *self.extra],
-            stdout=subprocess.PIPE, stderr=log, cwd=ROOT)
+            stdout=subprocess.PIPE, stderr=log, cwd=ROOT, preexec_fn=preexec)
         line = self.proc.stdout.readline().decode()
         if "ready" not in line:
             self.proc.wait(timeout)
