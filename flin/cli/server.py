@@ -62,7 +62,7 @@ def start(data: str, shards: int, bind: str, sync: bool, read_cache_mb: float,
           backend_keys: str | None, metrics_port: int | None, detach: bool) -> None:
     """Run a cluster until SIGINT/SIGTERM (in the foreground unless --detach)."""
     from ..supervisor.bindcheck import check_bind
-    from ..supervisor.datadir import StartError
+    from ..supervisor.datadir import StartError, running_pid
     from ..supervisor.logs import setup_logging
     from ..supervisor.supervisor import Supervisor
     if bind.startswith("ipc://") and not bind.startswith("ipc:///"):  # survives --detach's chdir
@@ -79,6 +79,10 @@ def start(data: str, shards: int, bind: str, sync: bool, read_cache_mb: float,
         raise click.UsageError("--metrics-port does not work with --curve-secret yet "
                                "(the exporter has no client key)")
     setup_logging(log_level)  # before the check, so that its warnings are logged in full
+    owner = running_pid(cfg)  # the clearer message first; the supervisor's lock decides
+    if owner is not None:
+        click.echo("flin: a Flin supervisor (pid %d) already serves %s" % (owner, data), err=True)
+        sys.exit(EXIT_USAGE)
     try:
         check_bind(cfg)
     except (ValueError, OSError) as exc:

@@ -14,7 +14,8 @@ first), and keeps the rest of its descriptors for itself.
 A socket monitor reports each connection accepted or closed, with its
 descriptor. One accepted past the limit is refused: a request that arrives
 on it (``zmq.SRCFD`` of its frame) is answered ``Overloaded`` saying why, and
-after ``_GRACE_S`` the router shuts the connection down (``shutdown(2)`` on a
+a tick later (or after ``_GRACE_S`` if it sends nothing) the router shuts the
+connection down (``shutdown(2)`` on a
 duplicate of the descriptor; libzmq then closes it), so refused clients hold
 no descriptor for long. Clients admitted before are served as usual. A
 warning is logged once a minute while connections are refused.
@@ -39,7 +40,8 @@ from ..zmqflags import NOBLOCK
 log = logging.getLogger("flin.router")
 
 RESERVE = 64             # descriptors kept for the router itself besides one per shard link
-_GRACE_S = 0.1           # a refused connection is shut down this long after it was accepted
+_GRACE_S = 1.0           # a refused connection that sends nothing is shut down after this
+_AFTER_REPLY_S = 0.1     # one that sent a request, this long after its refusal was queued
 _WARN_EVERY_S = 60.0
 # not EVENT_ACCEPT_FAILED: at EMFILE libzmq retries the accept in a tight
 # loop and would flood the monitor (and this process) with one event a try
@@ -67,7 +69,7 @@ class ClientLimit:
                         "for more", fd_cap, self.limit, requested)
         self.monitor = front.get_monitor_socket(_EVENTS)
         self.connected = 0
-        self.refused: dict[int, float] = {}   # descriptor -> when it was accepted past the limit
+        self.refused: dict[int, float] = {}   # descriptor -> when to shut it down
         self.refusals = 0                      # connections refused since start
         self._warned = -_WARN_EVERY_S
 
@@ -85,7 +87,7 @@ class ClientLimit:
             if event == zmq.EVENT_ACCEPTED:
                 self.connected += 1
                 if self.connected > self.limit:
-                    self.refused[fd] = time.monotonic()
+                    self.refused[fd] = time.monotonic() + _GRACE_S
                     self.refusals += 1
                     self._warn("%d client connections, the limit is %d: refusing new ones "
                                "with Overloaded (see README, Limits)" % (self.connected, self.limit))
@@ -93,8 +95,25 @@ class ClientLimit:
                 self.connected = max(0, self.connected - 1)
                 self.refused.pop(fd, None)
 
-    def is_refused(self, frame: zmq.Frame) -> bool:
-        return frame.get(zmq.SRCFD) in self.refused
+    def near(self) -> bool:
+        """Could the next connection be one too many? Then each request is
+        checked on its own (``catch_up``, ``refuses``); below, none is."""
+        return self.connected + RESERVE >= self.limit or bool(self.refused)
+
+    def catch_up(self) -> None:
+        """Take the connection events queued so far (a request is delivered
+        only after its connection's ACCEPTED event was queued)."""
+        if int(self.monitor.get(zmq.EVENTS)) & zmq.POLLIN:
+            self.on_events()
+
+    def refuses(self, frame: zmq.Frame) -> bool:
+        """Did ``frame`` come on a refused connection? If so, that connection
+        is shut down once the refusal has had time to go out."""
+        fd = frame.get(zmq.SRCFD)
+        if fd not in self.refused:
+            return False
+        self.refused[fd] = min(self.refused[fd], time.monotonic() + _AFTER_REPLY_S)
+        return True
 
     def why(self) -> str:
         return ("the router serves its limit of %d client connections; retry later, or "
@@ -105,8 +124,8 @@ class ClientLimit:
         if not self.refused:
             return
         self.on_events()    # a descriptor closed meanwhile must not be touched
-        for fd, since in list(self.refused.items()):
-            if now - since >= _GRACE_S:
+        for fd, when in list(self.refused.items()):
+            if now >= when:
                 del self.refused[fd]
                 _shutdown(fd, self.local)
 

@@ -369,7 +369,7 @@ class Router:
 
     def _drain_front(self) -> None:
         """Handle up to ``_DRAIN`` client frames already waiting."""
-        if self.clients.refused:
+        if self.clients.near():
             return self._drain_front_refusing()
         for _ in range(_DRAIN):
             try:
@@ -379,15 +379,16 @@ class Router:
             self.on_request(frames)
 
     def _drain_front_refusing(self) -> None:
-        """``_drain_front`` while some connections are past the client limit:
-        each frame's descriptor tells whether it is admitted."""
+        """``_drain_front`` near the client limit: each frame's descriptor
+        tells whether its connection was admitted."""
         clients = self.clients
         for _ in range(_DRAIN):
+            clients.catch_up()
             try:
                 frames = self.front.recv_multipart(NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            refused = clients.is_refused(frames[0])
+            refused = clients.refuses(frames[0])
             data = [f.bytes for f in frames]
             if refused:
                 self.counts["requests"] += 1
