@@ -40,7 +40,7 @@ class Config:
 
     @property
     def run_dir(self) -> str:
-        """Owner-only folder for ipc sockets and the pid file."""
+        """Owner-only folder for the worker link and the supervisor's state file."""
         return os.path.join(os.path.abspath(self.data), "run")
 
     @property

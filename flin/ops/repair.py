@@ -8,7 +8,9 @@ from typing import Iterator
 import plyvel
 
 from ..config import Config
-from ..supervisor.datadir import Busy, load_manifest, take
+from ..supervisor.datadir import (
+    REPAIR, StartError, load_manifest, missing_shards_message, shard_present, take,
+)
 from .logsurgery import truncate_at_corruption
 
 
@@ -24,8 +26,8 @@ def repair(cfg: Config, shard: int | None = None) -> Iterator[str]:
     if manifest is None:
         raise RepairError("%s has no flin.json: not a Flin data folder" % cfg.data)
     try:
-        owner = take(cfg, 1.0, "repair it: `flin stop` it first")
-    except Busy as exc:
+        owner = take(cfg, REPAIR, "repair it while it runs (`flin stop` it first)")
+    except StartError as exc:
         raise RepairError(str(exc)) from None
     try:
         yield from _repair(cfg, manifest, shard)
@@ -39,9 +41,9 @@ def _repair(cfg: Config, manifest: dict, shard: int | None) -> Iterator[str]:
         if not 0 <= s < manifest["shards"]:
             raise RepairError("shard %d does not exist (the folder has %d)" % (s, manifest["shards"]))
         path = cfg.shard_dir(s)
-        if not os.path.isdir(path):
-            yield "shard %d: no folder, nothing to repair" % s
-            continue
+        if not shard_present(cfg, s):   # RepairDB would make it a new, empty shard
+            raise RepairError(missing_shards_message(cfg, [s]) + " Repair does not "
+                              "re-create a lost shard.")
         for note in truncate_at_corruption(path):
             yield "shard %d: %s" % (s, note)
         plyvel.repair_db(path, paranoid_checks=True)

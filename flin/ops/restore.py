@@ -4,11 +4,10 @@
 checksum, then that every field is consistent (``check_manifest``: format,
 shard count, ring, one file per shard 0..N-1 under its own name, totals),
 then each dump's size; a non-empty ``data`` is refused. Only then does it
-write, and into a staging folder on ``data``'s filesystem (beside ``data``,
-or inside it when ``data`` is an existing empty folder): each dump's sha256
-is checked before its shard's LevelDB is written in write batches (checking
-the record count), ``flin.json`` is written last, and only a complete
-restore is renamed into place. Any failure, a LevelDB or OS error included,
+write, and into a staging folder inside ``data`` (made if absent): each
+dump's sha256 is checked before its shard's LevelDB is written in write
+batches (checking the record count), ``flin.json`` is written last, and only
+a complete restore is moved into place, under the folder's owner lock. Any failure, a LevelDB or OS error included,
 is a ``BackupError`` with a one-line message, and leaves ``data`` as it was.
 """
 from __future__ import annotations
@@ -27,7 +26,8 @@ import plyvel
 from ..config import MAX_SHARDS, Config
 from ..ring import Ring, ring_params
 from ..supervisor.datadir import (
-    FORMAT_VERSION, MANIFEST as DATA_MANIFEST, Busy, take, write_manifest,
+    FORMAT_VERSION, LOCK, MANIFEST as DATA_MANIFEST, RESTORE, StartError, take,
+    write_manifest,
 )
 from .dumpfile import (
     CHECKSUM, MAGIC, MANIFEST, MANIFEST_FORMAT, BackupError, Progress, dump_name,
@@ -217,33 +217,29 @@ def restore(src: str, data: str, progress: Progress | None = None,
 
 
 class _Stage:
-    """The folder a restore writes into, on ``data``'s filesystem, and its
-    move into place: ``data`` absent, a sibling renamed to ``data``; ``data``
-    an empty folder, a folder inside it whose entries move up (flin.json
-    last). ``abort`` removes everything the restore made."""
+    """The folder a restore writes into, and its move into place: ``data``
+    is made first if absent (never a rename onto it, which could replace an
+    empty folder a start has just made); the restore writes into a folder
+    inside it whose entries move up, flin.json last, under the owner lock.
+    ``abort`` removes everything the restore made."""
 
     def __init__(self, data: str) -> None:
         self.data = os.path.abspath(data)
-        self.inside = os.path.isdir(self.data)
-        self.made: list[str] = []        # ancestors of data this restore created
+        self.made: list[str] = []        # folders this restore created, deepest first
         self.moved: list[str] = []
-        parent = self.data if self.inside else os.path.dirname(self.data)
-        up = parent
-        while not os.path.exists(up):
-            self.made.append(up)
-            up = os.path.dirname(up)
-        os.makedirs(parent, exist_ok=True)
-        prefix = ".restoring-" if self.inside else "." + os.path.basename(self.data) + ".restoring-"
-        self.path = tempfile.mkdtemp(prefix=prefix, dir=parent)
+        if not os.path.isdir(self.data):
+            up = os.path.dirname(self.data)
+            while not os.path.exists(up):
+                self.made.append(up)
+                up = os.path.dirname(up)
+            os.makedirs(self.data)         # FileExistsError if a start made it meanwhile
+            self.made.insert(0, self.data)
+        self.path = tempfile.mkdtemp(prefix=".restoring-", dir=self.data)
 
     def commit(self) -> None:
-        if not self.inside:
-            os.rename(self.path, self.data)    # refused if data appeared meanwhile, non-empty
-            self.path = ""
-            return
         try:   # a cluster started on the empty folder meanwhile owns it: hands off
-            owner = take(Config(data=self.data), 1.0, "restore into it")
-        except Busy as exc:
+            owner = take(Config(data=self.data), RESTORE, "restore into it")
+        except StartError as exc:
             raise BackupError(str(exc)) from None
         try:
             names = sorted(os.listdir(self.path), key=lambda n: n == DATA_MANIFEST)
@@ -262,6 +258,11 @@ class _Stage:
         for path in [self.path, *self.moved]:
             if path:
                 shutil.rmtree(path, ignore_errors=True)
+        if self.made:                         # our own folder: our lock file goes too
+            try:
+                os.unlink(os.path.join(self.data, LOCK))
+            except OSError:
+                pass
         for folder in self.made:             # deepest first
             try:
                 os.rmdir(folder)

@@ -67,9 +67,17 @@ class ClientLimit:
             log.warning("the open-file limit (%d) allows %d client connections, not the %d "
                         "of --max-clients; raise the hard limit (ulimit -Hn, LimitNOFILE=) "
                         "for more", fd_cap, self.limit, requested)
-        self.monitor = front.get_monitor_socket(_EVENTS)
+        # libzmq's monitor sends block its I/O thread at the pipe's high-water
+        # mark (1,000 events by default): a burst of connections while this
+        # loop is busy would freeze every client. No limit on our end.
+        addr = "inproc://flin-clients-%d" % id(self)
+        front.monitor(addr, _EVENTS)
+        self.monitor = front.context.socket(zmq.PAIR)
+        self.monitor.setsockopt(zmq.RCVHWM, 0)
+        self.monitor.connect(addr)
         self.connected = 0
-        self.refused: dict[int, float] = {}   # descriptor -> when to shut it down
+        # descriptor -> (when to shut it down, who is on it: checked again then)
+        self.refused: dict[int, tuple[float, object]] = {}
         self.refusals = 0                      # connections refused since start
         self._warned = -_WARN_EVERY_S
 
@@ -87,7 +95,7 @@ class ClientLimit:
             if event == zmq.EVENT_ACCEPTED:
                 self.connected += 1
                 if self.connected > self.limit:
-                    self.refused[fd] = time.monotonic() + _GRACE_S
+                    self.refused[fd] = (time.monotonic() + _GRACE_S, _peer(fd, self.local))
                     self.refusals += 1
                     self._warn("%d client connections, the limit is %d: refusing new ones "
                                "with Overloaded (see README, Limits)" % (self.connected, self.limit))
@@ -112,7 +120,8 @@ class ClientLimit:
         fd = frame.get(zmq.SRCFD)
         if fd not in self.refused:
             return False
-        self.refused[fd] = min(self.refused[fd], time.monotonic() + _AFTER_REPLY_S)
+        when, who = self.refused[fd]
+        self.refused[fd] = (min(when, time.monotonic() + _AFTER_REPLY_S), who)
         return True
 
     def why(self) -> str:
@@ -124,10 +133,10 @@ class ClientLimit:
         if not self.refused:
             return
         self.on_events()    # a descriptor closed meanwhile must not be touched
-        for fd, when in list(self.refused.items()):
+        for fd, (when, who) in list(self.refused.items()):
             if now >= when:
                 del self.refused[fd]
-                _shutdown(fd, self.local)
+                _shutdown(fd, self.local, who)
 
     def snapshot(self) -> dict:
         return {"connected": self.connected, "limit": self.limit, "refused": self.refusals}
@@ -150,21 +159,42 @@ def _local_name(endpoint: str) -> object:
     return int(rest.rsplit(":", 1)[1]) if rest.rsplit(":", 1)[-1].isdigit() else None
 
 
-def _shutdown(fd: int, local: object) -> None:
-    """End a client connection libzmq owns without closing its descriptor
-    under it: shut the socket down through a duplicate; libzmq sees the end
-    of the stream and closes its own. Only a connection of the client
-    endpoint (its local name) is touched."""
+def _peer(fd: int, local: object) -> object:
+    """Who is on the client connection ``fd``: its peer's address (tcp) or
+    credentials (ipc); None if ``fd`` is not a connection of the client
+    endpoint. A descriptor number can be reused once libzmq closes it."""
+    try:
+        dup = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return None
+    try:
+        name = dup.getsockname()
+        if isinstance(local, str):
+            if name != local:
+                return None
+            return dup.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        if type(name) is not tuple or name[1] != local:
+            return None
+        return dup.getpeername()
+    except OSError:
+        return None
+    finally:
+        dup.close()
+
+
+def _shutdown(fd: int, local: object, who: object) -> None:
+    """End a refused client connection that libzmq owns, without closing its
+    descriptor under it: shut the socket down through a duplicate; libzmq
+    sees the end of the stream and closes its own. Only if the descriptor
+    still holds the connection refused (the same peer)."""
+    if who is None or _peer(fd, local) != who:
+        return
     try:
         dup = socket.socket(fileno=os.dup(fd))
     except OSError:
         return
     try:
-        name = dup.getsockname()
-        mine = name == local if isinstance(local, str) else \
-            (type(name) is tuple and name[1] == local)
-        if mine:
-            dup.shutdown(socket.SHUT_RDWR)
+        dup.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
     finally:

@@ -96,8 +96,11 @@ def check_ipc_free(endpoint: str) -> None:
     probe.settimeout(1.0)
     try:
         probe.connect(path)
-    except OSError:        # missing, not a socket, or nobody accepting: free to bind
-        return
+    except OSError as exc:
+        # missing, not a socket, or nobody accepting: free to bind. A full
+        # backlog (EAGAIN) or a slow accept means a live server: in use.
+        if exc.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK, errno.ENOTDIR):
+            return
     finally:
         probe.close()
     raise zmq.ZMQError(errno.EADDRINUSE, "%s is served by another live process "

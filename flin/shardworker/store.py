@@ -176,9 +176,8 @@ class Store:
     def _commit(self) -> ErrorReply | None:
         """Write the overlay as one batch; on failure nothing of it is written."""
         pend, self.pend = self.pend, {}
-        if not self.still_there():
-            return self.error(errors.StorageError, "write not applied: shard %d's folder %s "
-                              "was deleted or replaced while it ran" % (self.shard, self.path))
+        if self.vanished:
+            return self._gone()
         if self.write_failed_at:  # a failed append may have left a torn record: reopen first
             return self.error(errors.StorageError, "write not applied: the shard is recovering "
                         "from a failed write (disk full?)")
@@ -193,7 +192,13 @@ class Store:
             self.write_failed_at = time.monotonic()
             return self.error(errors.StorageError, "write failed, not applied: %s" % exc)
         self.write_failed_at = 0.0
+        if not self.still_there():   # after the write: a delete before it is never acknowledged
+            return self._gone()
         return None
+
+    def _gone(self) -> ErrorReply:
+        return self.error(errors.StorageError, "write not kept: shard %d's folder %s was "
+                          "deleted or replaced while it ran" % (self.shard, self.path))
 
     def load(self, dkey: bytes) -> bytes | None:
         """The raw stored value of a data key, as this message sees it."""

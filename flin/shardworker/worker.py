@@ -102,9 +102,9 @@ def run(cfg: Config, shard: int) -> int:
     try:
         store = open_store(cfg, shard)
     except plyvel.Error as exc:
-        if not os.path.isdir(cfg.shard_dir(shard)):
-            log.error("shard %d: its folder %s is missing; Flin creates shards only in a "
-                      "new data folder", shard, cfg.shard_dir(shard))
+        if not os.path.exists(os.path.join(cfg.shard_dir(shard), "CURRENT")):
+            log.error("shard %d: no LevelDB in %s (its folder or CURRENT file is missing); "
+                      "Flin creates shards only in a new data folder", shard, cfg.shard_dir(shard))
             return EXIT_STORAGE
         log.error("shard %d: cannot open %s: %s. If the files are damaged, run "
                   "`flin repair --data %s --shard %d`.", shard, cfg.shard_dir(shard),

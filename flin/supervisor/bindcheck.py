@@ -10,11 +10,8 @@ import ipaddress
 import logging
 import os
 
-import zmq
-
 from ..config import Config
 from ..curve import AUTHORIZED, BACK_CLIENT, BACK_SERVER, load_key_pair, load_public_key
-from ..router.sockets import check_ipc_free
 
 log = logging.getLogger("flin.security")
 
@@ -41,10 +38,6 @@ def check_bind(cfg: Config) -> str:
     ``"local"``, ``"curve"`` or ``"insecure"`` (accepted with a warning).
     Raises ``ValueError`` saying why not."""
     check_curve(cfg)
-    try:
-        check_ipc_free(cfg.bind)
-    except zmq.ZMQError as exc:
-        raise ValueError(str(exc)) from None
     if cfg.bind.startswith("ipc://"):
         folder = os.path.dirname(os.path.abspath(cfg.bind[len("ipc://"):]))
         try:

@@ -5,7 +5,7 @@ new session and forks the daemon, which points stdin at /dev/null and
 stdout/stderr (so logging, and anything a library prints) at ``DATA/flin.log``,
 then runs the supervisor. The foreground process waits on a pipe for one
 line: the ready line (printed, exit 0) or why it failed (exit 2). ``flin stop``
-stops the daemon through its pid file like any supervisor.
+stops the daemon through its owner lock (``DATA/flin.lock``) like any supervisor.
 """
 from __future__ import annotations
 

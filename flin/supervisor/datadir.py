@@ -5,7 +5,7 @@ supervisor, the offline tools (``flin.ops``) and the CLI share this; it
 imports no process role.
 
     DATA/flin.json          format, shard count, ring parameters (written once)
-    DATA/flin.lock          the owner lock; holds the supervisor's pid while it runs
+    DATA/flin.lock          the owner lock; holds "PID ROLE" of its holder
     DATA/shard-NN/          one LevelDB per shard
     DATA/run/children.json  deaths and broken shards, for ``flin status``
     DATA/run/shards.link    the router's Unix socket for the workers
@@ -62,8 +62,14 @@ def write_json(path: str, obj: Any, durable: bool = True) -> None:
 
 
 # -- the owner lock ---------------------------------------------------------------
+SUPERVISOR, REPAIR, RESTORE = "supervisor", "repair", "restore"   # who holds the lock
+_WHO = {SUPERVISOR: "a Flin supervisor (pid %d) already serves %s",
+        REPAIR: "`flin repair` (pid %d) is working on %s",
+        RESTORE: "`flin restore` (pid %d) is writing %s"}
+
+
 def lock_path(cfg: Config) -> str:
-    """The data folder's owner lock (it also holds the supervisor's pid)."""
+    """The data folder's owner lock; it holds ``PID ROLE`` of its holder."""
     return os.path.join(os.path.abspath(cfg.data), LOCK)
 
 
@@ -73,21 +79,19 @@ class Owner:
     def __init__(self, path: str, fd: int) -> None:
         self.path, self.fd = path, fd
 
-    def write_pid(self, pid: int) -> None:
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, b"%d\n" % pid, 0)
-
     def release(self) -> None:
-        """Clear the pid and let go (the children must be gone by now)."""
+        """Clear the holder and let go (the children must be gone by now)."""
         if self.fd >= 0:
             os.ftruncate(self.fd, 0)
             os.close(self.fd)
             self.fd = -1
 
 
-def _lock_pid(fd: int) -> int | None:
+def _holder(fd: int) -> tuple[int, str] | None:
+    """``(pid, role)`` written in the lock, None if it names none."""
     try:
-        return int(os.pread(fd, 32, 0).decode().strip())
+        pid, role = os.pread(fd, 64, 0).decode().split()
+        return int(pid), role
     except (OSError, ValueError):
         return None
 
@@ -109,38 +113,47 @@ def holders(path: str) -> list[int]:
     return sorted(found)
 
 
-def take(cfg: Config, wait: float = 0.0, doing: str = "start") -> Owner:
-    """Take the owner lock of ``cfg.data`` (which must exist) for ``doing``.
+def take(cfg: Config, role: str, doing: str, wait: float = 1.0) -> Owner:
+    """Take the owner lock of ``cfg.data`` (which must exist) as ``role``
+    (``SUPERVISOR``, ``REPAIR``, ``RESTORE``), to do ``doing``.
 
-    Raises ``Busy`` at once if a live supervisor holds it. If only the
-    processes of a dead supervisor hold it (they exit on their own: the
-    kernel signals them when it dies), waits up to ``wait`` s for them."""
+    Raises ``Busy`` at once if a live holder has it. If only the processes
+    of a dead supervisor hold it (they exit on their own: the kernel signals
+    them when it dies), or a holder has not yet said who it is, waits up to
+    ``wait`` s. ``StartError`` if the lock file cannot be opened."""
     path = lock_path(cfg)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StartError("cannot open the owner lock %s: %s" % (path, exc.strerror)) from None
     deadline = time.monotonic() + wait
     said = False
+    me = os.getpid()
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return Owner(path, fd)
         except OSError as exc:
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                 os.close(fd)
-                raise
-        pid = _lock_pid(fd)
-        if pid is not None and pid != os.getpid() and processes.alive(pid):
+                raise StartError("cannot lock %s: %s" % (path, exc.strerror)) from None
+        else:
+            mark = b"%d %s\n" % (me, role.encode())
+            os.pwrite(fd, mark, 0)         # then cut: a reader never sees it empty
+            os.ftruncate(fd, len(mark))
+            return Owner(path, fd)
+        holder = _holder(fd)
+        others = [p for p in holders(path) if p != me]
+        if holder is not None and processes.alive(holder[0]) and holder[0] in others:
             os.close(fd)
-            raise Busy("a Flin supervisor (pid %d) already serves %s; cannot %s"
-                       % (pid, cfg.data, doing))
+            raise Busy((_WHO.get(holder[1], "pid %d holds %s") % (holder[0], cfg.data))
+                       + "; cannot " + doing)
         if time.monotonic() >= deadline:
-            left = [p for p in holders(path) if p != os.getpid()]
             os.close(fd)
-            raise Busy("processes %s of an earlier cluster still hold %s; cannot %s "
-                       "until they exit (kill them if they are stuck)"
-                       % (left or "(unknown)", cfg.data, doing))
-        if not said:
+            raise Busy("processes %s of an earlier cluster still hold %s (kill them if "
+                       "they are stuck); cannot %s" % (others or "(unknown)", cfg.data, doing))
+        if not said and holder is not None and holder[1] == SUPERVISOR:
             log.warning("waiting for the processes of an earlier cluster on %s to exit "
-                        "(pids %s)", cfg.data, holders(path) or "unknown")
+                        "(pids %s)", cfg.data, others or "unknown")
             said = True
         time.sleep(0.05)
 
@@ -149,7 +162,7 @@ def owned(cfg: Config) -> bool:
     """Does any process hold the owner lock of ``cfg.data``?"""
     try:
         fd = os.open(lock_path(cfg), os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+    except OSError:
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -167,12 +180,13 @@ def running_pid(cfg: Config) -> int | None:
     except OSError:
         return None
     try:
-        pid = _lock_pid(fd)
+        holder = _holder(fd)
     finally:
         os.close(fd)
-    if pid is None or not processes.alive(pid) or not owned(cfg):
+    if holder is None or holder[1] != SUPERVISOR or not processes.alive(holder[0]) \
+            or not owned(cfg):
         return None
-    return pid
+    return holder[0]
 
 
 class StopTimeout(TimeoutError):
@@ -182,14 +196,26 @@ class StopTimeout(TimeoutError):
 def stop(cfg: Config, timeout: float = 30.0) -> bool:
     """SIGTERM the supervisor serving ``cfg.data`` and wait until every
     process of its cluster has exited (the folder is free to start again).
-    False if none was running; ``StopTimeout`` if it is still running."""
+    False if none was running; ``StopTimeout`` if it is still running.
+    With no supervisor but an earlier cluster's processes still exiting,
+    waits for them too."""
     pid = running_pid(cfg)
     if pid is None:
-        return False
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
+        try:
+            fd = os.open(lock_path(cfg), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            holder = _holder(fd)
+        finally:
+            os.close(fd)
+        if holder is None or holder[1] != SUPERVISOR or not owned(cfg):
+            return False      # nothing runs, or a repair or restore that stop must not touch
+    else:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not owned(cfg):
@@ -197,7 +223,7 @@ def stop(cfg: Config, timeout: float = 30.0) -> bool:
         time.sleep(0.05)
     raise StopTimeout("the cluster on %s did not stop within %.0fs (processes %s still "
                       "run)"
-                      % (cfg.data, timeout, holders(lock_path(cfg)) or [pid]))
+                      % (cfg.data, timeout, holders(lock_path(cfg)) or pid))
 
 
 # -- the manifest and the shard folders ---------------------------------------------
@@ -224,11 +250,17 @@ def shard_present(cfg: Config, shard: int) -> bool:
 
 
 def create_shards(cfg: Config) -> None:
-    """Create every shard's empty LevelDB: only ever for a new data folder
-    (workers open theirs without ``create_if_missing``)."""
+    """Create the shards' empty LevelDBs that do not exist yet: only ever for
+    a new data folder, whose manifest says ``"creating"`` meanwhile (workers
+    open theirs without ``create_if_missing``)."""
     import plyvel
     for shard in range(cfg.shards):
-        plyvel.DB(cfg.shard_dir(shard), create_if_missing=True, error_if_exists=True).close()
+        if not shard_present(cfg, shard):
+            try:
+                plyvel.DB(cfg.shard_dir(shard), create_if_missing=True).close()
+            except plyvel.Error as exc:
+                raise StartError("cannot create shard %d in %s: %s"
+                                 % (shard, cfg.shard_dir(shard), exc)) from None
 
 
 def check_or_write_manifest(cfg: Config, ring: Ring) -> dict:
@@ -239,8 +271,13 @@ def check_or_write_manifest(cfg: Config, ring: Ring) -> dict:
         if any(n.startswith("shard-") for n in os.listdir(cfg.data)):
             raise StartError("%s holds shard folders but no %s; refusing to guess "
                              "its layout" % (cfg.data, MANIFEST))
+        # first the intent, so that a start interrupted while creating shards
+        # is finished by the next one instead of refused
+        manifest = write_manifest(cfg, ring, creating=True)
+    if manifest.get("creating") is True and manifest.get("shards") == cfg.shards \
+            and manifest.get("ring") == ring.params():
         create_shards(cfg)
-        return write_manifest(cfg, ring)  # last: a folder with it has all its shards
+        return write_manifest(cfg, ring)  # a folder without "creating" has all its shards
     if manifest.get("format") != FORMAT_VERSION:
         raise StartError("%s has data format %r; this Flin reads format %d"
                          % (cfg.data, manifest.get("format"), FORMAT_VERSION))
@@ -263,5 +300,5 @@ def missing_shards_message(cfg: Config, missing: list[int]) -> str:
     more = " and %d more" % (len(missing) - 4) if len(missing) > 4 else ""
     return ("shard %s%s: no LevelDB there (the folder or its CURRENT file is missing), so "
             "its data is not in this folder. Flin creates shards only in a new data "
-            "folder: put the shard's folder back, or `flin restore` a backup into a new "
-            "folder." % (names, more))
+            "folder: put the shard's folder back and restart the cluster, or `flin "
+            "restore` a backup into a new folder" % (names, more))

@@ -17,13 +17,16 @@ import signal
 import time
 from typing import Any, Callable
 
+import zmq
+
 from .. import router, shardworker
+from ..router.sockets import check_ipc_free
 from ..config import Config
 from ..ring import Ring
 from . import metrics, processes
 from .datadir import (
-    Owner, StartError, check_or_write_manifest, missing_shards_message, shard_present, take,
-    write_json,
+    SUPERVISOR, Owner, StartError, check_or_write_manifest, missing_shards_message,
+    shard_present, take, write_json,
 )
 
 log = logging.getLogger("flin.supervisor")
@@ -59,6 +62,7 @@ class Supervisor:
         self.ready_r: int | None = None
         self.owner: Owner | None = None     # the data folder's lock, held for our whole life
         self.next_check = 0.0
+        self.link_alarm = 0.0               # when the router was last restarted for its link
 
     # -- processes ----------------------------------------------------------------
     def _fork(self, child: Child) -> None:
@@ -162,16 +166,22 @@ class Supervisor:
         folder is touched before the lock is ours."""
         cfg = self.cfg
         os.makedirs(cfg.data, exist_ok=True)
-        owner = take(cfg, _PREDECESSOR_WAIT_S)
+        owner = take(cfg, SUPERVISOR, "start another cluster on it", _PREDECESSOR_WAIT_S)
         try:
             os.makedirs(cfg.run_dir, mode=0o700, exist_ok=True)
             os.chmod(cfg.run_dir, 0o700)
             check_or_write_manifest(cfg, self.ring)
             processes.raise_open_file_limit()
+            try:    # now that no earlier router of this folder can still be draining
+                check_ipc_free(cfg.bind)
+            except zmq.ZMQError as exc:
+                raise StartError(str(exc)) from None
+        except OSError as exc:
+            owner.release()
+            raise StartError("cannot prepare %s: %s" % (cfg.data, exc)) from None
         except BaseException:
             owner.release()
             raise
-        owner.write_pid(os.getpid())
         self.owner = owner
 
     def run(self) -> int:
@@ -204,7 +214,7 @@ class Supervisor:
             return
         self.next_check = now + 1.0
         r = self.router
-        if r.pid is None or now - r.started < _LINK_GRACE_S:
+        if r.pid is None or now - max(r.started, self.link_alarm) < _LINK_GRACE_S:
             return
         if not os.path.exists(self.cfg.link_path):
             log.error("the router's worker link %s is gone: restarting the router so that "
@@ -213,7 +223,7 @@ class Supervisor:
                 os.kill(r.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-            r.started = now      # one signal per grace period; the reaper restarts it
+            self.link_alarm = now    # one signal per grace period; the reaper restarts it
 
     def _wait_ready(self, t0: float) -> None:
         fds = [self.ready_r] if self.ready_r is not None else []

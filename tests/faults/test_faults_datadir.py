@@ -52,10 +52,40 @@ def test_shard_folder_missing_at_start_is_refused_naming_it(tmp_short):
     assert out.returncode == USAGE, out
     assert "shard 2 (%s)" % gone in out.stderr and "ready" not in out.stdout, out.stderr
     assert not os.path.exists(gone)               # not re-created empty
-    # an emptied folder (its LevelDB files gone) is refused the same way
+    # an emptied folder (its LevelDB files gone) is refused the same way, and
+    # `flin repair` does not turn it into a new empty shard either
     os.mkdir(gone)
     out = _start_fails(c)
     assert out.returncode == USAGE and "shard 2 " in out.stderr, out
+    rep = _flin("repair", "--data", c.data)
+    assert rep.returncode != 0 and "shard 2 " in rep.stderr, rep
+    assert "Traceback" not in rep.stderr and os.listdir(gone) == []
+    out = _start_fails(c)
+    assert out.returncode == USAGE and "shard 2 " in out.stderr, out
+
+
+def test_a_first_start_interrupted_while_creating_shards_is_finished(tmp_short):
+    """22: a new folder's manifest says "creating" until every shard exists;
+    a start killed meanwhile leaves a folder the next start completes (not
+    one it refuses for having shard folders, or one with shards missing)."""
+    import json
+    c = make_cluster(tmp_short, 8).start()
+    assert c.stop() == 0
+    manifest = os.path.join(c.data, "flin.json")
+    m = json.load(open(manifest))
+    assert "creating" not in m
+    m["creating"] = True                     # as a start killed after shard 2 left it
+    json.dump(m, open(manifest, "w"))
+    for s in range(3, 8):
+        shutil.rmtree(os.path.join(c.data, "shard-%02d" % s))
+    c.start()
+    try:
+        with c.client() as cl:
+            assert all(s["alive"] for s in cl.status()["shards"])
+            cl.set(b"after", b"1")
+    finally:
+        assert c.stop() == 0
+    assert "creating" not in json.load(open(manifest))
 
 
 def test_shard_folder_deleted_while_running_stops_acknowledging(tmp_short):

@@ -302,7 +302,7 @@ def test_detach_logs_and_stop(tmp_short):
     out = flin("start", "--detach", "--data", data, "--shards", "3", "--bind", ep,
                "--log-level", "DEBUG").stdout
     assert "ready" in out and "detached" in out
-    sup = int(open(os.path.join(data, "flin.lock")).read())
+    sup = int(open(os.path.join(data, "flin.lock")).read().split()[0])   # "PID supervisor"
     pids = descendants(sup) | {sup}
     try:
         assert len(pids) == 5                  # supervisor, router, 3 workers
