@@ -1,7 +1,8 @@
 """The router process: between clients and shard workers, one loop, no threads.
 
-Owns: the loop and its sockets (``loop.py``, ``sockets.py``), its end of the
-worker links (``links.py``), the planner that splits commands into shard ops
+Owns: the loop and its sockets (``loop.py``, ``sockets.py``), its side of
+the shards (``shards.py``: outboxes, batches in flight, stalls) and its end
+of the worker links (``links.py``), the planner that splits commands into shard ops
 (``planner.py``), the requests waiting for shard answers (``pending.py``),
 the read cache (``readcache.py``) and the router's figures (``stats.py``).
 May import: the shared floor (``flin.protocol``, ``ring``, ``errors``,

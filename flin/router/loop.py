@@ -11,14 +11,14 @@ link to each worker (``links.py``). One loop, no threads:
    are in flight to it (else the ops coalesce until a reply frees a slot),
    and each client the replies of this turn as one frame;
 4. every tick: fail batches older than ``shard_timeout`` (OutcomeUnknown; the
-   shard is stalled, its new ops fail fast until it answers), ping idle shards.
+   shard is stalled, its new ops fail fast until it answers), ping idle shards
+   (``shards.py``).
 
 Every request is answered: with results, or with a typed error.
 """
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import time
 from typing import Any
@@ -35,38 +35,23 @@ from .links import links_for
 from .pending import CacheFill, Gather, Heartbeat, Request
 from .planner import Invalid, Planner
 from .readcache import MISS, ReadCache
+from .shards import STALLED, Shards, error as _err
 from .sockets import Gatekeeper, frontend_socket
 
 log = logging.getLogger("flin.router")
 
-UNKNOWN, UP, DOWN, STALLED = "unknown", "up", "down", "stalled"
 EXIT_BIND = 5            # exit code: an endpoint could not be bound
 _TICK_S = 0.1            # timeout and heartbeat checks
-_HEARTBEAT_S = 1.0       # ping a shard not heard from for this long
 _DRAIN = 2000            # messages taken from a socket per loop turn
 _BATCH_BYTES = 8 << 20   # flush a shard's outbox early past this size
 
 
-def _err(cls: type[errors.ServerError], msg: str) -> ErrorReply:
-    return ErrorReply(cls.code, msg)
-
-
-class Router:
+class Router(Shards):
     def __init__(self, cfg: Config, ring: Ring, ready_fd: int | None = None) -> None:
-        self.cfg, self.ring = cfg, ring
+        super().__init__(cfg, ring, ready_fd)
         n = ring.shards
-        self.ready_fd = ready_fd
-        self.state = [UNKNOWN] * n
-        self.heard = [0.0] * n
-        self.out_ops: list[list] = [[] for _ in range(n)]
-        self.out_sinks: list[list] = [[] for _ in range(n)]
-        self.out_bytes = [0] * n
-        self.inflight: list[dict[int, tuple[list, float]]] = [{} for _ in range(n)]
         self.dirty: set[int] = set()
         self.replies: dict[bytes, list] = {}     # client identity -> replies of this turn
-        # a random start, so that a late reply to a dead router's batch can
-        # never match a batch of this one
-        self.next_bid = 1 + int.from_bytes(os.urandom(6), "big")
         self.stopping = False
         self.counts = {"requests": 0, "errors": 0, "dropped_replies": 0}
         self.stats = stats.RouterStats()     # errors by code, in flight, latency (STATS)
@@ -118,10 +103,6 @@ class Router:
                 front.send(protocol.encode_replies(batch), NOBLOCK)
             except zmq.ZMQError:  # the client left (EHOSTUNREACH) or stopped reading
                 self.counts["dropped_replies"] += len(batch)
-
-    def fail_all(self, sinks: list, error: ErrorReply) -> None:
-        for target, slot in sinks:
-            self.deliver(target, slot, error)
 
     # -- requests -------------------------------------------------------------------
     def on_request(self, frames: list) -> None:
@@ -209,104 +190,6 @@ class Router:
                 self.flush(shard)
                 return
         self.dirty.add(shard)
-
-    # -- shards ---------------------------------------------------------------------
-    def flush(self, shard: int) -> None:
-        """Send the shard its outbox as one batch, if a slot is free."""
-        ops = self.out_ops[shard]
-        if not ops or len(self.inflight[shard]) >= self.cfg.shard_depth:
-            return
-        sinks = self.out_sinks[shard]
-        self.out_ops[shard], self.out_sinks[shard], self.out_bytes[shard] = [], [], 0
-        self.send_batch(shard, ops, sinks)
-
-    def send_batch(self, shard: int, ops: list, sinks: list) -> None:
-        bid = self.next_bid
-        self.next_bid += 1
-        if not self.links.send(shard, protocol.encode(bid, ops)):
-            if self.state[shard] == UP:
-                log.warning("shard %d is not connected", shard)
-            self.state[shard] = DOWN
-            self.fail_all(sinks, _err(errors.ShardUnavailable,
-                                      "shard %d is not connected" % shard))
-            return
-        self.inflight[shard][bid] = (sinks, time.monotonic())
-
-    def on_shard_message(self, shard: int, frame: bytes) -> None:
-        try:
-            bid, results = protocol.decode(frame)
-            pid = results[1] if bid == protocol.HELLO_ID else None
-        except Exception:
-            log.error("malformed message from shard %d", shard)
-            return
-        self.heard[shard] = time.monotonic()
-        if bid == protocol.HELLO_ID:
-            if self.inflight[shard]:  # a new incarnation: what the old one held is unknown
-                self._fail_inflight(shard, "shard %d restarted" % shard)
-            log.debug("shard %d up (pid %s)", shard, pid)
-            self._mark_up(shard)
-            self.flush(shard)        # ops that queued meanwhile go now, not at the next ping
-            return
-        entry = self.inflight[shard].pop(bid, None)
-        self._mark_up(shard)
-        if entry is None:  # already failed by timeout; its outcome was reported unknown
-            return
-        sinks = entry[0]
-        if type(results) is not list or len(results) != len(sinks):
-            err = results if type(results) is ErrorReply else _err(
-                errors.InternalError, "shard %d answered a malformed batch" % shard)
-            self.fail_all(sinks, err)
-        else:
-            deliver = self.deliver
-            for (target, slot), value in zip(sinks, results):
-                deliver(target, slot, value)
-        self.flush(shard)
-
-    def on_shard_lost(self, shard: int) -> None:
-        """The worker's link closed (it died, or is restarting)."""
-        if self.state[shard] == UP:
-            log.warning("shard %d disconnected", shard)
-        self.state[shard] = DOWN
-        self._fail_inflight(shard, "shard %d disconnected" % shard)
-        self.flush(shard)  # what queued meanwhile: refused at once (not connected)
-
-    def _mark_up(self, shard: int) -> None:
-        if self.state[shard] != UP:
-            self.state[shard] = UP
-            if self.ready_fd is not None and all(s == UP for s in self.state):
-                os.write(self.ready_fd, b"R")
-                os.close(self.ready_fd)
-                self.ready_fd = None
-
-    def _fail_inflight(self, shard: int, why: str) -> None:
-        batches = self.inflight[shard]
-        self.inflight[shard] = {}
-        err = _err(errors.OutcomeUnknown, why + "; outcome unknown")
-        for sinks, _ in batches.values():
-            self.fail_all(sinks, err)
-
-    def tick(self, now: float) -> None:
-        timeout = self.cfg.shard_timeout
-        for shard in range(self.ring.shards):
-            batches = self.inflight[shard]
-            if batches:
-                oldest = min(t for _, t in batches.values())
-                if now - oldest > timeout:
-                    log.warning("shard %d did not answer in %.1fs: marked stalled", shard, timeout)
-                    self.state[shard] = STALLED
-                    self._fail_inflight(shard, "shard %d did not answer in %.1fs" % (shard, timeout))
-                    self._fail_queued(shard)
-            elif now - self.heard[shard] > _HEARTBEAT_S and not self.stopping:
-                self.heard[shard] = now  # one ping per interval
-                self.send_batch(shard, [[PING]], [(Heartbeat(), 0)])
-
-    def _fail_queued(self, shard: int) -> None:
-        sinks = self.out_sinks[shard]
-        self.out_ops[shard], self.out_sinks[shard], self.out_bytes[shard] = [], [], 0
-        self.fail_all(sinks, _err(errors.ShardUnavailable, "shard %d is stalled" % shard))
-
-    def busy(self) -> bool:
-        return any(self.inflight) or any(self.out_ops)
 
     # -- the loop -------------------------------------------------------------------
     def serve(self) -> None:
