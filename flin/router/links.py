@@ -15,21 +15,24 @@ Two kinds, one interface, chosen by ``links_for(cfg)``:
   workers leave the host.
 
 Both have ``send(shard, payload) -> bool`` (False: not connected),
-``register(poller)``, and ``handle(events)`` yielding ``(shard, payload)``
-for every message that arrived, ``(shard, None)`` for a link that closed.
-The worker's end is ``flin.shardworker.link``; the framing is in ``protocol``.
+``register(poller)``, ``handle(events)`` yielding ``(shard, payload)``
+for every message that arrived, ``(shard, None)`` for a link that closed,
+and ``heard(shard, now)``: when bytes last came from the shard (the router
+tells a stalled shard from a busy one by it). The worker's end is
+``flin.shardworker.link``; the framing is in ``protocol``.
 """
 from __future__ import annotations
 
 import os
 import socket
+import time
 from typing import Any, Iterator
 
 import zmq
 
 from .. import protocol
 from ..config import Config
-from ..protocol import LINK_HEADER, link_frame, link_frames
+from ..protocol import LinkReader, link_header
 from ..zmqflags import NOBLOCK, NOBLOCK_MORE
 from .sockets import backend_socket
 
@@ -42,13 +45,14 @@ def links_for(cfg: Config) -> type:
 
 
 class _Conn:
-    __slots__ = ("sock", "fd", "shard", "inbuf", "out")
+    __slots__ = ("sock", "fd", "shard", "reader", "out", "rx_at")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock, self.fd = sock, sock.fileno()
         self.shard: int | None = None     # known from its hello
-        self.inbuf = bytearray()
+        self.reader = LinkReader()
         self.out: list[memoryview] = []   # what the socket did not take yet
+        self.rx_at = 0.0                  # when bytes last came
 
 
 class UnixLinks:
@@ -77,23 +81,32 @@ class UnixLinks:
         conn = self.by_shard[shard]
         if conn is None:
             return False
+        header = link_header(len(payload))
         if conn.out:                          # keep the order: queue behind what waits
-            conn.out.append(memoryview(link_frame(payload)))
+            conn.out += (memoryview(header), memoryview(payload))
             return True
-        data = [LINK_HEADER.pack(len(payload)), payload]
         try:
-            sent = conn.sock.sendmsg(data)
+            sent = conn.sock.sendmsg((header, payload))
         except BlockingIOError:
             sent = 0
         except OSError:
             self._close(conn)
             return False
-        total = 4 + len(payload)
-        if sent < total:
-            rest = memoryview(data[0] + data[1])[sent:]
-            conn.out.append(rest)
-            self.poller.modify(conn.fd, zmq.POLLIN | zmq.POLLOUT)  # type: ignore[union-attr]
+        if sent < 4 + len(payload):           # the rest, without copying the payload
+            if sent < 4:
+                conn.out += (memoryview(header)[sent:], memoryview(payload))
+            else:
+                conn.out.append(memoryview(payload)[sent - 4:])
+            self._events(conn)
         return True
+
+    def heard(self, shard: int, now: float) -> float:
+        """When bytes last came from ``shard``."""
+        conn = self.by_shard[shard]
+        return 0.0 if conn is None else conn.rx_at
+
+    def _events(self, conn: _Conn) -> None:
+        self.poller.modify(conn.fd, zmq.POLLIN | (zmq.POLLOUT if conn.out else 0))  # type: ignore[union-attr]
 
     def handle(self, events: dict) -> Iterator[tuple[int, bytes | None]]:
         if self.listener.fileno() in events:
@@ -120,20 +133,23 @@ class UnixLinks:
 
     def _read(self, conn: _Conn) -> Iterator[tuple[int, bytes | None]]:
         closed = False
+        reader = conn.reader
+        frames: list = []
         while True:
             try:
-                data = conn.sock.recv(_CHUNK)
+                got = reader.read(conn.sock)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
-                data = b""
-            if not data:
+                got = 0
+            if not got:
                 closed = True
                 break
-            conn.inbuf += data
-            if len(data) < _CHUNK:
+            frames += reader.frames()
+            if got < _CHUNK and reader.big is None:
                 break
-        for frame in link_frames(conn.inbuf):
+        conn.rx_at = time.monotonic()
+        for frame in frames:
             if conn.shard is None:            # the first message says which shard this is
                 try:
                     msg_id, body = protocol.decode(frame)
@@ -169,7 +185,7 @@ class UnixLinks:
                 conn.out[0] = chunk[sent:]
                 return
             conn.out.pop(0)
-        self.poller.modify(conn.fd, zmq.POLLIN)  # type: ignore[union-attr]
+        self._events(conn)
 
     def _drop(self, conn: _Conn) -> None:
         self.conns.pop(conn.fd, None)
@@ -205,6 +221,9 @@ class ZmqLinks:
 
     def register(self, poller: zmq.Poller) -> None:
         poller.register(self.sock, zmq.POLLIN)
+
+    def heard(self, shard: int, now: float) -> float:
+        return 0.0                  # whole messages only: the router's own clock tells
 
     def send(self, shard: int, payload: bytes) -> bool:
         try:

@@ -10,9 +10,9 @@ link to each worker (``links.py``). One loop, no threads:
 3. send each shard its whole outbox as ONE batch if fewer than ``shard_depth``
    are in flight to it (else the ops coalesce until a reply frees a slot),
    and each client the replies of this turn as one frame;
-4. every tick: fail batches older than ``shard_timeout`` (OutcomeUnknown; the
-   shard is stalled, its new ops fail fast until it answers), ping idle shards
-   (``shards.py``).
+4. every tick: a shard with batches in flight that the router has not
+   heard from for ``shard_timeout`` is stalled (``shards.py``); idle shards
+   are pinged.
 
 Every request is answered: with results, or with a typed error.
 """

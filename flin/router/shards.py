@@ -2,9 +2,14 @@
 flight to it, what its worker answers, and whether it is up (``Shards``, the
 base of ``loop.Router``; the loop calls it, it calls back ``deliver``).
 
-A shard with a batch in flight longer than ``shard_timeout`` is stalled:
-its batches fail (OutcomeUnknown), its queued ops fail (ShardUnavailable),
-and its new ops fail fast until it answers a heartbeat again.
+A shard is **stalled** when it has batches in flight and the router has
+heard nothing from it for ``shard_timeout``: no reply, no part of one (a
+worker answers big values in parts, ``shardworker.worker``), not a byte of
+a frame being read (``links.heard``), and the clock starts when the first
+batch goes out. So a worker busy with 64 MiB values is making progress, and
+a SIGSTOPped one is found within about ``shard_timeout``. A stalled shard's
+batches fail (OutcomeUnknown), its queued ops fail (ShardUnavailable), and
+its new ops fail fast until it answers a heartbeat again.
 """
 from __future__ import annotations
 
@@ -44,7 +49,8 @@ class Shards:
         self.out_ops: list[list] = [[] for _ in range(n)]
         self.out_sinks: list[list] = [[] for _ in range(n)]
         self.out_bytes = [0] * n                 # bytes of values in the outbox
-        self.inflight: list[dict[int, tuple[list, float]]] = [{} for _ in range(n)]
+        # batch id -> [sinks, how many answered by parts so far]
+        self.inflight: list[dict[int, list]] = [{} for _ in range(n)]
         # a random start, so that a late reply to a dead router's batch can
         # never match a batch of this one
         self.next_bid = 1 + int.from_bytes(os.urandom(6), "big")
@@ -75,11 +81,14 @@ class Shards:
             self.fail_all(sinks, error(errors.ShardUnavailable,
                                       "shard %d is not connected" % shard))
             return
-        self.inflight[shard][bid] = (sinks, time.monotonic())
+        batches = self.inflight[shard]
+        if not batches:                # the silence that counts starts now
+            self.heard[shard] = time.monotonic()
+        batches[bid] = [sinks, 0]
 
     def on_shard_message(self, shard: int, frame: bytes) -> None:
         try:
-            bid, results = protocol.decode(frame)
+            bid, results, more = protocol.decode_reply(frame)
             pid = results[1] if bid == protocol.HELLO_ID else None
         except Exception:
             log.error("malformed message from shard %d", shard)
@@ -92,19 +101,28 @@ class Shards:
             self._mark_up(shard)
             self.flush(shard)        # ops that queued meanwhile go now, not at the next ping
             return
-        entry = self.inflight[shard].pop(bid, None)
+        batches = self.inflight[shard]
+        entry = batches.get(bid) if more else batches.pop(bid, None)
         self._mark_up(shard)
         if entry is None:  # already failed by timeout; its outcome was reported unknown
             return
-        sinks = entry[0]
-        if type(results) is not list or len(results) != len(sinks):
+        sinks, done = entry[0], entry[1]
+        if done:                       # parts came before: these results are for the rest
+            sinks = sinks[done:]
+        if type(results) is not list or (len(results) > len(sinks) if more
+                                         else len(results) != len(sinks)):
             err = results if type(results) is ErrorReply else error(
                 errors.InternalError, "shard %d answered a malformed batch" % shard)
+            if more:
+                batches.pop(bid)
             self.fail_all(sinks, err)
         else:
             deliver = self.deliver
             for (target, slot), value in zip(sinks, results):
                 deliver(target, slot, value)
+            if more:
+                entry[1] = done + len(results)
+                return
         self.flush(shard)
 
     def on_shard_lost(self, shard: int) -> None:
@@ -127,17 +145,20 @@ class Shards:
         batches = self.inflight[shard]
         self.inflight[shard] = {}
         err = error(errors.OutcomeUnknown, why + "; outcome unknown")
-        for sinks, _ in batches.values():
-            self.fail_all(sinks, err)
+        for sinks, done in batches.values():
+            self.fail_all(sinks[done:] if done else sinks, err)
 
     def tick(self, now: float) -> None:
         timeout = self.cfg.shard_timeout
+        links = self.links
         for shard in range(self.ring.shards):
             batches = self.inflight[shard]
             if batches:
-                oldest = min(t for _, t in batches.values())
-                if now - oldest > timeout:
-                    log.warning("shard %d did not answer in %.1fs: marked stalled", shard, timeout)
+                # silence, not slowness: a frame, a part of one or a byte read is progress
+                heard = max(self.heard[shard], links.heard(shard, now))
+                if now - heard > timeout:
+                    log.warning("shard %d was silent for %.1fs with batches in flight: "
+                                "marked stalled", shard, timeout)
                     self.state[shard] = STALLED
                     self._fail_inflight(shard, "shard %d did not answer in %.1fs" % (shard, timeout))
                     self._fail_queued(shard)

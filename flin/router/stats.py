@@ -55,7 +55,7 @@ def router_snapshot(router: Any) -> dict:
     for s in range(router.ring.shards):
         batches = router.inflight[s]
         queues.append({"queued": len(router.out_ops[s]), "batches": len(batches),
-                       "in_flight": sum(len(sinks) for sinks, _ in batches.values()),
+                       "in_flight": sum(len(sinks) - done for sinks, done in batches.values()),
                        "state": router.state[s]})
     latency = {("pipeline" if op == PIPELINE else OP_NAMES.get(op, str(op))): h.summary()
                for op, h in st.latency.items()}

@@ -1,6 +1,7 @@
 """The shard's read ops, each ``handler(store, op) -> result``. They read
 through ``store.live`` (the message's overlay first, then the LevelDB) and
-never write."""
+never write. Each adds the bytes it returns to ``store.moved`` (the
+worker's segments)."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,15 @@ from typing import Any
 
 from .encoding import DATA, EXPIRING, expiry_of, value_of
 from .store import Store
+
+_VIEW_FROM = 1 << 20      # a value this big is answered as a view of the stored bytes (no copy)
+
+
+def _value(raw: bytes) -> Any:
+    """``value_of(raw)``, without copying a big value (msgpack packs the view)."""
+    if len(raw) < _VIEW_FROM:
+        return value_of(raw)
+    return memoryview(raw)[1 if raw[0] == 0 else 9:]
 
 
 def ping(store: Store, op: list) -> int:
@@ -21,18 +31,25 @@ def get(store: Store, op: list) -> bytes | list | None:
     raw = store.live(DATA + op[1])
     if raw is None:
         return None
+    store.moved += len(raw)
     if len(op) > 2:
-        return [raw[1:], 0] if raw[0] == 0 else [raw[9:], int.from_bytes(raw[1:9], "big")]
-    return value_of(raw)
+        return [_value(raw), expiry_of(raw)]
+    return _value(raw)
 
 
 def mget(store: Store, op: list) -> list:
     """[MGET, [key, ...]]: values in order, nil for each missing key."""
     live = store.live
-    out = []
+    out: list = []
+    size = 0
     for key in op[1]:
         raw = live(DATA + key)
-        out.append(None if raw is None else value_of(raw))
+        if raw is None:
+            out.append(None)
+            continue
+        size += len(raw)
+        out.append(_value(raw))
+    store.moved += size
     return out
 
 
@@ -62,20 +79,25 @@ def scan(store: Store, op: list) -> Any:
     if start_after is not None and DATA + start_after >= dprefix:
         start = DATA + start_after + b"\x00"
     out: list = []
-    found = examined = 0
+    found = examined = size = 0
     last = None
     now = store.now
-    for dkey, raw in store.db.iterator(start=start, verify_checksums=True):
-        if not dkey.startswith(dprefix):
-            return [out, None]
-        if found == limit or examined >= 10 * limit + 100:
-            return [out, last]
-        examined += 1
-        last = dkey[1:]
-        if raw[0] == EXPIRING and int.from_bytes(raw[1:9], "big") <= now:
-            continue
-        found += 1
-        out.append(last)
-        if values:
-            out.append(value_of(raw))
-    return [out, None]
+    try:
+        for dkey, raw in store.db.iterator(start=start, verify_checksums=True):
+            if not dkey.startswith(dprefix):
+                return [out, None]
+            if found == limit or examined >= 10 * limit + 100:
+                return [out, last]
+            examined += 1
+            last = dkey[1:]
+            if raw[0] == EXPIRING and int.from_bytes(raw[1:9], "big") <= now:
+                continue
+            found += 1
+            out.append(last)
+            size += len(last)
+            if values:
+                out.append(_value(raw))
+                size += len(raw)
+        return [out, None]
+    finally:
+        store.moved += size
