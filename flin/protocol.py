@@ -50,6 +50,10 @@ for the admin ops only (a data op there would bypass the ring)::
                                              -> [[raw_key, raw_value, ...], last|nil]
     [SNAPSHOT_CLOSE, id]                     -> bool (False: unknown or expired)
 
+Results are bounded in bytes (``MAX_REPLY``): an MGET, or a request's
+results together, past it is answered ``TooLarge`` (a pipeline: in the
+entries that pass it); a SCAN page is cut short there instead.
+
 A snapshot is a LevelDB snapshot taken when it opens; SNAPSHOT_READ pages raw
 entries (every prefix, in key order) after the raw key ``after``, at most
 ``limit`` entries and about ``max_bytes`` (always at least one); ``last`` is
@@ -59,7 +63,9 @@ after ``SNAPSHOT_IDLE_S``.
 A shard op uses the same opcodes and shapes, for the keys of that shard only:
 the router sends each shard one ``MGET``/``MSET``/``DEL`` with its part of the
 keys, and puts the answers back in the caller's order; a shard answers
-``[SCAN, ...]`` with ``[flat items, last key examined or nil]`` and ``PING``
+``[SCAN, prefix, start_after, limit, values, max_bytes]`` (its part stops
+past ``max_bytes`` of keys and values, after one entry at least) with
+``[flat items, last key examined or nil]`` and ``PING``
 with its pid. Keys and values are msgpack
 ``bin``; ``nil`` is a missing key, ``b""`` an empty value.
 
@@ -162,6 +168,7 @@ NX, XX = 1, 2
 MAX_KEY = 64 * 1024                 # bytes per key
 MAX_VALUE = 64 * 1024 * 1024        # bytes per value
 MAX_MESSAGE = 80 * 1024 * 1024      # bytes per request frame (libzmq MAXMSGSIZE)
+MAX_REPLY = 80 * 1024 * 1024        # bytes of keys and values in one request's results
 MAX_ITEMS = 100_000                 # commands per request, keys per MGET/MSET/DEL
 MAX_SCAN_LIMIT = 10_000             # keys per SCAN page
 MAX_TTL_MS = 100 * 365 * 86_400_000  # 100 years, in ms
@@ -304,12 +311,15 @@ def request_id_of(frame: bytes) -> int:
 
 # -- the Unix-socket link between router and worker ---------------------------------
 LINK_HEADER = struct.Struct("<I")   # each frame on the link: 4-byte little-endian length, then it
+MAX_LINK_FRAME = (1 << 32) - 1      # what the 4-byte length can say
 BIG_FRAME = 1 << 20                 # a frame this big is read into a buffer of its own size
 _CHUNK = 1 << 20                    # bytes asked of a socket at a time
 
 
 def link_header(n: int) -> bytes:
-    """The length prefix of an ``n``-byte frame."""
+    """The length prefix of an ``n``-byte frame; ``ValueError`` past 4 GiB."""
+    if not 0 <= n <= MAX_LINK_FRAME:
+        raise ValueError("a link frame of %d bytes: 4 GiB or more cannot be framed" % n)
     return LINK_HEADER.pack(n)
 
 

@@ -20,6 +20,13 @@ for every message that arrived, ``(shard, None)`` for a link that closed,
 and ``heard(shard, now)``: when bytes last came from the shard (the router
 tells a stalled shard from a busy one by it). The worker's end is
 ``flin.shardworker.link``; the framing is in ``protocol``.
+
+Reading is bounded in bytes on the Unix link: a frame of
+``protocol.BIG_FRAME`` or more is read (into a buffer of its size) only
+while all such frames read or being read in this loop turn fit in
+``READ_BYTES`` (one always may; ``release`` at the end of a turn); another
+waits, unread, in its socket (its worker waits in ``send``), and counts as
+heard from while the frames it waits for move.
 """
 from __future__ import annotations
 
@@ -37,6 +44,7 @@ from ..zmqflags import NOBLOCK, NOBLOCK_MORE
 from .sockets import backend_socket
 
 _CHUNK = 1 << 20                 # bytes read from a socket at a time
+READ_BYTES = 256 << 20           # big shard frames read at once, in bytes
 
 
 def links_for(cfg: Config) -> type:
@@ -45,7 +53,7 @@ def links_for(cfg: Config) -> type:
 
 
 class _Conn:
-    __slots__ = ("sock", "fd", "shard", "reader", "out", "rx_at")
+    __slots__ = ("sock", "fd", "shard", "reader", "out", "rx_at", "reserved", "paused")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock, self.fd = sock, sock.fileno()
@@ -53,6 +61,8 @@ class _Conn:
         self.reader = LinkReader()
         self.out: list[memoryview] = []   # what the socket did not take yet
         self.rx_at = 0.0                  # when bytes last came
+        self.reserved = 0                 # bytes of READ_BYTES its big frame holds
+        self.paused = False               # a big frame waits for READ_BYTES to free up
 
 
 class UnixLinks:
@@ -72,6 +82,10 @@ class UnixLinks:
         self.conns: dict[int, _Conn] = {}
         self.by_shard: list[_Conn | None] = [None] * shards
         self.poller: zmq.Poller | None = None
+        self.reading = 0                  # bytes reserved by the big frames being read
+        self.paused: list[_Conn] = []     # conns whose big frame waits, in order
+        self.big_rx_at = 0.0              # when bytes of a big frame being read last came
+        self.finished: list[_Conn] = []   # conns whose big frame was read this loop turn
 
     def register(self, poller: zmq.Poller) -> None:
         self.poller = poller
@@ -101,12 +115,16 @@ class UnixLinks:
         return True
 
     def heard(self, shard: int, now: float) -> float:
-        """When bytes last came from ``shard``."""
+        """When bytes last came from ``shard`` (while the router holds its big
+        frame back: when bytes of the big frames it waits for last came)."""
         conn = self.by_shard[shard]
-        return 0.0 if conn is None else conn.rx_at
+        if conn is None:
+            return 0.0
+        return max(conn.rx_at, self.big_rx_at) if conn.paused else conn.rx_at
 
     def _events(self, conn: _Conn) -> None:
-        self.poller.modify(conn.fd, zmq.POLLIN | (zmq.POLLOUT if conn.out else 0))  # type: ignore[union-attr]
+        self.poller.modify(conn.fd, (0 if conn.paused else zmq.POLLIN)  # type: ignore[union-attr]
+                           | (zmq.POLLOUT if conn.out else 0))
 
     def handle(self, events: dict) -> Iterator[tuple[int, bytes | None]]:
         if self.listener.fileno() in events:
@@ -135,7 +153,11 @@ class UnixLinks:
         closed = False
         reader = conn.reader
         frames: list = []
+        big_moved = False
         while True:
+            if (reader.big is not None and not conn.reserved
+                    and not self._admit(conn, len(reader.big))):
+                break                         # paused until READ_BYTES frees up
             try:
                 got = reader.read(conn.sock)
             except (BlockingIOError, InterruptedError):
@@ -145,10 +167,18 @@ class UnixLinks:
             if not got:
                 closed = True
                 break
-            frames += reader.frames()
+            big_moved = big_moved or bool(conn.reserved)
+            done = reader.frames()
+            if done:
+                frames += done
+                if conn.reserved and reader.big is None:
+                    self.finished.append(conn)    # whole: handled before any more is read
+                    break
             if got < _CHUNK and reader.big is None:
                 break
         conn.rx_at = time.monotonic()
+        if big_moved:
+            self.big_rx_at = conn.rx_at
         for frame in frames:
             if conn.shard is None:            # the first message says which shard this is
                 try:
@@ -171,6 +201,44 @@ class UnixLinks:
             if lost is not None and self.by_shard[lost] is None:
                 yield lost, None
 
+    def release(self) -> None:
+        """The loop turn is over (its replies sent): the big frames read in it
+        no longer count against ``READ_BYTES``."""
+        if self.finished:
+            for conn in self.finished:
+                if conn.reserved:
+                    self._release(conn)
+            self.finished.clear()
+
+    def _admit(self, conn: _Conn, size: int) -> bool:
+        """May ``conn`` read its big frame of ``size`` bytes now? If not, it
+        waits (not polled for input) until ``_release`` lets it."""
+        if self.reading and self.reading + size > READ_BYTES:
+            if not conn.paused:
+                conn.paused = True
+                self.paused.append(conn)
+                self._events(conn)
+            return False
+        if conn.paused:
+            conn.paused = False
+            self.paused.remove(conn)
+            self._events(conn)
+        self.reading += size
+        conn.reserved = size
+        return True
+
+    def _release(self, conn: _Conn) -> None:
+        """``conn``'s big frame is read (or gone): let the waiting ones go."""
+        self.reading -= conn.reserved
+        conn.reserved = 0
+        while self.paused:
+            nxt = self.paused.pop(0)
+            nxt.paused = False
+            if nxt.fd in self.conns:
+                self._events(nxt)             # polled again: it asks to be admitted
+            if self.reading + len(nxt.reader.big or b"") > READ_BYTES:
+                break
+
     def _write(self, conn: _Conn) -> None:
         while conn.out:
             chunk = conn.out[0]
@@ -188,6 +256,11 @@ class UnixLinks:
         self._events(conn)
 
     def _drop(self, conn: _Conn) -> None:
+        if conn.reserved:
+            self._release(conn)
+        if conn.paused:
+            conn.paused = False
+            self.paused.remove(conn)
         self.conns.pop(conn.fd, None)
         if self.poller is not None:
             try:
@@ -224,6 +297,9 @@ class ZmqLinks:
 
     def heard(self, shard: int, now: float) -> float:
         return 0.0                  # whole messages only: the router's own clock tells
+
+    def release(self) -> None:
+        pass
 
     def send(self, shard: int, payload: bytes) -> bool:
         try:

@@ -10,6 +10,11 @@ batch goes out. So a worker busy with 64 MiB values is making progress, and
 a SIGSTOPped one is found within about ``shard_timeout``. A stalled shard's
 batches fail (OutcomeUnknown), its queued ops fail (ShardUnavailable), and
 its new ops fail fast until it answers a heartbeat again.
+
+Bytes of values queued for shards and in flight to them are counted
+(``out_bytes``, ``queued_bytes``): the router refuses an op past them with
+``Overloaded`` (``Router.route``), so no batch it builds comes near the
+link's 4 GiB frame limit.
 """
 from __future__ import annotations
 
@@ -49,7 +54,8 @@ class Shards:
         self.out_ops: list[list] = [[] for _ in range(n)]
         self.out_sinks: list[list] = [[] for _ in range(n)]
         self.out_bytes = [0] * n                 # bytes of values in the outbox
-        # batch id -> [sinks, how many answered by parts so far]
+        self.queued_bytes = 0                    # out_bytes, plus the bytes of batches in flight
+        # batch id -> [sinks, how many answered by parts so far, bytes of its values]
         self.inflight: list[dict[int, list]] = [{} for _ in range(n)]
         # a random start, so that a late reply to a dead router's batch can
         # never match a batch of this one
@@ -67,24 +73,25 @@ class Shards:
         ops = self.out_ops[shard]
         if not ops or len(self.inflight[shard]) >= self.cfg.shard_depth:
             return
-        sinks = self.out_sinks[shard]
+        sinks, size = self.out_sinks[shard], self.out_bytes[shard]
         self.out_ops[shard], self.out_sinks[shard], self.out_bytes[shard] = [], [], 0
-        self.send_batch(shard, ops, sinks)
+        self.send_batch(shard, ops, sinks, size)
 
-    def send_batch(self, shard: int, ops: list, sinks: list) -> None:
+    def send_batch(self, shard: int, ops: list, sinks: list, size: int = 0) -> None:
         bid = self.next_bid
         self.next_bid += 1
         if not self.links.send(shard, protocol.encode(bid, ops)):
             if self.state[shard] == UP:
                 log.warning("shard %d is not connected", shard)
             self.state[shard] = DOWN
+            self.queued_bytes -= size
             self.fail_all(sinks, error(errors.ShardUnavailable,
                                       "shard %d is not connected" % shard))
             return
         batches = self.inflight[shard]
         if not batches:                # the silence that counts starts now
             self.heard[shard] = time.monotonic()
-        batches[bid] = [sinks, 0]
+        batches[bid] = [sinks, 0, size]
 
     def on_shard_message(self, shard: int, frame: bytes) -> None:
         try:
@@ -115,6 +122,7 @@ class Shards:
                 errors.InternalError, "shard %d answered a malformed batch" % shard)
             if more:
                 batches.pop(bid)
+            self.queued_bytes -= entry[2]
             self.fail_all(sinks, err)
         else:
             deliver = self.deliver
@@ -123,6 +131,7 @@ class Shards:
             if more:
                 entry[1] = done + len(results)
                 return
+            self.queued_bytes -= entry[2]
         self.flush(shard)
 
     def on_shard_lost(self, shard: int) -> None:
@@ -145,7 +154,8 @@ class Shards:
         batches = self.inflight[shard]
         self.inflight[shard] = {}
         err = error(errors.OutcomeUnknown, why + "; outcome unknown")
-        for sinks, done in batches.values():
+        for sinks, done, size in batches.values():
+            self.queued_bytes -= size
             self.fail_all(sinks[done:] if done else sinks, err)
 
     def tick(self, now: float) -> None:
@@ -168,6 +178,7 @@ class Shards:
 
     def _fail_queued(self, shard: int) -> None:
         sinks = self.out_sinks[shard]
+        self.queued_bytes -= self.out_bytes[shard]
         self.out_ops[shard], self.out_sinks[shard], self.out_bytes[shard] = [], [], 0
         self.fail_all(sinks, error(errors.ShardUnavailable, "shard %d is stalled" % shard))
 

@@ -1,12 +1,15 @@
 """The shard's read ops, each ``handler(store, op) -> result``. They read
 through ``store.live`` (the message's overlay first, then the LevelDB) and
-never write. Each adds the bytes it returns to ``store.moved`` (the
-worker's segments)."""
+never write. Each adds the bytes it returns to ``store.moved``; an MGET
+past ``MAX_REPLY`` is refused before its result is built, a SCAN part stops
+at its ``max_bytes``."""
 from __future__ import annotations
 
 import os
 from typing import Any
 
+from .. import errors
+from ..protocol import MAX_REPLY
 from .encoding import DATA, EXPIRING, expiry_of, value_of
 from .store import Store
 
@@ -37,8 +40,9 @@ def get(store: Store, op: list) -> bytes | list | None:
     return _value(raw)
 
 
-def mget(store: Store, op: list) -> list:
-    """[MGET, [key, ...]]: values in order, nil for each missing key."""
+def mget(store: Store, op: list) -> Any:
+    """[MGET, [key, ...]]: values in order, nil for each missing key;
+    TooLarge once they pass ``MAX_REPLY`` bytes (one key 32 times, too)."""
     live = store.live
     out: list = []
     size = 0
@@ -48,6 +52,9 @@ def mget(store: Store, op: list) -> list:
             out.append(None)
             continue
         size += len(raw)
+        if size > MAX_REPLY:
+            return store.error(errors.TooLarge, "MGET result passes %d bytes (the reply limit)"
+                               % MAX_REPLY)
         out.append(_value(raw))
     store.moved += size
     return out
@@ -68,8 +75,11 @@ def ttl(store: Store, op: list) -> int:
 
 
 def scan(store: Store, op: list) -> Any:
-    """[SCAN, prefix, start_after, limit, values] -> [flat items, last examined key or nil]."""
-    _, prefix, start_after, limit, values = op
+    """[SCAN, prefix, start_after, limit, values, max_bytes] -> [flat items, last
+    examined key or nil]; past ``max_bytes`` of keys and values (default
+    ``MAX_REPLY``), after one entry at least, the part stops there."""
+    _, prefix, start_after, limit, values = op[:5]
+    max_bytes = op[5] if len(op) > 5 else MAX_REPLY
     if store.pend:                   # scans see this message's earlier writes
         failure = store.settle()
         if failure is not None:
@@ -86,7 +96,7 @@ def scan(store: Store, op: list) -> Any:
         for dkey, raw in store.db.iterator(start=start, verify_checksums=True):
             if not dkey.startswith(dprefix):
                 return [out, None]
-            if found == limit or examined >= 10 * limit + 100:
+            if found == limit or examined >= 10 * limit + 100 or size >= max_bytes:
                 return [out, last]
             examined += 1
             last = dkey[1:]

@@ -87,7 +87,7 @@ def test_big_values_are_progress_not_a_stall(tmp_short):
         assert tallies == {"ok": READERS * ROUNDS}, tallies
         assert not failures, failures
         assert not stalls, stalls[:3]
-        assert p99 < 5.0, p99
+        assert p99 < 8.0, p99       # they wait for the 64 MiB reads queued before them
     finally:
         assert c.stop() == 0
 
