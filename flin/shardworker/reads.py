@@ -34,10 +34,12 @@ def get(store: Store, op: list) -> bytes | list | None:
     raw = store.live(DATA + op[1])
     if raw is None:
         return None
-    store.moved += len(raw)
+    n = len(raw)
+    store.moved += n
+    value = (raw[1:] if raw[0] == 0 else raw[9:]) if n < _VIEW_FROM else _value(raw)
     if len(op) > 2:
-        return [_value(raw), expiry_of(raw)]
-    return _value(raw)
+        return [value, 0 if raw[0] == 0 else int.from_bytes(raw[1:9], "big")]
+    return value
 
 
 def mget(store: Store, op: list) -> Any:
