@@ -21,7 +21,7 @@ class Config:
     bind: str = DEFAULT_ENDPOINT         # client endpoint of the router
     sync: bool = False                   # fsync every acknowledged write batch
     read_cache_mb: float = 64.0          # the router's read cache of hot keys, MiB (0 = off)
-    shard_timeout: float = 2.0           # s before an in-flight batch is failed as OutcomeUnknown
+    shard_timeout: float = 2.0           # s of silence from a shard with batches in flight: stalled
     shard_depth: int = 2                 # batches in flight per shard (the rest coalesce)
     shard_queue: int = 100_000           # ops queued per shard before Overloaded
     max_clients: int = 10_000            # client connections per router (less if RLIMIT_NOFILE is lower)

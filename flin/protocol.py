@@ -11,11 +11,13 @@ Router -> client (reply)        ``[req_id, [result, result, ...]]``
   same way: fewer frames, each request still answered on its own)
 Router -> shard worker (batch)  ``[batch_id, [op, op, ...]]``
 Shard worker -> router          ``[batch_id, [result, result, ...]]``
+  (or, for a batch whose results are big, first ``[batch_id, [result, ...], 1]``:
+  the results of its next ops, more to come; the last part has no third item)
 Shard worker hello (on start)   ``[0, [shard_id, pid]]``
 
 Between router and worker on one host the frames travel over a Unix stream
 socket, each as a 4-byte little-endian length and the frame (``link_frame``,
-``link_frames``); with ``--backend-keys`` over ZeroMQ, one frame per message.
+``LinkReader``); with ``--backend-keys`` over ZeroMQ, one frame per message.
 
 A command is an array that starts with its opcode::
 
@@ -48,6 +50,10 @@ for the admin ops only (a data op there would bypass the ring)::
                                              -> [[raw_key, raw_value, ...], last|nil]
     [SNAPSHOT_CLOSE, id]                     -> bool (False: unknown or expired)
 
+Results are bounded in bytes (``MAX_REPLY``): an MGET, or a request's
+results together, past it is answered ``TooLarge`` (a pipeline: in the
+entries that pass it); a SCAN page is cut short there instead.
+
 A snapshot is a LevelDB snapshot taken when it opens; SNAPSHOT_READ pages raw
 entries (every prefix, in key order) after the raw key ``after``, at most
 ``limit`` entries and about ``max_bytes`` (always at least one); ``last`` is
@@ -57,7 +63,9 @@ after ``SNAPSHOT_IDLE_S``.
 A shard op uses the same opcodes and shapes, for the keys of that shard only:
 the router sends each shard one ``MGET``/``MSET``/``DEL`` with its part of the
 keys, and puts the answers back in the caller's order; a shard answers
-``[SCAN, ...]`` with ``[flat items, last key examined or nil]`` and ``PING``
+``[SCAN, prefix, start_after, limit, values, max_bytes]`` (its part stops
+past ``max_bytes`` of keys and values, after one entry at least) with
+``[flat items, last key examined or nil]`` and ``PING``
 with its pid. Keys and values are msgpack
 ``bin``; ``nil`` is a missing key, ``b""`` an empty value.
 
@@ -160,6 +168,7 @@ NX, XX = 1, 2
 MAX_KEY = 64 * 1024                 # bytes per key
 MAX_VALUE = 64 * 1024 * 1024        # bytes per value
 MAX_MESSAGE = 80 * 1024 * 1024      # bytes per request frame (libzmq MAXMSGSIZE)
+MAX_REPLY = 80 * 1024 * 1024        # bytes of keys and values in one request's results
 MAX_ITEMS = 100_000                 # commands per request, keys per MGET/MSET/DEL
 MAX_SCAN_LIMIT = 10_000             # keys per SCAN page
 MAX_TTL_MS = 100 * 365 * 86_400_000  # 100 years, in ms
@@ -213,6 +222,17 @@ def decode(frame: bytes) -> tuple[int, Any]:
     """Unpack a message from a trusted peer (a reply or a batch)."""
     msg = msgpack.unpackb(frame, ext_hook=_ext_hook, strict_map_key=False)
     return msg[0], msg[1]
+
+
+def encode_part(msg_id: int, items: list[Any]) -> bytes:
+    """A shard's reply to part of a batch: ``[msg_id, items, 1]``, more to come."""
+    return _packb((msg_id, items, 1), default=_default)
+
+
+def decode_reply(frame: bytes) -> tuple[int, Any, bool]:
+    """A shard's message: ``(batch_id, results, more)``; ``more`` for a part."""
+    msg = msgpack.unpackb(frame, ext_hook=_ext_hook, strict_map_key=False)
+    return msg[0], msg[1], len(msg) > 2
 
 
 def decode_requests(frame: bytes) -> list[tuple[int, list[Any]]]:
@@ -291,11 +311,21 @@ def request_id_of(frame: bytes) -> int:
 
 # -- the Unix-socket link between router and worker ---------------------------------
 LINK_HEADER = struct.Struct("<I")   # each frame on the link: 4-byte little-endian length, then it
+MAX_LINK_FRAME = (1 << 32) - 1      # what the 4-byte length can say
+BIG_FRAME = 1 << 20                 # a frame this big is read into a buffer of its own size
+_CHUNK = 1 << 20                    # bytes asked of a socket at a time
+
+
+def link_header(n: int) -> bytes:
+    """The length prefix of an ``n``-byte frame; ``ValueError`` past 4 GiB."""
+    if not 0 <= n <= MAX_LINK_FRAME:
+        raise ValueError("a link frame of %d bytes: 4 GiB or more cannot be framed" % n)
+    return LINK_HEADER.pack(n)
 
 
 def link_frame(payload: bytes) -> bytes:
     """One frame as the Unix-socket link carries it."""
-    return LINK_HEADER.pack(len(payload)) + payload
+    return link_header(len(payload)) + payload
 
 
 def link_frames(buf: bytearray) -> list[bytes]:
@@ -313,3 +343,49 @@ def link_frames(buf: bytearray) -> list[bytes]:
     if pos:
         del buf[:pos]
     return out
+
+
+class LinkReader:
+    """The frames of one link, from what its stream socket gives. Small
+    frames gather in one buffer; a frame of ``BIG_FRAME`` or more is read
+    straight into a buffer of its size (``big``: no regrowth, no copy out),
+    and comes out as that ``bytearray``."""
+
+    __slots__ = ("buf", "big", "view", "got")
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.big: bytearray | None = None   # the big frame being read
+        self.view: memoryview | None = None
+        self.got = 0                        # bytes of it read so far
+
+    def read(self, sock: Any) -> int:
+        """One ``recv`` from ``sock``: bytes read, 0 at end of stream. Raises
+        what ``recv`` raises (``BlockingIOError`` on a non-blocking socket)."""
+        if self.view is not None:
+            n: int = sock.recv_into(self.view[self.got:])
+            self.got += n
+            return n
+        data = sock.recv(_CHUNK)
+        self.buf += data
+        return len(data)
+
+    def frames(self) -> list[Any]:
+        """The frames completed so far (removed)."""
+        if self.big is not None:
+            if self.got < len(self.big):
+                return []
+            out: list[Any] = [self.big]
+            self.big = self.view = None
+            return out
+        out = link_frames(self.buf)
+        buf = self.buf
+        if len(buf) >= 4:
+            n = LINK_HEADER.unpack_from(buf, 0)[0]
+            if n >= BIG_FRAME:                # read the rest in place
+                self.big = bytearray(n)
+                self.got = len(buf) - 4
+                self.big[:self.got] = memoryview(buf)[4:]
+                self.view = memoryview(self.big)
+                self.buf = bytearray()
+        return out

@@ -15,25 +15,36 @@ Two kinds, one interface, chosen by ``links_for(cfg)``:
   workers leave the host.
 
 Both have ``send(shard, payload) -> bool`` (False: not connected),
-``register(poller)``, and ``handle(events)`` yielding ``(shard, payload)``
-for every message that arrived, ``(shard, None)`` for a link that closed.
-The worker's end is ``flin.shardworker.link``; the framing is in ``protocol``.
+``register(poller)``, ``handle(events)`` yielding ``(shard, payload)``
+for every message that arrived, ``(shard, None)`` for a link that closed,
+and ``heard(shard, now)``: when bytes last came from the shard (the router
+tells a stalled shard from a busy one by it). The worker's end is
+``flin.shardworker.link``; the framing is in ``protocol``.
+
+Reading is bounded in bytes on the Unix link: a frame of
+``protocol.BIG_FRAME`` or more is read (into a buffer of its size) only
+while all such frames read or being read in this loop turn fit in
+``READ_BYTES`` (one always may; ``release`` at the end of a turn); another
+waits, unread, in its socket (its worker waits in ``send``), and counts as
+heard from while the frames it waits for move.
 """
 from __future__ import annotations
 
 import os
 import socket
+import time
 from typing import Any, Iterator
 
 import zmq
 
 from .. import protocol
 from ..config import Config
-from ..protocol import LINK_HEADER, link_frame, link_frames
+from ..protocol import LinkReader, link_header
 from ..zmqflags import NOBLOCK, NOBLOCK_MORE
 from .sockets import backend_socket
 
 _CHUNK = 1 << 20                 # bytes read from a socket at a time
+READ_BYTES = 256 << 20           # big shard frames read at once, in bytes
 
 
 def links_for(cfg: Config) -> type:
@@ -42,13 +53,16 @@ def links_for(cfg: Config) -> type:
 
 
 class _Conn:
-    __slots__ = ("sock", "fd", "shard", "inbuf", "out")
+    __slots__ = ("sock", "fd", "shard", "reader", "out", "rx_at", "reserved", "paused")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock, self.fd = sock, sock.fileno()
         self.shard: int | None = None     # known from its hello
-        self.inbuf = bytearray()
+        self.reader = LinkReader()
         self.out: list[memoryview] = []   # what the socket did not take yet
+        self.rx_at = 0.0                  # when bytes last came
+        self.reserved = 0                 # bytes of READ_BYTES its big frame holds
+        self.paused = False               # a big frame waits for READ_BYTES to free up
 
 
 class UnixLinks:
@@ -71,6 +85,10 @@ class UnixLinks:
         self.conns: dict[int, _Conn] = {}
         self.by_shard: list[_Conn | None] = [None] * shards
         self.poller: zmq.Poller | None = None
+        self.reading = 0                  # bytes reserved by the big frames being read
+        self.paused: list[_Conn] = []     # conns whose big frame waits, in order
+        self.big_rx_at = 0.0              # when bytes of a big frame being read last came
+        self.finished: list[_Conn] = []   # conns whose big frame was read this loop turn
 
     def register(self, poller: zmq.Poller) -> None:
         self.poller = poller
@@ -80,23 +98,36 @@ class UnixLinks:
         conn = self.by_shard[shard]
         if conn is None:
             return False
+        header = link_header(len(payload))
         if conn.out:                          # keep the order: queue behind what waits
-            conn.out.append(memoryview(link_frame(payload)))
+            conn.out += (memoryview(header), memoryview(payload))
             return True
-        data = [LINK_HEADER.pack(len(payload)), payload]
         try:
-            sent = conn.sock.sendmsg(data)
+            sent = conn.sock.sendmsg((header, payload))
         except BlockingIOError:
             sent = 0
         except OSError:
             self._close(conn)
             return False
-        total = 4 + len(payload)
-        if sent < total:
-            rest = memoryview(data[0] + data[1])[sent:]
-            conn.out.append(rest)
-            self.poller.modify(conn.fd, zmq.POLLIN | zmq.POLLOUT)  # type: ignore[union-attr]
+        if sent < 4 + len(payload):           # the rest, without copying the payload
+            if sent < 4:
+                conn.out += (memoryview(header)[sent:], memoryview(payload))
+            else:
+                conn.out.append(memoryview(payload)[sent - 4:])
+            self._events(conn)
         return True
+
+    def heard(self, shard: int, now: float) -> float:
+        """When bytes last came from ``shard`` (while the router holds its big
+        frame back: when bytes of the big frames it waits for last came)."""
+        conn = self.by_shard[shard]
+        if conn is None:
+            return 0.0
+        return max(conn.rx_at, self.big_rx_at) if conn.paused else conn.rx_at
+
+    def _events(self, conn: _Conn) -> None:
+        self.poller.modify(conn.fd, (0 if conn.paused else zmq.POLLIN)  # type: ignore[union-attr]
+                           | (zmq.POLLOUT if conn.out else 0))
 
     def handle(self, events: dict) -> Iterator[tuple[int, bytes | None]]:
         if self.listener.fileno() in events:
@@ -123,20 +154,35 @@ class UnixLinks:
 
     def _read(self, conn: _Conn) -> Iterator[tuple[int, bytes | None]]:
         closed = False
+        reader = conn.reader
+        frames: list = []
+        big_moved = False
         while True:
+            if (reader.big is not None and not conn.reserved
+                    and not self._admit(conn, len(reader.big))):
+                break                         # paused until READ_BYTES frees up
             try:
-                data = conn.sock.recv(_CHUNK)
+                got = reader.read(conn.sock)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
-                data = b""
-            if not data:
+                got = 0
+            if not got:
                 closed = True
                 break
-            conn.inbuf += data
-            if len(data) < _CHUNK:
+            big_moved = big_moved or bool(conn.reserved)
+            done = reader.frames()
+            if done:
+                frames += done
+                if conn.reserved and reader.big is None:
+                    self.finished.append(conn)    # whole: handled before any more is read
+                    break
+            if got < _CHUNK and reader.big is None:
                 break
-        for frame in link_frames(conn.inbuf):
+        conn.rx_at = time.monotonic()
+        if big_moved:
+            self.big_rx_at = conn.rx_at
+        for frame in frames:
             if conn.shard is None:            # the first message says which shard this is
                 try:
                     msg_id, body = protocol.decode(frame)
@@ -158,6 +204,44 @@ class UnixLinks:
             if lost is not None and self.by_shard[lost] is None:
                 yield lost, None
 
+    def release(self) -> None:
+        """The loop turn is over (its replies sent): the big frames read in it
+        no longer count against ``READ_BYTES``."""
+        if self.finished:
+            for conn in self.finished:
+                if conn.reserved:
+                    self._release(conn)
+            self.finished.clear()
+
+    def _admit(self, conn: _Conn, size: int) -> bool:
+        """May ``conn`` read its big frame of ``size`` bytes now? If not, it
+        waits (not polled for input) until ``_release`` lets it."""
+        if self.reading and self.reading + size > READ_BYTES:
+            if not conn.paused:
+                conn.paused = True
+                self.paused.append(conn)
+                self._events(conn)
+            return False
+        if conn.paused:
+            conn.paused = False
+            self.paused.remove(conn)
+            self._events(conn)
+        self.reading += size
+        conn.reserved = size
+        return True
+
+    def _release(self, conn: _Conn) -> None:
+        """``conn``'s big frame is read (or gone): let the waiting ones go."""
+        self.reading -= conn.reserved
+        conn.reserved = 0
+        while self.paused:
+            nxt = self.paused.pop(0)
+            nxt.paused = False
+            if nxt.fd in self.conns:
+                self._events(nxt)             # polled again: it asks to be admitted
+            if self.reading + len(nxt.reader.big or b"") > READ_BYTES:
+                break
+
     def _write(self, conn: _Conn) -> None:
         while conn.out:
             chunk = conn.out[0]
@@ -172,9 +256,14 @@ class UnixLinks:
                 conn.out[0] = chunk[sent:]
                 return
             conn.out.pop(0)
-        self.poller.modify(conn.fd, zmq.POLLIN)  # type: ignore[union-attr]
+        self._events(conn)
 
     def _drop(self, conn: _Conn) -> None:
+        if conn.reserved:
+            self._release(conn)
+        if conn.paused:
+            conn.paused = False
+            self.paused.remove(conn)
         self.conns.pop(conn.fd, None)
         if self.poller is not None:
             try:
@@ -209,6 +298,12 @@ class ZmqLinks:
 
     def register(self, poller: zmq.Poller) -> None:
         poller.register(self.sock, zmq.POLLIN)
+
+    def heard(self, shard: int, now: float) -> float:
+        return 0.0                  # whole messages only: the router's own clock tells
+
+    def release(self) -> None:
+        pass
 
     def send(self, shard: int, payload: bytes) -> bool:
         try:

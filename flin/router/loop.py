@@ -9,16 +9,22 @@ link to each worker (``links.py``). One loop, no threads:
    shard ops in that shard's outbox;
 3. send each shard its whole outbox as ONE batch if fewer than ``shard_depth``
    are in flight to it (else the ops coalesce until a reply frees a slot),
-   and each client the replies of this turn as one frame;
-4. every tick: fail batches older than ``shard_timeout`` (OutcomeUnknown; the
-   shard is stalled, its new ops fail fast until it answers), ping idle shards.
+   and each client the replies of this turn as one frame (``replies.py``);
+4. every tick: a shard with batches in flight that the router has not
+   heard from for ``shard_timeout`` is stalled (``shards.py``); idle shards
+   are pinged.
 
-Every request is answered: with results, or with a typed error.
+Every request is answered: with results, or with a typed error. Memory is
+bounded in bytes: values queued for shards (``_SHARD_BYTES`` per shard,
+``_QUEUED_BYTES`` in all, with what is in flight; past them ``Overloaded``),
+results held by requests that wait for more (``MAX_REPLY`` per request or
+MGET, past it ``TooLarge``; ``_HELD_BYTES`` in all, past it ``Overloaded``),
+big shard frames being read (``links.READ_BYTES``) and replies a client has
+not read (``replies.py``).
 """
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import time
 from typing import Any
@@ -27,49 +33,40 @@ import zmq
 
 from .. import errors, protocol
 from ..config import Config
-from ..protocol import GET, PING, WRITES, ErrorReply
+from ..protocol import CAS, GET, MAX_REPLY, MGET, MSET, PING, SCAN, SET, WRITES, ErrorReply
 from ..ring import Ring
-from ..zmqflags import NOBLOCK, NOBLOCK_MORE
+from ..zmqflags import NOBLOCK
 from . import stats
 from .clients import ClientLimit
 from .links import links_for
-from .pending import CacheFill, Gather, Heartbeat, Request
+from .pending import CacheFill, Gather, Heartbeat, Request, flat_bytes
 from .planner import Invalid, Planner
 from .readcache import MISS, ReadCache
+from .replies import RETRY_MS, ReplyQueue
+from .shards import STALLED, Shards, error as _err
 from .sockets import Gatekeeper, frontend_socket
 
 log = logging.getLogger("flin.router")
 
-UNKNOWN, UP, DOWN, STALLED = "unknown", "up", "down", "stalled"
 EXIT_BIND = 5            # exit code: an endpoint could not be bound
 _TICK_S = 0.1            # timeout and heartbeat checks
-_HEARTBEAT_S = 1.0       # ping a shard not heard from for this long
 _DRAIN = 2000            # messages taken from a socket per loop turn
 _BATCH_BYTES = 8 << 20   # flush a shard's outbox early past this size
+_SHARD_BYTES = 64 << 20  # values queued for one shard (one op always fits an empty outbox)
+_QUEUED_BYTES = 512 << 20  # values queued or in flight to all shards
+_HELD_BYTES = 256 << 20  # results held by requests and MGETs that wait for more
 
 
-def _err(cls: type[errors.ServerError], msg: str) -> ErrorReply:
-    return ErrorReply(cls.code, msg)
-
-
-class Router:
+class Router(Shards):
     def __init__(self, cfg: Config, ring: Ring, ready_fd: int | None = None) -> None:
-        self.cfg, self.ring = cfg, ring
+        super().__init__(cfg, ring, ready_fd)
         n = ring.shards
-        self.ready_fd = ready_fd
-        self.state = [UNKNOWN] * n
-        self.heard = [0.0] * n
-        self.out_ops: list[list] = [[] for _ in range(n)]
-        self.out_sinks: list[list] = [[] for _ in range(n)]
-        self.out_bytes = [0] * n
-        self.inflight: list[dict[int, tuple[list, float]]] = [{} for _ in range(n)]
+        self.held = 0                            # result bytes held by waiting targets
         self.dirty: set[int] = set()
         self.replies: dict[bytes, list] = {}     # client identity -> replies of this turn
-        # a random start, so that a late reply to a dead router's batch can
-        # never match a batch of this one
-        self.next_bid = 1 + int.from_bytes(os.urandom(6), "big")
         self.stopping = False
-        self.counts = {"requests": 0, "errors": 0, "dropped_replies": 0}
+        self.counts = {"requests": 0, "errors": 0, "dropped_replies": 0, "refused_replies": 0,
+                       "waited_frames": 0}
         self.stats = stats.RouterStats()     # errors by code, in flight, latency (STATS)
         self.cache = (ReadCache(int(cfg.read_cache_mb * 2**20), n)
                       if cfg.read_cache_mb > 0 else None)
@@ -81,15 +78,21 @@ class Router:
         self.links = links_for(cfg)(cfg, self.ctx, self.gate, n)   # to the workers
         self.front = frontend_socket(self.ctx, self.gate, cfg)
         self.clients = ClientLimit(self.front, cfg.bind, cfg.max_clients, n)
+        self.out = ReplyQueue(self.front, self.counts)
 
     # -- delivery -----------------------------------------------------------------
     def deliver(self, target: Any, slot: int, value: Any) -> None:
         target.results[slot] = value
-        if type(value) is ErrorReply and type(target) is Request:
-            self.stats.errors[value.code] = self.stats.errors.get(value.code, 0) + 1
+        if type(value) is ErrorReply:
+            if type(target) is Request:
+                self.stats.errors[value.code] = self.stats.errors.get(value.code, 0) + 1
+        elif target.cap and value is not None:
+            self.hold(target, slot, value)
         target.waiting -= 1
         if target.waiting:
             return
+        if target.cap:
+            self.held -= target.nbytes
         cls = type(target)
         if cls is Request:
             self.reply(target)
@@ -97,6 +100,30 @@ class Router:
             self.deliver(target.parent, target.slot, target.finish(target.results))
         elif cls is CacheFill:
             target.complete(self)
+
+    def hold(self, target: Any, slot: int, value: Any) -> None:
+        """Count a result a target keeps until its others come: past its cap
+        it is TooLarge (an MGET: all of it, now), past the router's budget
+        Overloaded."""
+        n = target.sizer(value)
+        if not n:
+            return
+        if target.nbytes + n > target.cap:
+            err = _err(errors.TooLarge, "the results pass %d bytes (the reply limit)" % MAX_REPLY)
+            if type(target) is Gather:           # the command fails: let go of its parts
+                results = target.results
+                for i, r in enumerate(results):
+                    if type(r) is not ErrorReply and r is not None:
+                        results[i] = err
+                self.held -= target.nbytes
+                target.nbytes, target.cap = 0, -1   # and of any part still to come
+            target.results[slot] = err
+        elif self.held + n > _HELD_BYTES:
+            target.results[slot] = _err(errors.Overloaded, "the router holds %d bytes of "
+                                        "results waiting for others; retry" % self.held)
+        else:
+            target.nbytes += n
+            self.held += n
 
     def reply(self, req: Request) -> None:
         """Queue a finished request's reply; ``send_replies`` sends each
@@ -113,17 +140,7 @@ class Router:
 
     def send_replies(self) -> None:
         replies, self.replies = self.replies, {}
-        front = self.front
-        for ident, batch in replies.items():
-            try:
-                front.send(ident, NOBLOCK_MORE)
-                front.send(protocol.encode_replies(batch), NOBLOCK)
-            except zmq.ZMQError:  # the client left (EHOSTUNREACH) or stopped reading
-                self.counts["dropped_replies"] += len(batch)
-
-    def fail_all(self, sinks: list, error: ErrorReply) -> None:
-        for target, slot in sinks:
-            self.deliver(target, slot, error)
+        self.out.send(replies)
 
     # -- requests -------------------------------------------------------------------
     def on_request(self, frames: list) -> None:
@@ -138,6 +155,11 @@ class Router:
         except ValueError as exc:
             self.counts["errors"] += 1
             self._reject(ident, protocol.request_id_of(frames[1]), str(exc))
+            return
+        if self.out.waiting and self.out.refusing(ident):   # it does not read its replies
+            why = _err(errors.Overloaded, "replies wait for this client to read them; retry")
+            for rid, _ in requests:
+                self._reject(ident, rid, why)
             return
         for rid, cmds in requests:
             self.on_commands(ident, rid, cmds)
@@ -179,16 +201,19 @@ class Router:
             if not subops:
                 self.deliver(req, i, finish([]))
                 continue
-            g = Gather(len(subops), req, i, finish)
+            code = cmd[0]
+            g = (Gather(len(subops), req, i, finish, MAX_REPLY, flat_bytes) if code == MGET
+                 else Gather(len(subops), req, i, finish, _HELD_BYTES) if code == SCAN
+                 else Gather(len(subops), req, i, finish))
             for j, (shard, op) in enumerate(subops):
                 self.route(shard, op, g, j)
 
-    def _reject(self, ident: bytes, rid: int, why: str,
-                cls: type[errors.ServerError] = errors.BadRequest) -> None:
-        """Answer a frame that is not a request (or not admitted): one error
-        in place of its results."""
-        self.stats.errors[cls.code] = self.stats.errors.get(cls.code, 0) + 1
-        self.replies.setdefault(ident, []).append((rid, _err(cls, why)))
+    def _reject(self, ident: bytes, rid: int, why: str | ErrorReply) -> None:
+        """Answer a request unread: one error (BadRequest, unless given) in
+        place of its results."""
+        err = why if type(why) is ErrorReply else _err(errors.BadRequest, str(why))
+        self.stats.errors[err.code] = self.stats.errors.get(err.code, 0) + 1
+        self.replies.setdefault(ident, []).append((rid, err))
 
     def _refuse(self, frames: list) -> None:
         """A frame from a connection past the client limit: Overloaded for each request."""
@@ -197,8 +222,9 @@ class Router:
             rids = [rid for rid, _ in protocol.decode_requests(body)]
         except ValueError:
             rids = [protocol.request_id_of(body)]
+        refusal = _err(errors.Overloaded, self.clients.why())
         for rid in rids:
-            self._reject(ident, rid, self.clients.why(), errors.Overloaded)
+            self._reject(ident, rid, refusal)
 
     def route(self, shard: int, op: list, target: Any, slot: int) -> None:
         state = self.state[shard]
@@ -211,115 +237,28 @@ class Router:
             self.deliver(target, slot, _err(
                 errors.Overloaded, "shard %d has %d ops queued" % (shard, len(ops))))
             return
-        if self.cache is not None and op[0] in WRITES:
+        code = op[0]
+        size = 0
+        if code == SET or code == MSET or code == CAS:
+            size = (len(op[2]) if code == SET else sum(map(len, op[1])) if code == MSET
+                    else len(op[3]) + len(op[2] or b""))
+            queued = self.out_bytes[shard]
+            if ((queued and queued + size > _SHARD_BYTES)
+                    or (self.queued_bytes and self.queued_bytes + size > _QUEUED_BYTES)):
+                self.deliver(target, slot, _err(errors.Overloaded, "%d bytes queued for shard "
+                             "%d, %d for all; retry" % (queued, shard, self.queued_bytes)))
+                return
+        if self.cache is not None and code in WRITES:
             self.cache.written(shard, op)
         ops.append(op)
         self.out_sinks[shard].append((target, slot))
-        code = op[0]
-        if code == protocol.SET or code == protocol.MSET:
-            self.out_bytes[shard] += len(op[2]) if code == protocol.SET else sum(map(len, op[1]))
+        if size:
+            self.out_bytes[shard] += size
+            self.queued_bytes += size
             if self.out_bytes[shard] > _BATCH_BYTES:
                 self.flush(shard)
                 return
         self.dirty.add(shard)
-
-    # -- shards ---------------------------------------------------------------------
-    def flush(self, shard: int) -> None:
-        """Send the shard its outbox as one batch, if a slot is free."""
-        ops = self.out_ops[shard]
-        if not ops or len(self.inflight[shard]) >= self.cfg.shard_depth:
-            return
-        sinks = self.out_sinks[shard]
-        self.out_ops[shard], self.out_sinks[shard], self.out_bytes[shard] = [], [], 0
-        self.send_batch(shard, ops, sinks)
-
-    def send_batch(self, shard: int, ops: list, sinks: list) -> None:
-        bid = self.next_bid
-        self.next_bid += 1
-        if not self.links.send(shard, protocol.encode(bid, ops)):
-            if self.state[shard] == UP:
-                log.warning("shard %d is not connected", shard)
-            self.state[shard] = DOWN
-            self.fail_all(sinks, _err(errors.ShardUnavailable,
-                                      "shard %d is not connected" % shard))
-            return
-        self.inflight[shard][bid] = (sinks, time.monotonic())
-
-    def on_shard_message(self, shard: int, frame: bytes) -> None:
-        try:
-            bid, results = protocol.decode(frame)
-            pid = results[1] if bid == protocol.HELLO_ID else None
-        except Exception:
-            log.error("malformed message from shard %d", shard)
-            return
-        self.heard[shard] = time.monotonic()
-        if bid == protocol.HELLO_ID:
-            if self.inflight[shard]:  # a new incarnation: what the old one held is unknown
-                self._fail_inflight(shard, "shard %d restarted" % shard)
-            log.debug("shard %d up (pid %s)", shard, pid)
-            self._mark_up(shard)
-            self.flush(shard)        # ops that queued meanwhile go now, not at the next ping
-            return
-        entry = self.inflight[shard].pop(bid, None)
-        self._mark_up(shard)
-        if entry is None:  # already failed by timeout; its outcome was reported unknown
-            return
-        sinks = entry[0]
-        if type(results) is not list or len(results) != len(sinks):
-            err = results if type(results) is ErrorReply else _err(
-                errors.InternalError, "shard %d answered a malformed batch" % shard)
-            self.fail_all(sinks, err)
-        else:
-            deliver = self.deliver
-            for (target, slot), value in zip(sinks, results):
-                deliver(target, slot, value)
-        self.flush(shard)
-
-    def on_shard_lost(self, shard: int) -> None:
-        """The worker's link closed (it died, or is restarting)."""
-        if self.state[shard] == UP:
-            log.warning("shard %d disconnected", shard)
-        self.state[shard] = DOWN
-        self._fail_inflight(shard, "shard %d disconnected" % shard)
-        self.flush(shard)  # what queued meanwhile: refused at once (not connected)
-
-    def _mark_up(self, shard: int) -> None:
-        if self.state[shard] != UP:
-            self.state[shard] = UP
-            if self.ready_fd is not None and all(s == UP for s in self.state):
-                os.write(self.ready_fd, b"R")
-                os.close(self.ready_fd)
-                self.ready_fd = None
-
-    def _fail_inflight(self, shard: int, why: str) -> None:
-        batches = self.inflight[shard]
-        self.inflight[shard] = {}
-        err = _err(errors.OutcomeUnknown, why + "; outcome unknown")
-        for sinks, _ in batches.values():
-            self.fail_all(sinks, err)
-
-    def tick(self, now: float) -> None:
-        timeout = self.cfg.shard_timeout
-        for shard in range(self.ring.shards):
-            batches = self.inflight[shard]
-            if batches:
-                oldest = min(t for _, t in batches.values())
-                if now - oldest > timeout:
-                    log.warning("shard %d did not answer in %.1fs: marked stalled", shard, timeout)
-                    self.state[shard] = STALLED
-                    self._fail_inflight(shard, "shard %d did not answer in %.1fs" % (shard, timeout))
-                    self._fail_queued(shard)
-            elif now - self.heard[shard] > _HEARTBEAT_S and not self.stopping:
-                self.heard[shard] = now  # one ping per interval
-                self.send_batch(shard, [[PING]], [(Heartbeat(), 0)])
-
-    def _fail_queued(self, shard: int) -> None:
-        sinks = self.out_sinks[shard]
-        self.out_ops[shard], self.out_sinks[shard], self.out_bytes[shard] = [], [], 0
-        self.fail_all(sinks, _err(errors.ShardUnavailable, "shard %d is stalled" % shard))
-
-    def busy(self) -> bool:
-        return any(self.inflight) or any(self.out_ops)
 
     # -- the loop -------------------------------------------------------------------
     def serve(self) -> None:
@@ -341,12 +280,8 @@ class Router:
                     self._drain_front()  # what already came is answered ShuttingDown
                     self.send_replies()
                     break
-            events = dict(poller.poll(int(_TICK_S * 1000)))
-            for shard, frame in self.links.handle(events):
-                if frame is None:
-                    self.on_shard_lost(shard)
-                else:
-                    self.on_shard_message(shard, frame)
+            events = dict(poller.poll(RETRY_MS if self.out.moving() else int(_TICK_S * 1000)))
+            self._drain_links(events)
             if self.clients.monitor in events:   # before the requests those connections sent
                 self.clients.on_events()
             if self.front in events:
@@ -357,6 +292,9 @@ class Router:
                     self.flush(shard)
             if self.replies:
                 self.send_replies()
+            elif self.out.waiting:
+                self.out.flush()
+            self.links.release()         # the big frames of this turn are answered
             now = time.monotonic()
             if now >= next_tick:
                 next_tick = now + _TICK_S
@@ -366,6 +304,14 @@ class Router:
             self._fail_inflight(shard, "router stopped")
             self._fail_queued(shard)
         self.send_replies()
+
+    def _drain_links(self, events: dict) -> None:
+        """Handle what the workers sent (a method: no frame outlives the turn)."""
+        for shard, frame in self.links.handle(events):
+            if frame is None:
+                self.on_shard_lost(shard)
+            else:
+                self.on_shard_message(shard, frame)
 
     def _drain_front(self) -> None:
         """Handle up to ``_DRAIN`` client frames already waiting."""

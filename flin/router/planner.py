@@ -17,7 +17,7 @@ from typing import Any, Callable, Protocol
 from .. import errors
 from ..protocol import (
     ADMIN_OPS, CAS, COMPACT, DEL, EXISTS, EXPIRE, GET, INCR, INT64_MAX, INT64_MIN, MAX_ITEMS,
-    MAX_KEY, MAX_SCAN_LIMIT, MAX_SNAPSHOT_BYTES, MAX_TTL_MS, MAX_VALUE, MGET, MSET, NX,
+    MAX_KEY, MAX_REPLY, MAX_SCAN_LIMIT, MAX_SNAPSHOT_BYTES, MAX_TTL_MS, MAX_VALUE, MGET, MSET, NX,
     OP_NAMES, PERSIST, PING, SCAN, SET, SHARD, SNAPSHOT_CLOSE, SNAPSHOT_READ, STATS, STATUS,
     TTL, XX, ErrorReply,
 )
@@ -241,11 +241,15 @@ def _plan_scan(ring: Ring, cmd: list) -> Plan:
     if type(values) is not bool:
         raise Invalid("values must be a bool")
     per_shard = min(limit, max(16, -(-2 * limit // ring.shards)))
-    op = [SCAN, prefix, start_after, per_shard, values]
+    # each shard's part, and the page, stop near MAX_REPLY bytes (after one entry)
+    op = [SCAN, prefix, start_after, per_shard, values, max(MAX_REPLY // ring.shards, 1 << 20)]
     return [(s, op) for s in range(ring.shards)], lambda rs: _merge_scan(rs, limit, values)
 
 
 def _merge_scan(results: list, limit: int, values: bool) -> Any:
+    """The page: merged in key order, up to ``limit`` items and about
+    ``MAX_REPLY`` bytes, and never past the lowest key a shard with more
+    stopped at (its ``last``)."""
     err = _first_error(results)
     if err:
         return err
@@ -260,14 +264,16 @@ def _merge_scan(results: list, limit: int, values: bool) -> Any:
         if last is not None and (cutoff is None or last < cutoff):
             cutoff = last
     items: list = []
+    size = 0
     merged = heapq.merge(*streams, key=(lambda kv: kv[0]) if values else None)
     for item in merged:
         key = item[0] if values else item
         if cutoff is not None and key > cutoff:
             break
-        if len(items) == limit:
+        if len(items) == limit or size >= MAX_REPLY:
             return [items, items[-1][0] if values else items[-1]]
         items.append(list(item) if values else item)
+        size += len(key) + len(item[1]) if values else len(key)
     return [items, cutoff]
 
 

@@ -76,7 +76,7 @@ def frontend_socket(ctx: zmq.Context, gate: Gatekeeper, cfg: Config) -> zmq.Sock
     front = ctx.socket(zmq.ROUTER)
     front.setsockopt(zmq.ROUTER_MANDATORY, 1)
     front.setsockopt(zmq.LINGER, 1000)
-    front.setsockopt(zmq.SNDHWM, 100_000)
+    front.setsockopt(zmq.SNDHWM, 1)   # ZeroMQ counts messages: the bytes are bounded in replies.py
     front.setsockopt(zmq.RCVHWM, 100_000)
     secure_frontend(gate, front, cfg)
     check_ipc_free(cfg.bind)

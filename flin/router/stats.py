@@ -55,14 +55,18 @@ def router_snapshot(router: Any) -> dict:
     for s in range(router.ring.shards):
         batches = router.inflight[s]
         queues.append({"queued": len(router.out_ops[s]), "batches": len(batches),
-                       "in_flight": sum(len(sinks) for sinks, _ in batches.values()),
-                       "state": router.state[s]})
+                       "in_flight": sum(len(sinks) - done for sinks, done, _ in batches.values()),
+                       "queued_bytes": router.out_bytes[s], "state": router.state[s]})
     latency = {("pipeline" if op == PIPELINE else OP_NAMES.get(op, str(op))): h.summary()
                for op, h in st.latency.items()}
     return {"pid": os.getpid(), "uptime_s": time.monotonic() - st.started,
             "requests": router.counts["requests"], "in_flight": st.inflight,
             "dropped_replies": router.counts["dropped_replies"],
             "clients": router.clients.snapshot(),
+            "refused_replies": router.counts["refused_replies"],
+            "waited_frames": router.counts["waited_frames"],
+            "bytes": {"queued_for_shards": router.queued_bytes, "held_results": router.held,
+                      "replies_waiting": router.out.total},
             "errors": {_code_name(c): n for c, n in st.errors.items()},
             "queues": queues, "latency": latency, "ring": router.ring.params(),
             "read_cache": None if router.cache is None else router.cache.stats()}

@@ -1,6 +1,6 @@
 """A shard worker's end of its link to the router, of the kind the router uses:
 a Unix stream socket in the owner-only ``DATA/run`` folder (frames as in
-``protocol.link_frames``), or a ZeroMQ DEALER, a CURVE client of the router,
+``protocol.LinkReader``), or a ZeroMQ DEALER, a CURVE client of the router,
 with ``--backend-keys`` (the router's end is ``flin.router.links``).
 
 ``connect()``, ``send(payload)``, ``recv(timeout)`` -> the payloads that
@@ -21,13 +21,14 @@ import zmq
 from .. import protocol
 from ..config import Config
 from ..curve import backend_client_keys, secure_client
-from ..protocol import link_frame, link_frames
+from ..protocol import LinkReader, link_header
 from ..zmqflags import NOBLOCK
 
 log = logging.getLogger("flin.shard")
 
 _CHUNK = 1 << 20                 # bytes read from a socket at a time
 _SAY_AFTER_S = 5.0               # a link not reached for this long is logged (then every 30 s)
+_JOIN_BELOW = 1 << 16            # a smaller reply goes out with its header in one write
 
 
 class WorkerLink:
@@ -39,7 +40,7 @@ class WorkerLink:
         self.zmq = bool(cfg.backend_keys)
         self.sock: Any = None
         self.ctx: zmq.Context | None = None
-        self.inbuf = bytearray()
+        self.reader = LinkReader()
         self.poll: Any = None
 
     def connect(self, stopping: Any) -> bool:
@@ -66,7 +67,7 @@ class WorkerLink:
                     say_at = time.monotonic() + 30
                 time.sleep(0.05)
                 continue
-            self.sock, self.inbuf = sock, bytearray()
+            self.sock, self.reader = sock, LinkReader()
             self.poll = select.poll()
             self.poll.register(sock.fileno(), select.POLLIN)
             try:
@@ -81,8 +82,13 @@ class WorkerLink:
     def send(self, payload: bytes) -> None:
         if self.zmq:
             self.sock.send(payload)
-        else:
-            self.sock.sendall(link_frame(payload))
+            return
+        header = link_header(len(payload))
+        if len(payload) < _JOIN_BELOW:
+            self.sock.sendall(header + payload)
+        else:                            # no copy of a big reply to prepend 4 bytes
+            self.sock.sendall(header)
+            self.sock.sendall(payload)
 
     def recv(self, timeout: float, most: int) -> list[bytes] | None:
         """Up to ``most`` messages, waiting up to ``timeout`` s for the first;
@@ -97,22 +103,21 @@ class WorkerLink:
                 except zmq.Again:
                     break
             return frames
-        frames = link_frames(self.inbuf)
+        frames = self.reader.frames()
         if frames:
             return frames
         if not self.poll.poll(int(timeout * 1000)):
             return []
         while True:              # readable: a message is arriving; read it whole
             try:
-                data = self.sock.recv(_CHUNK)
+                got = self.reader.read(self.sock)
             except InterruptedError:
                 continue
             except OSError:
                 return None
-            if not data:
+            if not got:
                 return None
-            self.inbuf += data
-            frames = link_frames(self.inbuf)
+            frames = self.reader.frames()
             if frames:
                 return frames
 

@@ -13,7 +13,9 @@ that depended on it). So later ops see earlier ones, nothing is acknowledged
 before it is written, and a message's writes are one atomic batch, except
 that a SCAN or SNAPSHOT_OPEN commits what came before it first, so that it
 sees those writes (the router's per-shard MSET part is never split: it is
-one op).
+one op). ``apply_some`` stops early, after the op that took the message's
+values read and written past a byte budget (the worker's segments: big
+values are answered, and committed, a few at a time).
 """
 from __future__ import annotations
 
@@ -71,6 +73,7 @@ class Store:
         self.now = 0                     # ms, fixed for the whole message
         self.pend: dict[bytes, bytes | None] = {}   # the message's writes so far (None: delete)
         self.touched = False             # did the op being applied read or write the overlay
+        self.moved = 0                   # bytes of values the ops so far read or wrote (handlers add)
         self._results: list = []         # the answers of the message being applied
         self._dirty: list[int] = []      # which of them depend on the next commit
         self.handlers = handlers
@@ -121,14 +124,23 @@ class Store:
     # -- the message: overlay, then one write batch ----------------------------
     def apply(self, ops: list) -> list:
         """Run one message's ops; return one result (or ErrorReply) per op."""
+        return self.apply_some(ops, 0, len(ops), -1)[0]
+
+    def apply_some(self, ops: list, start: int, most: int, max_bytes: int) -> tuple[list, int]:
+        """Run ``ops[start:]`` as ``apply`` does, but at most ``most`` of them,
+        stopping after the op that took ``moved`` past ``max_bytes`` (-1: no
+        limit); commit; return their results and where it stopped."""
         self.now = int(time.time() * 1000)
         self.pend = {}
+        self.moved = 0
         results: list = []
         dirty: list[int] = []            # ops whose answer depends on the next commit
         self._results, self._dirty = results, dirty
         handlers = self.handlers
         counts = self.op_counts
-        for i, op in enumerate(ops):
+        end = min(len(ops), start + most)
+        for i in range(start, end):
+            op = ops[i]
             self.touched = False
             try:
                 handler = handlers.get(op[0])
@@ -142,9 +154,12 @@ class Store:
             except plyvel.Error as exc:
                 results.append(self.error(errors.StorageError, "storage: %s" % exc))
             if self.touched:
-                dirty.append(i)
+                dirty.append(i - start)
+            if self.moved > max_bytes >= 0:
+                end = i + 1
+                break
         self.settle()
-        return results
+        return results, end
 
     def settle(self) -> ErrorReply | None:
         """Commit this message's writes so far (at its end, or before a scan or
@@ -218,6 +233,7 @@ class Store:
     def put(self, dkey: bytes, value: bytes, expiry_ms: int) -> None:
         """Store ``value`` under the data key in this message's overlay."""
         self.touched = True
+        self.moved += len(value)
         if expiry_ms:
             self.pend[dkey] = b"\x01" + expiry_ms.to_bytes(8, "big") + value
             self.pend[expiry_key(expiry_ms, dkey)] = b""

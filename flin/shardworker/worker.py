@@ -6,6 +6,12 @@ worker is a ready worker; if the router goes away it reconnects. Then it
 says hello ``[0, [shard_id, pid]]`` and loops: receive one batch, apply all
 of its ops in one write batch (``Store.apply``), answer once. Batches that
 queued up meanwhile join the same write batch and are answered one by one.
+Big values go in segments: once the ops applied have read or written
+``_SEGMENT_BYTES`` (or ``_SEGMENT_OPS`` ops ran), those are committed and
+answered, a batch cut there in parts (``protocol.encode_part``), and the
+rest follows. So a reply frame stays near one value's size, the worker
+holds no more than that, and the router hears progress while big values
+move (it tells a busy shard from a stalled one by what it hears).
 Every half second, busy or idle, it sweeps a bounded number of expired keys.
 SIGTERM: finish the messages in hand, close the LevelDB, exit 0.
 """
@@ -16,7 +22,7 @@ import os
 import resource
 import signal
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import plyvel
 
@@ -33,6 +39,8 @@ log = logging.getLogger("flin.shard")
 EXIT_STORAGE = 3          # the LevelDB could not be opened (corrupt, locked, missing) or vanished
 _SWEEP_EVERY_MS = 500     # between idle sweeps of expired keys
 _MAX_MERGE = 16           # queued batches applied as one write batch
+_SEGMENT_BYTES = 8 << 20  # values read or written before those ops are committed and answered
+_SEGMENT_OPS = 10_000     # ops applied before they are committed and answered
 
 
 def _open_files_allowed(wanted: int) -> int:
@@ -55,8 +63,10 @@ def open_store(cfg: Config, shard: int) -> Store:
     )
 
 
-def serve(store: Store, frames: list[bytes], shard: int) -> list[bytes]:
-    """Apply the ops of several batches as one write batch; one reply each."""
+def serve(store: Store, frames: list[bytes], shard: int) -> Iterator[bytes]:
+    """Apply the ops of several batches as one write batch, or as several
+    segments when their values are big; yield the replies as they are ready:
+    each batch's, or its parts."""
     batches: list[tuple[int, int | None, str | None]] = []
     ops: list = []
     for frame in frames:
@@ -69,23 +79,34 @@ def serve(store: Store, frames: list[bytes], shard: int) -> list[bytes]:
             continue
         batches.append((batch_id, len(batch_ops), None))
         ops.extend(batch_ops)
-    try:
-        results = store.apply(ops)
-    except Exception as exc:
-        log.exception("shard %d: batch failed", shard)
-        results = None
-        failure = protocol.ErrorReply(InternalError.code, "shard %d: %s" % (shard, exc))
-    replies = []
-    pos = 0
+    results: list = []                 # of the segment being answered
+    taken = 0                          # of those, handed out
+    pos = 0                            # ops applied
+    failure = None
     for batch_id, n, bad in batches:
         if n is None:
-            replies.append(protocol.encode(batch_id, protocol.ErrorReply(
-                BadRequest.code, "shard %d: undecodable batch: %s" % (shard, bad))))
+            yield protocol.encode(batch_id, protocol.ErrorReply(
+                BadRequest.code, "shard %d: undecodable batch: %s" % (shard, bad)))
             continue
-        replies.append(protocol.encode(
-            batch_id, results[pos:pos + n] if results is not None else failure))
-        pos += n
-    return replies
+        done = 0
+        while failure is None:
+            if taken == len(results) and done < n:
+                try:
+                    results, pos = store.apply_some(ops, pos, _SEGMENT_OPS, _SEGMENT_BYTES)
+                except Exception as exc:
+                    log.exception("shard %d: batch failed", shard)
+                    failure = protocol.ErrorReply(InternalError.code, "shard %d: %s" % (shard, exc))
+                    break
+                taken = 0
+            part = results[taken:taken + n - done]
+            taken += len(part)
+            done += len(part)
+            if done == n:
+                yield protocol.encode(batch_id, part)
+                break
+            yield protocol.encode_part(batch_id, part)
+        if failure is not None:        # the rest of this batch, and the batches after it
+            yield protocol.encode(batch_id, failure)
 
 
 def run(cfg: Config, shard: int) -> int:

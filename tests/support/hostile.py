@@ -38,6 +38,21 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS for %d" % pid)
 
 
+def hwm_kib(pid: int) -> int:
+    """Peak resident memory of ``pid`` in KiB (VmHWM) since ``reset_hwm``."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmHWM for %d" % pid)
+
+
+def reset_hwm(pid: int) -> None:
+    """Start measuring ``pid``'s peak memory again from its present VmRSS."""
+    with open("/proc/%d/clear_refs" % pid, "w") as f:
+        f.write("5")
+
+
 def cluster_rss(cluster) -> dict[int, int]:
     """VmRSS (KiB) of the router and every worker (the supervisor's children)."""
     return {pid: rss_kib(pid) for pid in sorted(cluster.child_pids())}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flin import errors
+from flin import errors, protocol
 from flin.protocol import (
     COMPACT, DEL, GET, MGET, MSET, NX, PING, SCAN, SET, SHARD, SNAPSHOT_READ, STATS, STATUS,
     ErrorReply,
@@ -142,7 +142,15 @@ def test_scan_merge_with_values_and_errors():
 def test_scan_asks_each_shard_for_a_share_of_the_page():
     subops, _ = P.plan([SCAN, b"p:", None, 100, False])
     assert len(subops) == 4
-    assert all(op == [SCAN, b"p:", None, 50, False] for _, op in subops)
+    share = protocol.MAX_REPLY // 4              # of the bytes too
+    assert all(op == [SCAN, b"p:", None, 50, False, share] for _, op in subops)
+
+
+def test_scan_page_stops_near_the_reply_limit_in_bytes():
+    big = b"v" * (protocol.MAX_REPLY // 2)
+    results = [[[b"a", big, b"c", big], b"c"], [[b"b", big, b"d", b"small"], None]]
+    items, cursor = _merge_scan(results, 10, True)
+    assert [k for k, _ in items] == [b"a", b"b"] and cursor == b"b"   # the next page resumes there
 
 
 def test_set_nx_is_planned_like_set():

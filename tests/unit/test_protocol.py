@@ -56,6 +56,38 @@ def test_link_framing_keeps_partial_frames_for_the_next_read():
     assert protocol.link_frames(buf) == [b"whole"] and len(buf) == 5
 
 
+def test_link_reader_reads_a_big_frame_in_place_between_small_ones():
+    """Over a real socket pair, in odd pieces: small frames come out as
+    bytes, a frame of BIG_FRAME or more as one bytearray of its own size."""
+    import socket
+    import threading
+    big = bytes(range(256)) * (protocol.BIG_FRAME // 128)       # 2 MiB
+    payloads = [b"a", big, b"", b"z" * 1000, big[:protocol.BIG_FRAME]]
+    stream = b"".join(protocol.link_frame(p) for p in payloads)
+    a, b = socket.socketpair()
+
+    def write():
+        for i in range(0, len(stream), 300_007):
+            a.sendall(stream[i:i + 300_007])
+        a.close()
+
+    t = threading.Thread(target=write)
+    t.start()
+    reader, got = protocol.LinkReader(), []
+    while reader.read(b):
+        got += reader.frames()
+    t.join()
+    b.close()
+    assert got == payloads
+    assert [type(f) for f in got] == [bytes, bytearray, bytes, bytes, bytearray]
+
+
+def test_shard_replies_in_parts():
+    part = protocol.encode_part(9, [b"v", None])
+    assert protocol.decode_reply(part) == (9, [b"v", None], True)
+    assert protocol.decode_reply(protocol.encode(9, [1])) == (9, [1], False)
+
+
 def test_messages_round_trip_with_error_results():
     err = ErrorReply(7, "queue full")
     assert protocol.decode(protocol.encode(9, [b"v", None, err, 3])) == (9, [b"v", None, err, 3])

@@ -66,3 +66,18 @@ def test_write_committed_by_a_scan_stays_acknowledged_when_a_later_commit_fails(
     store.write_failed_at = 0.0
     store._commit = orig
     assert store.apply([[GET, b"a"], [GET, b"b"]]) == [b"v2", None]
+
+
+def test_apply_some_commits_and_stops_after_the_byte_budget(store):
+    """The worker's segments: ops run until the values they read or wrote
+    pass the budget (the op that passes it included), are committed, and
+    the rest is left for the next call."""
+    v = b"x" * 1000
+    ops = [[SET, b"a", v, None, 0], [GET, b"a"], [SET, b"b", v, None, 0], [GET, b"zz"]]
+    results, end = store.apply_some(ops, 0, 100, 1500)
+    assert results == [None, v] and end == 2          # 1000 written + 1001 read > 1500
+    assert store.db.get(b"da") is not None            # committed before it answered
+    results, end = store.apply_some(ops, end, 100, 1500)
+    assert results == [None, None] and end == 4
+    results, end = store.apply_some(ops, 0, 3, -1)     # at most 3 ops, no byte limit
+    assert len(results) == 3 and end == 3
