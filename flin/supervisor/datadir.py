@@ -79,6 +79,12 @@ class Owner:
     def __init__(self, path: str, fd: int) -> None:
         self.path, self.fd = path, fd
 
+    def clear(self) -> None:
+        """Name no holder any more, still holding the lock: a supervisor's
+        exit lets go of it, so that ``stop`` returns once it is gone."""
+        if self.fd >= 0:
+            os.ftruncate(self.fd, 0)
+
     def release(self) -> None:
         """Clear the holder and let go (the children must be gone by now)."""
         if self.fd >= 0:

@@ -285,8 +285,7 @@ class Supervisor:
             except FileNotFoundError:
                 pass
         log.info("stopped")
-        if self.owner is not None:
-            self.owner.release()
-            self.owner = None
+        if self.owner is not None:   # the lock itself goes with this process
+            self.owner.clear()
 
 
