@@ -25,7 +25,8 @@ from .common import (
 @click.option("--read-cache-mb", default=64.0, show_default=True, type=click.FloatRange(0),
               help="The router's cache of hot values in MiB (0 = off).")
 @click.option("--shard-timeout", default=2.0, show_default=True, type=Seconds(0.1),
-              help="Seconds before an unanswered shard batch fails as OutcomeUnknown.")
+              help="Seconds a shard with batches in flight may stay silent before they fail "
+                   "as OutcomeUnknown (a shard sending a big reply is not silent).")
 @click.option("--shard-queue", default=100_000, show_default=True, type=click.IntRange(1),
               help="Ops queued for one shard before new ones get Overloaded.")
 @click.option("--max-clients", default=10_000, show_default=True, envvar="FLIN_MAX_CLIENTS",

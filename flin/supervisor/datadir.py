@@ -179,16 +179,21 @@ def owned(cfg: Config) -> bool:
         os.close(fd)    # closing drops the probe's own shared lock, if it got one
 
 
-def running_pid(cfg: Config) -> int | None:
-    """The pid of the supervisor serving ``cfg.data``, if one is alive."""
+def holder_of(cfg: Config) -> tuple[int, str] | None:
+    """``(pid, role)`` that the lock of ``cfg.data`` names (maybe no longer true)."""
     try:
         fd = os.open(lock_path(cfg), os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
     try:
-        holder = _holder(fd)
+        return _holder(fd)
     finally:
         os.close(fd)
+
+
+def running_pid(cfg: Config) -> int | None:
+    """The pid of the supervisor serving ``cfg.data``, if one is alive."""
+    holder = holder_of(cfg)
     if holder is None or holder[1] != SUPERVISOR or not processes.alive(holder[0]) \
             or not owned(cfg):
         return None
@@ -207,14 +212,7 @@ def stop(cfg: Config, timeout: float = 30.0) -> bool:
     waits for them too."""
     pid = running_pid(cfg)
     if pid is None:
-        try:
-            fd = os.open(lock_path(cfg), os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return False
-        try:
-            holder = _holder(fd)
-        finally:
-            os.close(fd)
+        holder = holder_of(cfg)
         if holder is None or holder[1] != SUPERVISOR or not owned(cfg):
             return False      # nothing runs, or a repair or restore that stop must not touch
     else:
