@@ -40,16 +40,31 @@ class _Bytes(click.ParamType):
 BYTES = _Bytes()
 
 
-class Seconds(click.FloatRange):
-    """A number of seconds in a range, finite (``FloatRange`` lets nan through)."""
+class Finite(click.FloatRange):
+    """A finite number in a range (``FloatRange`` lets nan and inf through)."""
 
-    name = "seconds"
+    name = "number"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         x = super().convert(value, param, ctx)
         if not math.isfinite(x):
-            self.fail("%s is not a finite number of seconds" % (value,), param, ctx)
+            self.fail("%s is not a finite number of %s" % (value, self.name), param, ctx)
         return x
+
+
+class Seconds(Finite):
+    """A finite number of seconds in a range."""
+
+    name = "seconds"
+
+
+class MiB(Finite):
+    """A finite size in MiB, at most 1 TiB unless told."""
+
+    name = "MiB"
+
+    def __init__(self, min: float = 0, max: float = float(1 << 20)) -> None:
+        super().__init__(min, max)
 
 
 def shown(data: bytes) -> str:

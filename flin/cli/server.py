@@ -10,7 +10,7 @@ import click
 from ..config import MAX_SHARDS, Config
 from ..protocol import DEFAULT_ENDPOINT
 from .common import (
-    EXIT_SERVER, EXIT_UNREACHABLE, EXIT_USAGE, Seconds, abspath, data_opt, endpoint_opt,
+    EXIT_SERVER, EXIT_UNREACHABLE, EXIT_USAGE, MiB, Seconds, abspath, data_opt, endpoint_opt,
     key_file, run_client, timeout_opt,
 )
 
@@ -22,7 +22,7 @@ from .common import (
 @click.option("--bind", default=DEFAULT_ENDPOINT, show_default=True, envvar="FLIN_BIND",
               help="Client endpoint: tcp://HOST:PORT or ipc://PATH.")
 @click.option("--sync", is_flag=True, help="fsync every write batch before acknowledging it.")
-@click.option("--read-cache-mb", default=64.0, show_default=True, type=click.FloatRange(0),
+@click.option("--read-cache-mb", default=64.0, show_default=True, type=MiB(0),
               help="The router's cache of hot values in MiB (0 = off).")
 @click.option("--shard-timeout", default=2.0, show_default=True, type=Seconds(0.1),
               help="Seconds a shard with batches in flight may stay silent before they fail "
@@ -33,9 +33,9 @@ from .common import (
               type=click.IntRange(1),
               help="Client connections the router admits (fewer if the open-file limit "
                    "is lower); the rest get Overloaded.")
-@click.option("--write-buffer-mb", default=1.0, show_default=True, type=click.FloatRange(0.1),
+@click.option("--write-buffer-mb", default=1.0, show_default=True, type=MiB(0.1, 4096),
               help="LevelDB memtable per shard, MiB (more: fewer compactions, more memory).")
-@click.option("--block-cache-mb", default=1.0, show_default=True, type=click.FloatRange(0),
+@click.option("--block-cache-mb", default=1.0, show_default=True, type=MiB(0),
               help="LevelDB block cache per shard, MiB.")
 @click.option("--compression/--no-compression", default=True, show_default=True,
               help="Snappy-compress LevelDB blocks.")

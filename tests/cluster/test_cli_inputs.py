@@ -132,3 +132,17 @@ def test_stop_of_a_supervisor_that_does_not_stop_is_one_line_and_exit_4(cluster)
     finally:
         os.kill(sup, signal.SIGCONT)           # the SIGTERM it holds then stops it
     assert cluster.proc.wait(30) == 0
+
+
+# -- start's sizes ------------------------------------------------------------------
+@pytest.mark.parametrize("option, value", [
+    ("--read-cache-mb", "nan"), ("--read-cache-mb", "inf"), ("--write-buffer-mb", "nan"),
+    ("--write-buffer-mb", "1e30"), ("--block-cache-mb", "inf"), ("--block-cache-mb", "-1"),
+])
+def test_start_refuses_a_size_that_is_not_a_finite_number_of_mib(tmp_short, option, value):
+    data = os.path.join(tmp_short, "d")
+    p = subprocess.run([sys.executable, "-m", "flin", "start", "--data", data, "--shards", "1",
+                        "--bind", "ipc://" + os.path.join(tmp_short, "s"), option, value],
+                       capture_output=True, cwd=ROOT, timeout=60)
+    assert p.returncode == USAGE and option.encode() in p.stderr, p
+    assert b"Traceback" not in p.stderr and not os.path.exists(data)   # nothing started
