@@ -180,6 +180,8 @@ def run(cfg: BenchConfig, out: Any = None) -> dict:
             "inverse_throughput_us": "elapsed / ops = 1/throughput: what the Go Flin "
                                      "published as 'latency'; not a latency",
             "load_cpu": "CPU used by the load processes themselves (cores = cpu_s / elapsed)",
+            "server_cpu_us_per_op": "server CPU seconds / ops, in us, by process role and "
+                                    "'total' (Flin only: the processes the harness can see)",
         },
     }
     folder = tempfile.mkdtemp(prefix="flinbench-", dir="/tmp")  # short: ipc paths are limited

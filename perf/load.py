@@ -208,6 +208,11 @@ def summarize(spec: PhaseSpec, parts: list[dict], samples: list[tuple[float, int
         "load_cpu": {"processes": spec.processes, "cpu_s": round(load_cpu, 3),
                      "cores": round(load_cpu / elapsed_s, 3)},
         "server_cpu_cores": {role: round(s / elapsed_s, 3) for role, s in server_cpu_s.items()},
+        # the server's CPU per key acknowledged, by process role and in all
+        "server_cpu_us_per_op": ({**{role: round(1e6 * s / ops, 2) for role, s in
+                                     server_cpu_s.items()},
+                                  "total": round(1e6 * sum(server_cpu_s.values()) / ops, 2)}
+                                 if ops and server_cpu_s else {}),
         "spec": {k: v for k, v in asdict(spec).items() if k not in ("address", "seed")},
         "issued_per_process": [p["issued"] for p in parts],
         "throughput_timeline": timeline,

@@ -136,17 +136,19 @@ def table(doc: dict) -> str:
                ("%d shards (started by the harness)" % c["shards"]) if not c["endpoint"]
                else "cluster at %s" % c["endpoint"], c["processes"]))
     cols = ("target", "phase", "ops/s", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms",
-            "1/thr us", "errors", "load CPU", "server CPU")
+            "1/thr us", "errors", "load CPU", "server CPU", "srv us/op")
     rows = [cols]
     for r in doc["results"]:
         lat = r["latency_ms"]
         server = r.get("server_cpu_cores") or {}
+        per_op = r.get("server_cpu_us_per_op") or {}
         rows.append((
             r["target"], r["phase"].upper(), _n(r["ops_per_sec"]), _n(r["requests_per_sec"]),
             "%.3f" % lat["p50"], "%.3f" % lat["p99"], "%.3f" % lat["p999"], "%.3f" % lat["max"],
             "%.2f" % (r["inverse_throughput_us"] or 0), str(r["errors"]),
             "%.2f cores" % r["load_cpu"]["cores"],
             ("%.2f cores" % sum(server.values())) if server else "-",
+            ("%.1f" % per_op["total"]) if per_op else "-",
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
     lines = [head, ""]
@@ -168,7 +170,8 @@ def table(doc: dict) -> str:
         "1/thr us: elapsed time / ops = 1/throughput. This is the figure the Go Flin "
         "published as \"latency\"; it is not a latency.",
         "load CPU: cores used by the load generator itself (the engine baseline is its own load);"
-        " server CPU: cores used by the server processes (%d cores on this machine)."
+        " server CPU: cores used by the server processes (%d cores on this machine);"
+        " srv us/op: their CPU time per op (router, shards and supervisor together)."
         % (doc["machine"]["cores"] or 0),
     ]
     return "\n".join(lines)

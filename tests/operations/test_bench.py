@@ -65,6 +65,10 @@ def test_bench_default_shape_with_baselines(tmp_path):
         assert (r["target"] == "engine") == (r["load_cpu"]["processes"] == 1)
     flin_write = doc["results"][0]
     assert flin_write["server_cpu_cores"].get("shards", 0) > 0
+    per_op = flin_write["server_cpu_us_per_op"]
+    assert per_op["total"] > 0 and per_op["total"] == pytest.approx(
+        sum(v for k, v in per_op.items() if k != "total"), abs=0.05 * len(per_op))
+    assert "srv us/op" in stdout
     assert 0 < doc["results"][1]["key_range"] <= flin_write["ops"]  # reads hit written keys
     for phase in ("write", "read"):
         assert set(doc["ratios"][phase]) == set(targets) - {"flin"}
