@@ -25,6 +25,7 @@ not read (``replies.py``).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from typing import Any
@@ -76,7 +77,7 @@ class Router(Shards):
         self.ctx = zmq.Context(1)
         self.gate = Gatekeeper(self.ctx)   # ZAP thread: in this process, after fork
         self.links = links_for(cfg)(cfg, self.ctx, self.gate, n)   # to the workers
-        self.front = frontend_socket(self.ctx, self.gate, cfg)
+        self.front, self.ipc_claim = frontend_socket(self.ctx, self.gate, cfg)
         self.clients = ClientLimit(self.front, cfg.bind, cfg.max_clients, n)
         self.out = ReplyQueue(self.front, self.counts)
 
@@ -345,6 +346,8 @@ class Router(Shards):
     def close(self) -> None:
         self.clients.close()
         self.front.close(linger=1000)
+        if self.ipc_claim is not None:   # after the socket: the path is ours until then
+            os.close(self.ipc_claim)
         self.links.close()
         self.gate.stop()
         self.ctx.term()

@@ -13,6 +13,7 @@ threat model.
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import socket
@@ -68,20 +69,53 @@ class Gatekeeper:
             self.auth = None
 
 
-def frontend_socket(ctx: zmq.Context, gate: Gatekeeper, cfg: Config) -> zmq.Socket:
+def frontend_socket(ctx: zmq.Context, gate: Gatekeeper,
+                    cfg: Config) -> tuple[zmq.Socket, int | None]:
     """The router's bound ROUTER socket for clients. ROUTER_MANDATORY: a reply
     for a client that left raises instead of vanishing. No ROUTER_HANDOVER: a
     peer that claims a connected client's identity is ignored, so it cannot
-    take over its replies."""
+    take over its replies. Also returns the ipc claim (``claim_ipc``), which
+    the router keeps open for its life."""
     front = ctx.socket(zmq.ROUTER)
     front.setsockopt(zmq.ROUTER_MANDATORY, 1)
     front.setsockopt(zmq.LINGER, 1000)
     front.setsockopt(zmq.SNDHWM, 1)   # ZeroMQ counts messages: the bytes are bounded in replies.py
     front.setsockopt(zmq.RCVHWM, 100_000)
     secure_frontend(gate, front, cfg)
-    check_ipc_free(cfg.bind)
-    front.bind(cfg.bind)
-    return front
+    claim = claim_ipc(cfg.bind)
+    try:
+        check_ipc_free(cfg.bind)
+        front.bind(cfg.bind)
+    except BaseException:
+        if claim is not None:
+            os.close(claim)
+        front.close(linger=0)
+        raise
+    return front, claim
+
+
+def claim_ipc(endpoint: str) -> int | None:
+    """Hold ``flock`` on ``PATH.lock`` beside an ipc endpoint for as long as
+    this process serves it: two Flin routers binding one path at the same
+    moment could both find it free (the probe in ``check_ipc_free`` is
+    check-then-act); the lock lets one through. The descriptor, or None for
+    other transports. Raises ``zmq.ZMQError(EADDRINUSE)``."""
+    if not endpoint.startswith("ipc://"):
+        return None
+    path = endpoint[len("ipc://"):] + ".lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise zmq.ZMQError(exc.errno or errno.EACCES,
+                           "cannot open %s: %s" % (path, exc.strerror)) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise zmq.ZMQError(errno.EADDRINUSE, "%s is claimed by another live Flin router "
+                           "(%s is locked); stop it or choose another path"
+                           % (endpoint, path)) from None
+    return fd
 
 
 def check_ipc_free(endpoint: str) -> None:

@@ -190,3 +190,37 @@ def test_a_live_ipc_endpoint_is_not_taken_over(tmp_short):
     with b.client() as cl:
         assert cl.get(b"whose") == b"a"          # the same folder, now on the stale path
     assert b.stop() == 0
+
+
+def test_two_clusters_starting_at_once_on_one_ipc_path_let_one_through(tmp_short):
+    """26: the probe before binding is check-then-act; the claim on PATH.lock
+    that a router holds while it serves makes two clusters (two folders)
+    started at the same moment on one ipc path end with exactly one serving."""
+    from flin.router.sockets import claim_ipc
+    ep = "ipc://" + os.path.join(tmp_short, "one.sock")
+    held = claim_ipc(ep)                       # as a router that is about to bind
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "flin", "start", "--data", os.path.join(tmp_short, "h"),
+             "--shards", "1", "--bind", ep], cwd=ROOT, capture_output=True, timeout=60)
+        assert out.returncode == 2 and b"claimed by another live Flin router" in out.stderr, out
+    finally:
+        os.close(held)
+    for round_ in range(3):
+        procs = [subprocess.Popen(
+            [sys.executable, "-m", "flin", "start", "--data",
+             os.path.join(tmp_short, "r%d-%d" % (round_, i)), "--shards", "2", "--bind", ep],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+        first = [p.stdout.readline() for p in procs]
+        ready = [i for i, line in enumerate(first) if b"ready" in line]
+        try:
+            assert len(ready) == 1, (first, [p.poll() for p in procs])
+            loser = procs[1 - ready[0]]
+            assert loser.wait(30) == 2
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+                    assert p.wait(30) == 0
+                p.stdout.close()
+                p.stderr.close()
