@@ -211,8 +211,3 @@ class Threads:
             self._sweep()
             for _, conn in self._conns:
                 conn.reset()
-
-    def sockets(self) -> int:
-        """How many sockets are open (threads that have called and not been closed)."""
-        with self._lock:
-            return sum(1 for _, conn in self._conns if conn.sock is not None)
