@@ -13,6 +13,7 @@ One module per role:
     cluster_proc.py  start / stop a Flin cluster (``python -m flin start``) and read CPU use
     report.py        machine and versions, progress bar, terminal table
     plot.py          latency distribution and throughput over time (matplotlib)
+    threads.py       threads sharing one Client vs one Client each (``python -m flin_perf.threads``)
 """
 from __future__ import annotations
 

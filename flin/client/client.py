@@ -1,4 +1,4 @@
-"""The Python client: one DEALER socket, many requests in flight, typed errors.
+"""The Python client: a DEALER socket per thread, many requests in flight, typed errors.
 
     with flin.Client("tcp://127.0.0.1:7700") as db:
         db.set("user:1", b"ada")
@@ -7,26 +7,25 @@
             p.incr("hits"); p.get("user:1")
         p.results                            # [1, b"ada"]
 
-A Client is not thread-safe (a ZeroMQ socket is not): use one per thread or
-process. Keys and values are bytes; ``str`` is encoded as UTF-8.
+A Client is thread-safe: threads may share one, each calling over its own
+DEALER socket, opened at its first call (``transport`` says why and what it
+costs). A ``Pipeline`` belongs to the thread that fills and executes it, and
+``submit``/``receive``/``collect`` see the calling thread's requests only.
+Keys and values are bytes; ``str`` is encoded as UTF-8.
 """
 from __future__ import annotations
 
-import errno
 import math
 import time
-from collections import deque
 from typing import Any, Iterable, Iterator, Mapping, TypeVar
 
-import zmq
-
-from .. import curve, errors, protocol
+from .. import curve, errors
 from ..protocol import DEFAULT_ENDPOINT, ErrorReply
-from ..zmqflags import NOBLOCK
 from . import commands as c
 from . import retry
 from .commands import Call, Key, Value
 from .pipeline import Pipeline
+from .transport import Threads
 
 T = TypeVar("T")
 
@@ -61,50 +60,19 @@ class Client:
                                          % (MAX_TIMEOUT, timeout))
         self.endpoint = endpoint
         self._curve = curve.client_keys(server_key, client_keys)
-        self.timeout = timeout
+        self.timeout: float = timeout
         self.retries = retries
-        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-        self._sock: zmq.Socket[bytes] | None = None
-        self._rid = 0
-        self._early: dict[int, Any] = {}   # replies that came while awaiting another
-        self._ready: deque[tuple[int, Any]] = deque()   # received, not yet handed out
+        self._threads = Threads(self)
+        self._local = self._threads.local   # ``_local.conn``: this thread's socket
 
-    # -- transport ---------------------------------------------------------------
-    def _socket(self) -> zmq.Socket[bytes]:
-        if self._sock is None:
-            s = self._ctx.socket(zmq.DEALER)
-            s.setsockopt(zmq.LINGER, 0)
-            s.setsockopt(zmq.IMMEDIATE, 1)   # queue nothing for a router that is not there
-            # no MAXMSGSIZE: replies come from the trusted router, and an MGET of
-            # 64 MiB values, or several replies sharing a frame, may exceed any cap
-            curve.secure_client(s, self._curve)
-            try:
-                s.connect(self.endpoint)
-            except UnicodeError:
-                s.close(linger=0)
-                raise errors.InvalidArgument("endpoint %r is not UTF-8" % (self.endpoint,)) from None
-            except zmq.ZMQError as exc:
-                s.close(linger=0)
-                why = zmq.strerror(exc.errno or 0)
-                if exc.errno in (errno.EINVAL, zmq.EPROTONOSUPPORT, zmq.ENOCOMPATPROTO):
-                    raise errors.InvalidArgument("endpoint %r: %s (expected tcp://HOST:PORT or "
-                                                 "ipc://PATH)" % (self.endpoint, why)) from None
-                raise errors.ConnectionFailed("cannot connect to %s: %s"
-                                              % (self.endpoint, why)) from None
-            self._sock = s
-        return self._sock
-
+    # -- transport (the calling thread's socket: see ``transport``) -------------------
     def _reset(self) -> None:
-        """Drop the socket and whatever it still queued (the Lazy Pirate way),
-        so a late or stale request is never delivered to a restarted router."""
-        if self._sock is not None:
-            self._sock.close(linger=0)
-            self._sock = None
-        self._early.clear()
-        self._ready.clear()
+        """Drop the calling thread's socket and whatever it still queued."""
+        self._local.conn.reset()
 
     def submit(self, commands: list[Any], timeout: float | None = None) -> int:
-        """Send raw wire commands as one request without waiting; returns its id.
+        """Send raw wire commands as one request without waiting; returns its id
+        (an id of the calling thread's socket: collect it in the same thread).
         Raises ``ConnectionFailed`` if the router cannot be reached in time,
         ``TooLarge`` past the message limit."""
         return self.submit_many([commands], timeout)[0]
@@ -113,94 +81,40 @@ class Client:
         """Send several requests (each a list of raw wire commands) in ONE
         frame without waiting; each is answered on its own. Returns their ids.
         Raises ``ConnectionFailed`` or ``TooLarge`` as ``submit``."""
-        if sum(len(r) for r in requests) > protocol.MAX_ITEMS:  # the router would refuse the frame whole
-            raise errors.TooLarge("more than %d commands in one frame" % protocol.MAX_ITEMS)
-        sock = self._socket()
-        first = self._rid + 1
-        self._rid += len(requests)
-        frame = protocol.encode_requests(list(zip(range(first, self._rid + 1), requests)))
-        if len(frame) > protocol.MAX_MESSAGE:  # the router's libzmq would drop us unanswered
-            raise errors.TooLarge("request of %d bytes exceeds the %d-byte message limit "
-                                  "(values are limited to %d bytes)"
-                                  % (len(frame), protocol.MAX_MESSAGE, protocol.MAX_VALUE))
-        wait_ms = int(1000 * (self.timeout if timeout is None else timeout))
-        try:
-            sock.send(frame, zmq.NOBLOCK)
-        except zmq.Again:
-            if not sock.poll(wait_ms, zmq.POLLOUT):
-                self._reset()
-                raise errors.ConnectionFailed("cannot reach %s%s" % (
-                    self.endpoint, " (or the CURVE handshake failed: check the keys)" if self._curve else "")) from None
-            sock.send(frame, zmq.NOBLOCK)
-        return list(range(first, self._rid + 1))
+        return self._local.conn.submit_many(requests, timeout)
 
     def receive(self, timeout: float | None = None) -> tuple[int, Any]:
-        """The next reply ``(request_id, results)`` of any request in flight.
+        """The next reply ``(request_id, results)`` of any request this thread has in flight.
         Raises ``Timeout`` after ``timeout`` seconds (default: the client's)."""
-        if not self._ready:
-            self._ready.extend(self.receive_all(timeout))
-        return self._ready.popleft()
+        return self._local.conn.receive(timeout)
 
     def receive_all(self, timeout: float | None = None) -> list[tuple[int, Any]]:
         """Every reply that has arrived, waiting up to ``timeout`` seconds for
         the first; raises ``Timeout`` if none came."""
-        ready = list(self._ready)
-        self._ready.clear()
-        sock = self._socket()
-        if not ready and not sock.poll(int(1000 * (self.timeout if timeout is None else timeout))):
-            raise errors.Timeout("no reply from %s within %.1fs" % (self.endpoint, timeout or self.timeout))
-        try:
-            while True:
-                try:
-                    frame = sock.recv(NOBLOCK)
-                except zmq.Again:
-                    return ready
-                ready.extend(protocol.decode_replies(frame))
-        except (ValueError, TypeError, IndexError, KeyError) as exc:
-            raise errors.ProtocolError("undecodable reply: %s" % exc) from None
+        return self._local.conn.receive_all(timeout)
 
     def collect(self, rid: int, timeout: float | None = None) -> Any:
         """Wait for the results of request ``rid`` (see ``submit``): their list,
         or one ``ErrorReply`` if the router could not read the request.
         Raises ``Timeout`` after ``timeout`` seconds (default: the client's)."""
-        if rid in self._early:
-            return self._early.pop(rid)
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                self._reset()
-                raise errors.Timeout("no reply from %s within %.1fs" % (self.endpoint, self.timeout))
-            try:
-                got, results = self.receive(left)
-            except errors.Timeout:
-                self._reset()
-                raise
-            if got == rid:
-                return results
-            if got == 0 and type(results) is ErrorReply:  # the router could not read our id
-                return results
-            if got > self._rid - 10_000:
-                self._early[got] = results
+        return self._local.conn.collect(rid, timeout)
 
     def execute(self, commands: list[Any], timeout: float | None = None) -> list[Any]:
         """Send raw wire commands as one request and return the raw results
         (``ErrorReply`` in place of failed entries)."""
-        results = self.collect(self.submit(commands, timeout), timeout)
-        if type(results) is ErrorReply:
-            return [results] * len(commands)
-        return results  # type: ignore[no-any-return]
+        return self._local.conn.execute(commands, timeout)
 
     # -- one command -------------------------------------------------------------------
     def _run(self, call: Call[T]) -> T:
         """Send one command, resending it as ``retry`` allows, within ``timeout``."""
         cmd = call.cmd
+        execute = self._local.conn.execute
         deadline = time.monotonic() + self.timeout
         attempt = 0
         while True:
             left = deadline - time.monotonic()
             try:
-                result = self.execute([cmd], max(left, 0.001))[0]
+                result = execute([cmd], max(left, 0.001))[0]
             except errors.Timeout:
                 if not retry.retry_timeout(cmd, attempt, self.retries, deadline - time.monotonic()):
                     raise
@@ -219,8 +133,9 @@ class Client:
         return Pipeline(self)
 
     def close(self) -> None:
-        """Close the socket. The client can be used again (it reconnects)."""
-        self._reset()
+        """Close every thread's socket; call it once no other thread is in a
+        call on this client. The client can be used again (it reconnects)."""
+        self._threads.close()
 
     def __enter__(self) -> "Client":
         return self

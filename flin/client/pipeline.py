@@ -2,7 +2,9 @@
 
 Each command method queues a ``commands.Call`` and returns the pipeline (so
 calls chain); ``execute()`` returns their results in order, a failed
-command's exception standing in its place.
+command's exception standing in its place. A pipeline is not shared between
+threads: each thread makes its own (``Client.pipeline()``), and it is sent
+on the socket of the thread that executes it.
 """
 from __future__ import annotations
 

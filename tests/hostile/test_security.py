@@ -202,6 +202,26 @@ def test_authorized_key_works(curve_cluster, keys):
         assert c.ping() is True
 
 
+def test_every_threads_socket_uses_the_keys(curve_cluster, keys):
+    """A Client shared by threads opens a socket per thread: each one is
+    CURVE-secured (an unsecured one would never be answered)."""
+    import threading
+    got: list = []
+    with _authorized_client(curve_cluster, keys, timeout=3.0, retries=0) as c:
+        def one(i: int) -> None:
+            try:
+                c.set(b"sec:t%d" % i, b"%d" % i)
+                got.append(c.get(b"sec:t%d" % i) == b"%d" % i)
+            except errors.FlinError as exc:
+                got.append(exc)
+        ts = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(10)
+    assert got == [True] * 4, got
+
+
 def test_unknown_key_is_refused_within_the_timeout(curve_cluster, keys):
     took = _refused(lambda **kw: curve_cluster.client(
         server_key=keys["server_public"], client_keys=keys["stranger_secret"], **kw))

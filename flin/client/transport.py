@@ -1,0 +1,213 @@
+"""A Client's transport: one DEALER socket per thread, created lazily.
+
+Why a socket per thread (``threading.local``) and not a pool checked out per
+call: a ZeroMQ socket must be used by one thread at a time, and a thread-local
+needs no lock and no check-out/check-in on the hot path; a thread's call costs
+one ``threading.local`` attribute read more than a single-socket client did.
+Replies also stay simple: each socket has its own request ids, early replies
+and queue (``Conn``), so a thread only ever sees the answers to its own
+requests, and a timeout resets (Lazy Pirate) only that thread's socket. A
+pool would cost a lock per call, and a socket could carry a late reply of a
+previous borrower's timed-out request into the next borrower's queue.
+
+What it costs: one DEALER socket per thread that has called, i.e. two file
+descriptors here (the socket's mailbox and its ipc/tcp connection; libzmq's
+I/O thread is shared) and a connection on the router; a thread's first call
+connects (and with CURVE, handshakes) first.
+
+Lifetime: ``Threads.close()`` closes every thread's socket (call it when no
+other thread is in a call on the client; a thread that calls afterwards opens
+a new socket). The sockets of threads that have exited are closed by the next
+thread's first call and by ``close()``. Closing a socket from a thread other
+than the one that used it is what the ZeroMQ guide allows for a socket
+migrated with a full memory barrier: its thread is gone (or, at ``close()``,
+idle), and the GIL handover and ``Threads``' lock order the accesses.
+"""
+from __future__ import annotations
+
+import errno
+import threading
+import time
+import weakref
+from collections import deque
+from typing import Any, Protocol
+
+import zmq
+
+from .. import curve, errors, protocol
+from ..curve import CurveKeys
+from ..protocol import ErrorReply
+from ..zmqflags import NOBLOCK
+
+
+class Owner(Protocol):
+    """What a connection reads from its client (at each use: ``timeout`` may change)."""
+    endpoint: str
+    timeout: float
+    _curve: CurveKeys | None
+
+
+class Conn:
+    """One thread's socket and the state of its requests in flight."""
+    __slots__ = ("owner", "sock", "rid", "early", "ready")
+
+    def __init__(self, owner: Owner) -> None:
+        self.owner = owner
+        self.sock: zmq.Socket[bytes] | None = None
+        self.rid = 0
+        self.early: dict[int, Any] = {}   # replies that came while awaiting another
+        self.ready: deque[tuple[int, Any]] = deque()   # received, not yet handed out
+
+    def socket(self) -> zmq.Socket[bytes]:
+        if self.sock is None:
+            endpoint = self.owner.endpoint
+            s: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.IMMEDIATE, 1)   # queue nothing for a router that is not there
+            # no MAXMSGSIZE: replies come from the trusted router, and an MGET of
+            # 64 MiB values, or several replies sharing a frame, may exceed any cap
+            curve.secure_client(s, self.owner._curve)
+            try:
+                s.connect(endpoint)
+            except UnicodeError:
+                s.close(linger=0)
+                raise errors.InvalidArgument("endpoint %r is not UTF-8" % (endpoint,)) from None
+            except zmq.ZMQError as exc:
+                s.close(linger=0)
+                why = zmq.strerror(exc.errno or 0)
+                if exc.errno in (errno.EINVAL, zmq.EPROTONOSUPPORT, zmq.ENOCOMPATPROTO):
+                    raise errors.InvalidArgument("endpoint %r: %s (expected tcp://HOST:PORT or "
+                                                 "ipc://PATH)" % (endpoint, why)) from None
+                raise errors.ConnectionFailed("cannot connect to %s: %s"
+                                              % (endpoint, why)) from None
+            self.sock = s
+        return self.sock
+
+    def reset(self) -> None:
+        """Drop the socket and whatever it still queued (the Lazy Pirate way),
+        so a late or stale request is never delivered to a restarted router."""
+        if self.sock is not None:
+            self.sock.close(linger=0)
+            self.sock = None
+        self.early.clear()
+        self.ready.clear()
+
+    def submit_many(self, requests: list[list[Any]], timeout: float | None) -> list[int]:
+        if sum(len(r) for r in requests) > protocol.MAX_ITEMS:  # the router would refuse the frame whole
+            raise errors.TooLarge("more than %d commands in one frame" % protocol.MAX_ITEMS)
+        sock = self.socket()
+        first = self.rid + 1
+        self.rid += len(requests)
+        frame = protocol.encode_requests(list(zip(range(first, self.rid + 1), requests)))
+        if len(frame) > protocol.MAX_MESSAGE:  # the router's libzmq would drop us unanswered
+            raise errors.TooLarge("request of %d bytes exceeds the %d-byte message limit "
+                                  "(values are limited to %d bytes)"
+                                  % (len(frame), protocol.MAX_MESSAGE, protocol.MAX_VALUE))
+        wait_ms = int(1000 * (self.owner.timeout if timeout is None else timeout))
+        try:
+            sock.send(frame, zmq.NOBLOCK)
+        except zmq.Again:
+            if not sock.poll(wait_ms, zmq.POLLOUT):
+                self.reset()
+                raise errors.ConnectionFailed("cannot reach %s%s" % (
+                    self.owner.endpoint, " (or the CURVE handshake failed: check the keys)"
+                    if self.owner._curve else "")) from None
+            sock.send(frame, zmq.NOBLOCK)
+        return list(range(first, self.rid + 1))
+
+    def receive(self, timeout: float | None) -> tuple[int, Any]:
+        if not self.ready:
+            self.ready.extend(self.receive_all(timeout))
+        return self.ready.popleft()
+
+    def receive_all(self, timeout: float | None) -> list[tuple[int, Any]]:
+        ready = list(self.ready)
+        self.ready.clear()
+        sock = self.socket()
+        own = self.owner.timeout
+        if not ready and not sock.poll(int(1000 * (own if timeout is None else timeout))):
+            raise errors.Timeout("no reply from %s within %.1fs" % (self.owner.endpoint, timeout or own))
+        try:
+            while True:
+                try:
+                    frame = sock.recv(NOBLOCK)
+                except zmq.Again:
+                    return ready
+                ready.extend(protocol.decode_replies(frame))
+        except (ValueError, TypeError, IndexError, KeyError) as exc:
+            raise errors.ProtocolError("undecodable reply: %s" % exc) from None
+
+    def collect(self, rid: int, timeout: float | None) -> Any:
+        if rid in self.early:
+            return self.early.pop(rid)
+        deadline = time.monotonic() + (self.owner.timeout if timeout is None else timeout)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.reset()
+                raise errors.Timeout("no reply from %s within %.1fs"
+                                     % (self.owner.endpoint, self.owner.timeout))
+            try:
+                got, results = self.receive(left)
+            except errors.Timeout:
+                self.reset()
+                raise
+            if got == rid:
+                return results
+            if got == 0 and type(results) is ErrorReply:  # the router could not read our id
+                return results
+            if got > self.rid - 10_000:
+                self.early[got] = results
+
+    def execute(self, commands: list[Any], timeout: float | None) -> list[Any]:
+        results = self.collect(self.submit_many([commands], timeout)[0], timeout)
+        if type(results) is ErrorReply:
+            return [results] * len(commands)
+        return results  # type: ignore[no-any-return]
+
+
+class _Token:
+    """Held only by a thread's ``threading.local`` slot: dead once the thread is."""
+    __slots__ = ("__weakref__",)
+
+
+class _Local(threading.local):
+    conn: Conn
+
+    def __init__(self, threads: "Threads") -> None:   # run in each thread at its first use
+        token = _Token()
+        self.token = token
+        self.conn = threads.register(token)
+
+
+class Threads:
+    """Every thread's ``Conn`` of one client; ``local.conn`` is the calling thread's."""
+
+    def __init__(self, owner: Owner) -> None:
+        self._owner = owner
+        self._lock = threading.Lock()
+        self._conns: list[tuple[weakref.ref[_Token], Conn]] = []
+        self.local = _Local(self)
+
+    def register(self, token: _Token) -> Conn:
+        conn = Conn(self._owner)
+        with self._lock:
+            self._sweep()
+            self._conns.append((weakref.ref(token), conn))
+        return conn
+
+    def _sweep(self) -> None:
+        """Close the sockets of threads that have exited (under the lock)."""
+        live = []
+        for ref, conn in self._conns:
+            if ref() is None:
+                conn.reset()
+            else:
+                live.append((ref, conn))
+        self._conns = live
+
+    def close(self) -> None:
+        with self._lock:
+            self._sweep()
+            for _, conn in self._conns:
+                conn.reset()
