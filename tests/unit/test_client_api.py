@@ -12,7 +12,11 @@ TRANSPORT = {"submit", "submit_many", "receive", "receive_all", "collect", "exec
 
 
 def _public(cls: type) -> dict:
-    return {n: f for n, f in vars(cls).items() if callable(f) and not n.startswith("_")}
+    """Public callables of ``cls`` and its bases (not ``object``'s)."""
+    out: dict = {}
+    for base in reversed(cls.__mro__[:-1]):
+        out.update((n, f) for n, f in vars(base).items() if callable(f) and not n.startswith("_"))
+    return out
 
 
 def test_every_client_command_can_be_pipelined_with_the_same_parameters():
