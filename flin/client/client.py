@@ -32,6 +32,16 @@ T = TypeVar("T")
 MAX_TIMEOUT = 2_000_000.0    # s (23 days): libzmq's poll takes its ms as a C int
 
 
+def check_timeout(timeout: Any) -> float:
+    """``timeout`` if it is a number of seconds in (0, ``MAX_TIMEOUT``], else
+    ``InvalidArgument`` (shared with the asyncio client)."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+            or not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT):
+        raise errors.InvalidArgument("timeout must be a number of seconds in (0, %d], not %r"
+                                     % (MAX_TIMEOUT, timeout))
+    return timeout
+
+
 class Client:
     """A connection to a Flin router.
 
@@ -54,13 +64,9 @@ class Client:
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 5.0,
                  retries: int = 3, server_key: Any = None, client_keys: Any = None) -> None:
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
-                or not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT):
-            raise errors.InvalidArgument("timeout must be a number of seconds in (0, %d], not %r"
-                                         % (MAX_TIMEOUT, timeout))
         self.endpoint = endpoint
         self._curve = curve.client_keys(server_key, client_keys)
-        self.timeout: float = timeout
+        self.timeout: float = check_timeout(timeout)
         self.retries = retries
         self._threads = Threads(self)
         self._local = self._threads.local   # ``_local.conn``: this thread's socket

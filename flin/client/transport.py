@@ -30,7 +30,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import zmq
 
@@ -47,6 +47,35 @@ class Owner(Protocol):
     _curve: CurveKeys | None
 
 
+S = TypeVar("S", bound="zmq.Socket[Any]")
+
+
+def open_socket(ctx: "zmq.Context[S]", owner: Owner) -> S:
+    """A DEALER socket of ``ctx`` (sync or ``zmq.asyncio``) connected to the
+    owner's endpoint, CURVE-secured if it has keys; ``InvalidArgument`` for an
+    endpoint ZeroMQ cannot use, ``ConnectionFailed`` if it cannot connect."""
+    endpoint = owner.endpoint
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.IMMEDIATE, 1)   # queue nothing for a router that is not there
+    # no MAXMSGSIZE: replies come from the trusted router, and an MGET of
+    # 64 MiB values, or several replies sharing a frame, may exceed any cap
+    curve.secure_client(s, owner._curve)
+    try:
+        s.connect(endpoint)
+    except UnicodeError:
+        s.close(linger=0)
+        raise errors.InvalidArgument("endpoint %r is not UTF-8" % (endpoint,)) from None
+    except zmq.ZMQError as exc:
+        s.close(linger=0)
+        why = zmq.strerror(exc.errno or 0)
+        if exc.errno in (errno.EINVAL, zmq.EPROTONOSUPPORT, zmq.ENOCOMPATPROTO):
+            raise errors.InvalidArgument("endpoint %r: %s (expected tcp://HOST:PORT or "
+                                         "ipc://PATH)" % (endpoint, why)) from None
+        raise errors.ConnectionFailed("cannot connect to %s: %s" % (endpoint, why)) from None
+    return s
+
+
 class Conn:
     """One thread's socket and the state of its requests in flight."""
     __slots__ = ("owner", "sock", "rid", "early", "ready")
@@ -60,27 +89,7 @@ class Conn:
 
     def socket(self) -> zmq.Socket[bytes]:
         if self.sock is None:
-            endpoint = self.owner.endpoint
-            s: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
-            s.setsockopt(zmq.LINGER, 0)
-            s.setsockopt(zmq.IMMEDIATE, 1)   # queue nothing for a router that is not there
-            # no MAXMSGSIZE: replies come from the trusted router, and an MGET of
-            # 64 MiB values, or several replies sharing a frame, may exceed any cap
-            curve.secure_client(s, self.owner._curve)
-            try:
-                s.connect(endpoint)
-            except UnicodeError:
-                s.close(linger=0)
-                raise errors.InvalidArgument("endpoint %r is not UTF-8" % (endpoint,)) from None
-            except zmq.ZMQError as exc:
-                s.close(linger=0)
-                why = zmq.strerror(exc.errno or 0)
-                if exc.errno in (errno.EINVAL, zmq.EPROTONOSUPPORT, zmq.ENOCOMPATPROTO):
-                    raise errors.InvalidArgument("endpoint %r: %s (expected tcp://HOST:PORT or "
-                                                 "ipc://PATH)" % (endpoint, why)) from None
-                raise errors.ConnectionFailed("cannot connect to %s: %s"
-                                              % (endpoint, why)) from None
-            self.sock = s
+            self.sock = open_socket(zmq.Context.instance(), self.owner)
         return self.sock
 
     def reset(self) -> None:

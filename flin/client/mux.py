@@ -1,0 +1,223 @@
+"""The asyncio client's transport: ONE ``zmq.asyncio`` DEALER socket shared by
+every coroutine of a client, requests multiplexed by id and coalesced.
+
+- Multiplexing: ``pending`` maps request id -> Future. One reader task,
+  started on demand while anything is pending, decodes each reply frame and
+  resolves the futures of the ids it carries; a reply whose id is not pending
+  (its caller timed out or was cancelled) is dropped.
+- Coalescing: ``submit`` only queues the request and schedules ``_flush``
+  with ``loop.call_soon``; every request issued in the same event-loop turn
+  goes out in one frame (``protocol.encode_requests``), split only to stay
+  under the router's limits (``MAX_ITEMS`` commands, ``MAX_MESSAGE`` bytes).
+  A request whose caller is gone before the flush is never sent.
+- Timeouts and cancellation: the caller (``Mux.execute``) waits with
+  ``asyncio.wait_for``; whichever way it leaves, ``forget`` removes its future,
+  so nothing leaks and its late reply is dropped. The socket stays usable.
+- The reset rule: the sync client resets (Lazy Pirate) its thread's socket on
+  a timeout so that no stale request of its reaches a restarted router. Here
+  the socket is shared, so a timeout must not reset it under the other
+  coroutines' requests. Instead a timeout marks the socket stale, and it is
+  replaced as soon as no request is pending (nobody else is using it): the
+  same guarantee once the client is idle, without failing healthy calls. A
+  router that restarts drops its connection, and with ``IMMEDIATE`` libzmq
+  keeps no queue for a peer that is gone, so requests already handed to
+  libzmq do not reach the new router either. A frame never sent (no router to
+  connect to within the timeout) is withdrawn: the call raises
+  ``ConnectionFailed``, as the sync client does, and so does every other
+  request waiting in that unsent queue, which would never be sent either.
+- Loops: the socket belongs to the loop that opened it; a call from another
+  loop (a second ``asyncio.run``) opens a new one. Works on uvloop (pyzmq
+  uses the loop's ``add_reader``).
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+import zmq
+import zmq.asyncio
+
+from .. import errors, protocol
+from ..protocol import ErrorReply
+from .transport import Owner, open_socket
+
+
+class Mux:
+    """One client's shared socket and its requests in flight (one event loop)."""
+
+    def __init__(self, owner: Owner) -> None:
+        self.owner = owner
+        self.sock: zmq.asyncio.Socket | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.rid = 0
+        self.pending: dict[int, asyncio.Future[Any]] = {}
+        self.outbox: list[tuple[int, list[Any]]] = []
+        self.flushing = False
+        self.unsent: list[tuple[asyncio.Future[Any], list[int]]] = []   # (send future, ids)
+        self.reader: asyncio.Task[None] | None = None
+        self.stale = False
+        self.frames = 0          # frames sent: one per flush unless split (tests read it)
+
+    def socket(self) -> zmq.asyncio.Socket:
+        loop = asyncio.get_running_loop()
+        if self.sock is not None and self.loop is not loop:
+            self.reset()   # a socket of a loop that is gone (or another one)
+        if self.sock is None:
+            self.sock, self.loop = open_socket(zmq.asyncio.Context.instance(), self.owner), loop
+        return self.sock
+
+    def reset(self) -> None:
+        """Close the socket, failing whatever is still pending or unsent."""
+        if self.reader is not None:
+            self.reader.cancel()
+            self.reader = None
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(errors.ConnectionFailed("the client was closed"))
+        self.pending.clear()
+        self.outbox.clear()
+        self.unsent.clear()
+        if self.sock is not None:
+            self.sock.close(linger=0)
+            self.sock = None
+        self.stale = False
+
+    # -- sending --------------------------------------------------------------------
+    def submit(self, commands: list[Any]) -> tuple[int, asyncio.Future[Any]]:
+        """Queue one request for this turn's frame; its id and the future of its results."""
+        if len(commands) > protocol.MAX_ITEMS:
+            raise errors.TooLarge("more than %d commands in one frame" % protocol.MAX_ITEMS)
+        sock = self.socket()
+        self.rid += 1
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.pending[self.rid] = fut
+        self.outbox.append((self.rid, commands))
+        if not self.flushing:
+            self.flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        if self.reader is None or self.reader.done():
+            self.reader = asyncio.get_running_loop().create_task(self._read(sock))
+        return self.rid, fut
+
+    def _flush(self) -> None:
+        self.flushing = False
+        todo = [(rid, cmds) for rid, cmds in self.outbox if rid in self.pending]
+        self.outbox = []
+        chunk: list[tuple[int, list[Any]]] = []
+        items = 0
+        for rid, cmds in todo:
+            if chunk and items + len(cmds) > protocol.MAX_ITEMS:
+                self._send(chunk)
+                chunk, items = [], 0
+            chunk.append((rid, cmds))
+            items += len(cmds)
+        if chunk:
+            self._send(chunk)
+
+    def _send(self, chunk: list[tuple[int, list[Any]]]) -> None:
+        frame = protocol.encode_requests(chunk)
+        if len(frame) > protocol.MAX_MESSAGE:
+            if len(chunk) > 1:   # halve until each frame fits
+                half = len(chunk) // 2
+                self._send(chunk[:half])
+                self._send(chunk[half:])
+                return
+            fut = self.pending.pop(chunk[0][0], None)
+            if fut is not None and not fut.done():
+                fut.set_exception(errors.TooLarge(
+                    "request of %d bytes exceeds the %d-byte message limit (values are "
+                    "limited to %d bytes)" % (len(frame), protocol.MAX_MESSAGE, protocol.MAX_VALUE)))
+            return
+        if self.sock is None:
+            return
+        self.frames += 1
+        sent = cast("asyncio.Future[Any]", self.sock.send(frame))
+        if not sent.done():   # no connection yet (IMMEDIATE): queued until there is one
+            entry = (sent, [rid for rid, _ in chunk])
+            self.unsent.append(entry)
+
+            def gone(_: object) -> None:
+                if entry in self.unsent:
+                    self.unsent.remove(entry)
+            sent.add_done_callback(gone)
+
+    def _withdraw_unsent(self, endpoint: str) -> None:
+        """Cancel every frame still waiting for a connection and fail its
+        requests with ``ConnectionFailed``."""
+        unsent, self.unsent = self.unsent, []
+        exc = errors.ConnectionFailed("cannot reach %s%s" % (
+            endpoint, " (or the CURVE handshake failed: check the keys)"
+            if self.owner._curve else ""))
+        for sent, rids in unsent:
+            sent.cancel()
+            for rid in rids:
+                fut = self.pending.pop(rid, None)
+                if fut is not None and not fut.done():
+                    fut.set_exception(exc)
+
+    # -- receiving ------------------------------------------------------------------
+    async def _read(self, sock: zmq.asyncio.Socket) -> None:
+        pending = self.pending
+        while pending:
+            try:
+                frame = await sock.recv()
+            except zmq.ZMQError as exc:   # the socket failed under us: nobody will be answered
+                self._fail_all(errors.ConnectionFailed("%s: %s" % (self.owner.endpoint, exc)))
+                return
+            try:
+                replies = protocol.decode_replies(frame)
+            except (ValueError, TypeError, IndexError, KeyError) as exc:
+                self._fail_all(errors.ProtocolError("undecodable reply: %s" % exc))
+                return
+            for rid, results in replies:
+                if rid == 0 and type(results) is ErrorReply:
+                    # the router could not read a frame's id: which frame is unknown,
+                    # and our frames are checked against its limits before sending
+                    self._fail_all(errors.error_for_code(results.code, results.message))
+                    return
+                fut = pending.pop(rid, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(results)
+                # else: a late reply to a call that timed out or was cancelled: dropped
+
+    def _fail_all(self, exc: Exception) -> None:
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(exc)
+        self.pending.clear()
+        self.stale = True
+        self._idle()
+
+    def forget(self, rid: int) -> None:
+        """Drop request ``rid`` (answered, timed out or cancelled)."""
+        self.pending.pop(rid, None)
+        if not self.pending:
+            self._idle()
+
+    def _idle(self) -> None:
+        if self.reader is not None and self.reader is not asyncio.current_task():
+            self.reader.cancel()
+        self.reader = None
+        if self.stale and not self.outbox:
+            self.reset()   # nobody else is using it: drop whatever it still queued
+
+    # -- one request ----------------------------------------------------------------
+    async def execute(self, commands: list[Any], timeout: float) -> list[Any]:
+        """Send ``commands`` as one request (coalesced with this turn's others)
+        and return their raw results; ``Timeout`` after ``timeout`` seconds,
+        ``ConnectionFailed`` if it could not even be sent by then."""
+        rid, fut = self.submit(commands)
+        try:
+            results = await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            self.stale = True
+            if any(rid in rids for _, rids in self.unsent):
+                self._withdraw_unsent(self.owner.endpoint)
+                raise errors.ConnectionFailed("cannot reach %s" % self.owner.endpoint) from None
+            raise errors.Timeout("no reply from %s within %.1fs"
+                                 % (self.owner.endpoint, timeout)) from None
+        finally:
+            self.forget(rid)
+        if type(results) is ErrorReply:
+            return [results] * len(commands)
+        return results  # type: ignore[no-any-return]
