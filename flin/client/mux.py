@@ -68,11 +68,11 @@ class Mux:
 
     def reset(self) -> None:
         """Close the socket, failing whatever is still pending or unsent."""
-        if self.reader is not None:
+        if self.reader is not None and not self.reader.get_loop().is_closed():
             self.reader.cancel()
-            self.reader = None
-        for fut in self.pending.values():
-            if not fut.done():
+        self.reader = None
+        for fut in self.pending.values():   # (none left of a loop that has ended)
+            if not fut.done() and not fut.get_loop().is_closed():
                 fut.set_exception(errors.ConnectionFailed("the client was closed"))
         self.pending.clear()
         self.outbox.clear()

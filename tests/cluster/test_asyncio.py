@@ -187,3 +187,19 @@ def test_no_router_raises_connection_failed_and_a_new_loop_reconnects(shared_clu
     assert asyncio.run(db.ping()) is True
     assert asyncio.run(db.ping()) is True     # a second loop: a new socket, same client
     asyncio.run(db.close())
+
+
+def test_a_request_past_the_message_limit_fails_alone(shared_cluster):
+    """A turn's frame is split to stay under the router's limit: the one
+    request too big for any frame raises TooLarge, the others are answered."""
+    from flin import protocol
+
+    async def main():
+        async with _aclient(shared_cluster) as db:
+            big = db.set("aio5:big", b"x" * (protocol.MAX_MESSAGE + 1))
+            small = [db.set("aio5:%d" % i, b"s") for i in range(5)]
+            out = await asyncio.gather(big, *small, return_exceptions=True)
+            return out, await db.get("aio5:4"), await db.get("aio5:big"), db._mux.pending
+    out, four, big, pending = asyncio.run(main())
+    assert isinstance(out[0], errors.TooLarge) and out[1:] == [None] * 5
+    assert four == b"s" and big is None and pending == {}
