@@ -222,6 +222,31 @@ def test_every_threads_socket_uses_the_keys(curve_cluster, keys):
     assert got == [True] * 4, got
 
 
+def test_the_asyncio_client_uses_the_keys_and_is_refused_without_the_right_ones(curve_cluster, keys):
+    """``flin.asyncio.Client`` takes the same key arguments; its one shared
+    socket is CURVE-secured, and a stranger's key gets no answer in time."""
+    import asyncio
+
+    import flin.asyncio
+
+    async def main():
+        async with flin.asyncio.Client(curve_cluster.endpoint, timeout=3.0,
+                                       server_key=keys["server_public"],
+                                       client_keys=keys["client_secret"]) as db:
+            await asyncio.gather(*(db.set(b"sec:aio%d" % i, b"%d" % i) for i in range(20)))
+            got = await asyncio.gather(*(db.get(b"sec:aio%d" % i) for i in range(20)))
+        t0 = time.monotonic()
+        async with flin.asyncio.Client(curve_cluster.endpoint, timeout=1.0, retries=0,
+                                       server_key=keys["server_public"],
+                                       client_keys=keys["stranger_secret"]) as eve:
+            with pytest.raises((errors.ConnectionFailed, errors.Timeout)):
+                await eve.ping()
+        return got, time.monotonic() - t0
+    got, took = asyncio.run(main())
+    assert got == [b"%d" % i for i in range(20)]
+    assert took < 3.0
+
+
 def test_unknown_key_is_refused_within_the_timeout(curve_cluster, keys):
     took = _refused(lambda **kw: curve_cluster.client(
         server_key=keys["server_public"], client_keys=keys["stranger_secret"], **kw))
