@@ -203,3 +203,20 @@ def test_a_request_past_the_message_limit_fails_alone(shared_cluster):
     out, four, big, pending = asyncio.run(main())
     assert isinstance(out[0], errors.TooLarge) and out[1:] == [None] * 5
     assert four == b"s" and big is None and pending == {}
+
+
+def test_it_runs_on_uvloop_when_present(shared_cluster):
+    uvloop = pytest.importorskip("uvloop")      # optional: never required
+
+    async def main():
+        assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
+        async with _aclient(shared_cluster) as db:
+            await asyncio.gather(*(db.set("aio6:%d" % i, b"%d" % i) for i in range(200)))
+            got = await asyncio.gather(*(db.get("aio6:%d" % i) for i in range(200)))
+            task = asyncio.create_task(db.get("aio6:0"))
+            await asyncio.sleep(0)
+            task.cancel()
+            return got, await db.get("aio6:1"), db._mux.frames, db._mux.pending
+    got, one, frames, pending = uvloop.run(main())
+    assert got == [b"%d" % i for i in range(200)] and one == b"1" and pending == {}
+    assert frames <= 10, frames
