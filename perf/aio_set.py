@@ -1,0 +1,46 @@
+"""The asyncio client under load, beside the sync bench driver at the same
+in-flight count (issue 15's ratio, until `flin bench --client asyncio` exists).
+
+    python -m flin_perf.aio_set ENDPOINT SECONDS [COROUTINES]
+
+runs COROUTINES (default 64) coroutines on ONE ``flin.asyncio.Client``, each
+doing SETs of 1 KiB values back to back, and prints ops/s. Compare with
+``flin bench --endpoint ENDPOINT --processes 1 --workers 64 --workload write``
+(one process, 64 requests in flight), alternated against one cluster.
+"""
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+import flin.asyncio as fa
+
+
+async def run(endpoint: str, seconds: float, n: int = 64) -> float:
+    """ops/s of ``n`` coroutines SETting for ``seconds`` over one client."""
+    async with fa.Client(endpoint, timeout=10) as db:
+        done = 0
+        stop = time.monotonic() + seconds
+
+        async def worker(w: int) -> None:
+            nonlocal done
+            i = 0
+            while time.monotonic() < stop:
+                await db.set(b"aio:%d:%d" % (w, i % 1000), b"x" * 1024)
+                done += 1
+                i += 1
+
+        t0 = time.monotonic()
+        await asyncio.gather(*(worker(w) for w in range(n)))
+        return done / (time.monotonic() - t0)
+
+
+def main() -> None:
+    n = int(sys.argv[3]) if len(sys.argv) > 3 else 64
+    ops = asyncio.run(run(sys.argv[1], float(sys.argv[2]), n))
+    print("asyncio, %d coroutines, SET 1 KiB: %.0f ops/s" % (n, ops))
+
+
+if __name__ == "__main__":
+    main()
