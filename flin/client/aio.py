@@ -20,7 +20,6 @@ one event loop at a time. Each method's docstring is short: the full text
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any, AsyncIterator, Iterable, Mapping, TypeVar
 
 from .. import curve, errors
@@ -91,24 +90,16 @@ class Client:
         """``Client._run``, awaited: resend as ``retry`` allows, within ``timeout``."""
         cmd = call.cmd
         execute = self._mux.execute
-        deadline = time.monotonic() + self.timeout
-        attempt = 0
+        attempts = retry.Attempts(cmd, self.retries, self.timeout)
         while True:
-            left = deadline - time.monotonic()
             try:
-                result = (await execute([cmd], max(left, 0.001)))[0]
-            except errors.Timeout:
-                if not retry.retry_timeout(cmd, attempt, self.retries, deadline - time.monotonic()):
-                    raise
-                attempt += 1
+                result = (await execute([cmd], attempts.left()))[0]
+            except errors.Timeout as exc:
+                attempts.timed_out(exc)
                 continue
             if type(result) is not ErrorReply:
                 return call.convert(result)
-            err = errors.error_for_code(result.code, result.message)
-            if not retry.retry_error(err, cmd, attempt, self.retries, deadline - time.monotonic()):
-                raise err
-            attempt += 1
-            await asyncio.sleep(retry.delay(attempt, deadline - time.monotonic()))
+            await asyncio.sleep(attempts.refused(result))
 
     def pipeline(self) -> Pipeline:
         """A pipeline: queue commands, send them as one frame with ``await p.execute()``."""

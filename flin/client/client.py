@@ -115,24 +115,16 @@ class Client:
         """Send one command, resending it as ``retry`` allows, within ``timeout``."""
         cmd = call.cmd
         execute = self._local.conn.execute
-        deadline = time.monotonic() + self.timeout
-        attempt = 0
+        attempts = retry.Attempts(cmd, self.retries, self.timeout)
         while True:
-            left = deadline - time.monotonic()
             try:
-                result = execute([cmd], max(left, 0.001))[0]
-            except errors.Timeout:
-                if not retry.retry_timeout(cmd, attempt, self.retries, deadline - time.monotonic()):
-                    raise
-                attempt += 1
+                result = execute([cmd], attempts.left())[0]
+            except errors.Timeout as exc:
+                attempts.timed_out(exc)
                 continue
             if type(result) is not ErrorReply:
                 return call.convert(result)
-            err = errors.error_for_code(result.code, result.message)
-            if not retry.retry_error(err, cmd, attempt, self.retries, deadline - time.monotonic()):
-                raise err
-            attempt += 1
-            time.sleep(retry.delay(attempt, deadline - time.monotonic()))
+            time.sleep(attempts.refused(result))
 
     def pipeline(self) -> Pipeline:
         """A pipeline: queue commands, send them as one frame with ``execute()``."""

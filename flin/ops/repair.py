@@ -2,7 +2,6 @@
 after cutting each write-ahead log at its first bad record (``logsurgery``)."""
 from __future__ import annotations
 
-import os
 from typing import Iterator
 
 import plyvel
