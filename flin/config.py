@@ -12,13 +12,43 @@ from dataclasses import dataclass
 from .protocol import DEFAULT_ENDPOINT
 
 MAX_SHARDS = 4096                        # the most shards one host runs (`flin start --shards`)
+MAX_ROUTERS = 64                         # the most routers one host runs (`flin start --routers`)
+
+
+def auto_routers(cores: int | None = None) -> int:
+    """``--routers auto``: about one router per 4 cores, at least 1. Measured
+    on 2 cores, a second router only takes CPU from the shards; on 16 cores
+    one router saturates at 3-5 cores used (perf/results)."""
+    n = cores if cores is not None else len(os.sched_getaffinity(0))
+    return max(1, min(MAX_ROUTERS, n // 4))
+
+
+def endpoint_of(bind: str, router: int) -> str:
+    """The client endpoint of router ``router`` of a host bound at ``bind``:
+    router 0 has ``bind`` itself, router i a TCP port i above it
+    (``tcp://HOST:7700`` -> ``tcp://HOST:7701``...) or an ipc path with
+    ``.i`` appended (``ipc:///run/flin.sock`` -> ``ipc:///run/flin.sock.1``)."""
+    if router == 0:
+        return bind
+    scheme, _, rest = bind.partition("://")
+    if scheme == "tcp":
+        host, sep, port = rest.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError("%s: a pool of routers needs a numeric port" % bind)
+        if int(port) + router > 65535:
+            raise ValueError("%s: router %d would need port %d, past 65535"
+                             % (bind, router, int(port) + router))
+        return "%s://%s:%d" % (scheme, host, int(port) + router)
+    return "%s.%d" % (bind, router)
 
 
 @dataclass
 class Config:
     data: str = "./data"                 # data folder: shard-NN/ LevelDBs, manifest, run/
     shards: int = 64                     # shard worker processes
-    bind: str = DEFAULT_ENDPOINT         # client endpoint of the router
+    bind: str = DEFAULT_ENDPOINT         # client endpoint of router 0 (the others: ``endpoint_of``)
+    routers: int = 1                     # router processes, each linked to every shard
+    router_id: int = 0                   # which of them this process is (set per router process)
     sync: bool = False                   # fsync every acknowledged write batch
     read_cache_mb: float = 64.0          # the router's read cache of hot keys, MiB (0 = off)
     shard_timeout: float = 2.0           # s of silence from a shard with batches in flight: stalled
@@ -44,14 +74,33 @@ class Config:
         return os.path.join(os.path.abspath(self.data), "run")
 
     @property
+    def endpoint(self) -> str:
+        """This router's client endpoint (``router_id``'s)."""
+        return endpoint_of(self.bind, self.router_id)
+
+    def endpoints(self) -> list[str]:
+        """Every router's client endpoint, router 0's first."""
+        return [endpoint_of(self.bind, i) for i in range(self.routers)]
+
+    def backend_of(self, router: int) -> str:
+        """Router ``router``'s ZeroMQ endpoint for shard workers (ipc, owner-only)."""
+        return "ipc://" + os.path.join(self.run_dir, "shards.sock" if router == 0
+                                       else "shards-%d.sock" % router)
+
+    @property
     def backend(self) -> str:
-        """The router's endpoint for shard workers (ipc, owner-only)."""
-        return "ipc://" + os.path.join(self.run_dir, "shards.sock")
+        """This router's ZeroMQ endpoint for shard workers."""
+        return self.backend_of(self.router_id)
+
+    def link_path_of(self, router: int) -> str:
+        """The Unix socket where workers reach router ``router`` (owner-only folder)."""
+        return os.path.join(self.run_dir, "shards.link" if router == 0
+                            else "shards-%d.link" % router)
 
     @property
     def link_path(self) -> str:
-        """The Unix socket where workers reach the router (owner-only folder)."""
-        return os.path.join(self.run_dir, "shards.link")
+        """This router's Unix socket for workers."""
+        return self.link_path_of(self.router_id)
 
     @property
     def children_path(self) -> str:

@@ -14,6 +14,10 @@ Shard worker -> router          ``[batch_id, [result, result, ...]]``
   (or, for a batch whose results are big, first ``[batch_id, [result, ...], 1]``:
   the results of its next ops, more to come; the last part has no third item)
 Shard worker hello (on start)   ``[0, [shard_id, pid]]``
+Shard worker -> other routers   ``[-1, [key, ...]]`` (``WRITTEN_ID``: with several routers,
+  the keys a write batch routed by another router changed, sent to each
+  router before the batch is answered, so that no router's read cache
+  keeps an older value: ``flin.router.readcache``)
 
 Between router and worker on one host the frames travel over a Unix stream
 socket, each as a 4-byte little-endian length and the frame (``link_frame``,
@@ -38,6 +42,8 @@ A command is an array that starts with its opcode::
     [STATS]                                  -> {"router": {...}, "shards": [{...}, ...]}
     [COMPACT]                                -> [bool, ...] one per shard: compaction started
     [SHARD, shard_id, admin_op]              -> admin_op's result, from that shard only
+    [ROUTERS]                                -> [endpoint, ...] every router of the host,
+                                                router 0 first (answered by the router itself)
 
 ``STATS`` asks every shard for its counters (``flin.shardworker.admin``) and
 adds the router's own (``flin.router.stats``). ``SHARD`` addresses one shard without hashing,
@@ -88,6 +94,7 @@ import msgpack
 PING, GET, SET, DEL, EXISTS, MGET, MSET, INCR = 0, 1, 2, 3, 4, 5, 6, 7
 EXPIRE, PERSIST, TTL, CAS, SCAN, STATUS = 8, 9, 10, 11, 12, 13
 STATS, SHARD, COMPACT, SNAPSHOT_OPEN, SNAPSHOT_READ, SNAPSHOT_CLOSE = 14, 15, 16, 17, 18, 19
+ROUTERS = 20
 
 # which arguments are keys (the read cache forgets them on a write)
 NO_KEYS, ONE_KEY, KEY_LIST, KEY_VALUE_PAIRS = "none", "one", "list", "pairs"
@@ -131,12 +138,14 @@ OPS: tuple[OpInfo, ...] = (
     OpInfo(SNAPSHOT_OPEN, "snapshot_open", False, RETRY_NO, NO_KEYS, True),
     OpInfo(SNAPSHOT_READ, "snapshot_read", False, RETRY_YES, NO_KEYS, True),
     OpInfo(SNAPSHOT_CLOSE, "snapshot_close", False, RETRY_NO, NO_KEYS, True),
+    OpInfo(ROUTERS, "routers", False, RETRY_YES, NO_KEYS, False),
 )
 OP_INFO: dict[int, OpInfo] = {op.code: op for op in OPS}
 OP_NAMES: dict[int, str] = {op.code: op.name for op in OPS}
 WRITES = frozenset(op.code for op in OPS if op.writes)
 ADMIN_OPS = frozenset(op.code for op in OPS if op.admin)
-DATA_OP_NAMES = frozenset(op.name for op in OPS if not op.admin and op.code not in (STATUS, SHARD))
+DATA_OP_NAMES = frozenset(op.name for op in OPS
+                          if not op.admin and op.code not in (STATUS, SHARD, ROUTERS))
 
 
 def written_keys(op: list[Any]) -> list[bytes]:
@@ -178,6 +187,7 @@ INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:7700"   # a router's client endpoint unless told otherwise
 HELLO_ID = 0                        # batch id of a worker's hello message
+WRITTEN_ID = -1                     # batch id of a worker's "keys written" message
 _ERR_EXT = 1                        # msgpack ext type of an error result
 
 

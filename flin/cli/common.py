@@ -67,6 +67,28 @@ class MiB(Finite):
         super().__init__(min, max)
 
 
+class Routers(click.ParamType):
+    """``auto`` (``config.auto_routers``: about one per 4 cores) or a count
+    in 1..``MAX_ROUTERS``."""
+
+    name = "auto|N"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        from ..config import MAX_ROUTERS, auto_routers
+        if isinstance(value, int):
+            n = value
+        elif str(value).strip().lower() == "auto":
+            return auto_routers()
+        else:
+            try:
+                n = int(str(value))
+            except ValueError:
+                self.fail("%r is not 'auto' or a number of routers" % value, param, ctx)
+        if not 1 <= n <= MAX_ROUTERS:
+            self.fail("%d routers: give 1..%d (or auto)" % (n, MAX_ROUTERS), param, ctx)
+        return n
+
+
 def shown(data: bytes) -> str:
     """Bytes as text for a message: UTF-8, anything else escaped (``\\xff``)."""
     return data.decode("utf-8", "backslashreplace")

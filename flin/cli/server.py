@@ -7,10 +7,10 @@ import sys
 
 import click
 
-from ..config import MAX_SHARDS, Config
+from ..config import MAX_SHARDS, Config, endpoint_of
 from ..protocol import DEFAULT_ENDPOINT
 from .common import (
-    EXIT_SERVER, EXIT_UNREACHABLE, EXIT_USAGE, MiB, Seconds, abspath, data_opt, endpoint_opt,
+    EXIT_SERVER, EXIT_UNREACHABLE, EXIT_USAGE, MiB, Routers, Seconds, abspath, data_opt, endpoint_opt,
     key_file, run_client, timeout_opt,
 )
 
@@ -21,6 +21,10 @@ from .common import (
               help="Shard worker processes (fixed once the data folder exists).")
 @click.option("--bind", default=DEFAULT_ENDPOINT, show_default=True, envvar="FLIN_BIND",
               help="Client endpoint: tcp://HOST:PORT or ipc://PATH.")
+@click.option("--routers", default="auto", show_default=True, envvar="FLIN_ROUTERS", type=Routers(),
+              help="Router processes, each linked to every shard: auto is about one per 4 "
+                   "cores (at least 1). Router i listens on --bind's port + i "
+                   "(ipc: the path + '.i'); clients given one endpoint learn the rest.")
 @click.option("--sync", is_flag=True, help="fsync every write batch before acknowledging it.")
 @click.option("--read-cache-mb", default=64.0, show_default=True, type=MiB(0),
               help="The router's cache of hot values in MiB (0 = off).")
@@ -56,7 +60,7 @@ from .common import (
               help="Serve Prometheus metrics on http://127.0.0.1:PORT/metrics (needs flin[metrics]).")
 @click.option("--detach", is_flag=True,
               help="Run in the background, logging to DATA/flin.log; `flin stop` stops it.")
-def start(data: str, shards: int, bind: str, sync: bool, read_cache_mb: float,
+def start(data: str, shards: int, bind: str, routers: int, sync: bool, read_cache_mb: float,
           shard_timeout: float, shard_queue: int, max_clients: int, write_buffer_mb: float,
           block_cache_mb: float, compression: bool, shard_depth: int, log_level: str,
           insecure: bool, curve_secret: str | None, authorized_keys: str | None,
@@ -68,7 +72,12 @@ def start(data: str, shards: int, bind: str, sync: bool, read_cache_mb: float,
     from ..supervisor.supervisor import Supervisor
     if bind.startswith("ipc://") and not bind.startswith("ipc:///"):  # survives --detach's chdir
         bind = "ipc://" + os.path.abspath(bind[len("ipc://"):])
-    cfg = Config(data=data, shards=shards, bind=bind, sync=sync, read_cache_mb=read_cache_mb,
+    try:
+        endpoint_of(bind, routers - 1)
+    except ValueError as exc:
+        raise click.UsageError(str(exc))
+    cfg = Config(data=data, shards=shards, bind=bind, routers=routers, sync=sync,
+                 read_cache_mb=read_cache_mb,
                  shard_timeout=shard_timeout, shard_queue=shard_queue, shard_depth=shard_depth,
                  max_clients=max_clients,
                  write_buffer_mb=write_buffer_mb, block_cache_mb=block_cache_mb,
@@ -156,20 +165,29 @@ def stop(data: str, wait: float) -> None:
 @timeout_opt
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(endpoint: str, timeout: float, as_json: bool) -> None:
-    """The router and every shard: id, pid, alive."""
+    """Every router and every shard: id, pid, alive."""
     st = run_client(endpoint, timeout, lambda c: c.status())
     if as_json:
         click.echo(json.dumps(st))
         return
     alive = sum(1 for s in st["shards"] if s["alive"])
-    click.echo("router  pid %d  up %.0fs  %d/%d shards alive"
-               % (st["router"]["pid"], st["router"]["uptime"], alive, len(st["shards"])))
+    routers = st.get("routers") or [st["router"]]
+    up = sum(1 for r in routers if r.get("alive", True))
+    click.echo("router %s  pid %d  up %.0fs  %d/%d shards alive  %d/%d routers alive"
+               % (st["router"].get("id", 0), st["router"]["pid"], st["router"]["uptime"],
+                  alive, len(st["shards"]), up, len(routers)))
+    for r in routers:
+        deaths = "  (%d deaths in a row)" % r["deaths"] if r.get("deaths") else ""
+        click.echo("router %2d  pid %-8s %s  %s%s" % (r.get("id", 0), r.get("pid") or "-",
+                                                    r.get("endpoint", "?"),
+                                                    "alive" if r.get("alive", True) else "DOWN",
+                                                    deaths))
     for s in st["shards"]:
         deaths = "  (%d deaths in a row)" % s["deaths"] if s.get("deaths") else ""
         click.echo("shard %3d  pid %-8s %s%s" % (s["id"], s["pid"] or "-",
                                                "alive" if s["alive"] else "DOWN: %s" % s["error"],
                                                deaths))
-    if alive < len(st["shards"]):
+    if alive < len(st["shards"]) or up < len(routers):
         sys.exit(EXIT_SERVER)
 
 

@@ -53,7 +53,7 @@ def links_for(cfg: Config) -> type:
 
 
 class _Conn:
-    __slots__ = ("sock", "fd", "shard", "reader", "out", "rx_at", "reserved", "paused")
+    __slots__ = ("sock", "fd", "shard", "reader", "out", "rx_at", "reserved", "paused", "behind")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock, self.fd = sock, sock.fileno()
@@ -63,6 +63,7 @@ class _Conn:
         self.rx_at = 0.0                  # when bytes last came
         self.reserved = 0                 # bytes of READ_BYTES its big frame holds
         self.paused = False               # a big frame waits for READ_BYTES to free up
+        self.behind = False               # the last read left bytes in the socket
 
 
 class UnixLinks:
@@ -125,6 +126,14 @@ class UnixLinks:
             return 0.0
         return max(conn.rx_at, self.big_rx_at) if conn.paused else conn.rx_at
 
+    def behind(self, shard: int) -> bool:
+        """True unless ``shard`` is linked and everything it had sent when it
+        was last read was read (a big frame held back, or cut short at the
+        end of a turn, leaves the rest unread): the read cache may answer for
+        its keys only then (``readcache.py``)."""
+        conn = self.by_shard[shard]
+        return conn is None or conn.paused or conn.behind
+
     def _events(self, conn: _Conn) -> None:
         self.poller.modify(conn.fd, (0 if conn.paused else zmq.POLLIN)  # type: ignore[union-attr]
                            | (zmq.POLLOUT if conn.out else 0))
@@ -157,6 +166,7 @@ class UnixLinks:
         reader = conn.reader
         frames: list = []
         big_moved = False
+        conn.behind = True
         while True:
             if (reader.big is not None and not conn.reserved
                     and not self._admit(conn, len(reader.big))):
@@ -164,6 +174,7 @@ class UnixLinks:
             try:
                 got = reader.read(conn.sock)
             except (BlockingIOError, InterruptedError):
+                conn.behind = False
                 break
             except OSError:
                 got = 0
@@ -178,6 +189,7 @@ class UnixLinks:
                     self.finished.append(conn)    # whole: handled before any more is read
                     break
             if got < _CHUNK and reader.big is None:
+                conn.behind = False           # a short read: nothing more was there
                 break
         conn.rx_at = time.monotonic()
         if big_moved:
@@ -301,6 +313,9 @@ class ZmqLinks:
 
     def heard(self, shard: int, now: float) -> float:
         return 0.0                  # whole messages only: the router's own clock tells
+
+    def behind(self, shard: int) -> bool:
+        return True                 # no pool of routers keeps a read cache over ZeroMQ
 
     def release(self) -> None:
         pass

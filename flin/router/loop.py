@@ -44,7 +44,7 @@ from .pending import CacheFill, Gather, Heartbeat, Request, flat_bytes
 from .planner import Invalid, Planner
 from .readcache import MISS, ReadCache
 from .replies import RETRY_MS, ReplyQueue
-from .shards import STALLED, Shards, error as _err
+from .shards import STALLED, UP, Shards, error as _err
 from .sockets import Gatekeeper, frontend_socket
 
 log = logging.getLogger("flin.router")
@@ -69,8 +69,13 @@ class Router(Shards):
         self.counts = {"requests": 0, "errors": 0, "dropped_replies": 0, "refused_replies": 0,
                        "waited_frames": 0}
         self.stats = stats.RouterStats()     # errors by code, in flight, latency (STATS)
+        self.peers = cfg.routers > 1            # other routers share the shards
         self.cache = (ReadCache(int(cfg.read_cache_mb * 2**20), n)
-                      if cfg.read_cache_mb > 0 else None)
+                      if cfg.read_cache_mb > 0 and not (self.peers and cfg.backend_keys)
+                      else None)
+        if cfg.read_cache_mb > 0 and self.cache is None:
+            log.info("router %d: no read cache: a pool of routers keeps one only over "
+                     "Unix-socket links (readcache.py)", cfg.router_id)
 
         self.planner = Planner(ring, stats.RouterView(self))
 
@@ -78,8 +83,9 @@ class Router(Shards):
         self.gate = Gatekeeper(self.ctx)   # ZAP thread: in this process, after fork
         self.links = links_for(cfg)(cfg, self.ctx, self.gate, n)   # to the workers
         self.front, self.ipc_claim = frontend_socket(self.ctx, self.gate, cfg)
-        self.clients = ClientLimit(self.front, cfg.bind, cfg.max_clients, n)
+        self.clients = ClientLimit(self.front, cfg.endpoint, cfg.max_clients, n)
         self.out = ReplyQueue(self.front, self.counts)
+        self.poller = zmq.Poller()
 
     # -- delivery -----------------------------------------------------------------
     def deliver(self, target: Any, slot: int, value: Any) -> None:
@@ -182,7 +188,9 @@ class Router(Shards):
                     and type(cmd[1]) is bytes and len(cmd[1]) <= protocol.MAX_KEY):
                 key = cmd[1]
                 shard = self.ring.shard(key)
-                value = cache.get(shard, key)
+                value = (MISS if self.peers and (self.state[shard] != UP
+                                                 or self.links.behind(shard))
+                         else cache.get(shard, key))
                 if value is MISS:
                     self.route(shard, [GET, key, 1],
                                CacheFill(req, i, shard, key, cache.writes[shard]), 0)
@@ -263,7 +271,7 @@ class Router(Shards):
 
     # -- the loop -------------------------------------------------------------------
     def serve(self) -> None:
-        poller = zmq.Poller()
+        poller = self.poller
         poller.register(self.front, zmq.POLLIN)
         self.clients.register(poller)
         self.links.register(poller)
@@ -318,6 +326,8 @@ class Router(Shards):
         """Handle up to ``_DRAIN`` client frames already waiting."""
         if self.clients.near():
             return self._drain_front_refusing()
+        if self.peers and self.cache is not None and self.cache.bytes:
+            return self._drain_front_synced()
         for _ in range(_DRAIN):
             try:
                 frames = self.front.recv_multipart(NOBLOCK)
@@ -325,18 +335,39 @@ class Router(Shards):
                 return
             self.on_request(frames)
 
+    def _drain_front_synced(self) -> None:
+        """``_drain_front`` with other routers and a read cache: read the
+        requests, then what the workers have sent since (the keys other
+        routers wrote, which reached our links before those writes were
+        acknowledged), and only then answer the requests, from the cache
+        where it may (``readcache.py``)."""
+        taken = []
+        for _ in range(_DRAIN):
+            try:
+                taken.append(self.front.recv_multipart(NOBLOCK))
+            except zmq.Again:
+                break
+        if not taken:
+            return
+        self._drain_links(dict(self.poller.poll(0)))
+        for frames in taken:
+            self.on_request(frames)
+
     def _drain_front_refusing(self) -> None:
         """``_drain_front`` near the client limit: each frame's descriptor
         tells whether its connection was admitted."""
         clients = self.clients
+        taken = []
         for _ in range(_DRAIN):
             clients.catch_up()
             try:
                 frames = self.front.recv_multipart(NOBLOCK, copy=False)
             except zmq.Again:
-                return
-            refused = clients.refuses(frames[0])
-            data = [f.bytes for f in frames]
+                break
+            taken.append((clients.refuses(frames[0]), [f.bytes for f in frames]))
+        if taken and self.peers and self.cache is not None:   # as _drain_front_synced
+            self._drain_links(dict(self.poller.poll(0)))
+        for refused, data in taken:
             if refused:
                 self.counts["requests"] += 1
                 self._refuse(data)
@@ -359,7 +390,7 @@ def run(cfg: Config, ring: Ring, ready_fd: int | None = None) -> int:
     try:
         router = Router(cfg, ring, ready_fd)
     except zmq.ZMQError as exc:
-        log.error("router: cannot bind %s: %s", cfg.bind, exc)
+        log.error("router %d: cannot bind %s: %s", cfg.router_id, cfg.endpoint, exc)
         return EXIT_BIND
 
     def on_term(signum: int, frame: Any) -> None:
@@ -367,7 +398,7 @@ def run(cfg: Config, ring: Ring, ready_fd: int | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    log.debug("router: serving %s, %d shards", cfg.bind, ring.shards)
+    log.debug("router %d: serving %s, %d shards", cfg.router_id, cfg.endpoint, ring.shards)
     try:
         router.serve()
     finally:

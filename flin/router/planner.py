@@ -18,7 +18,7 @@ from .. import errors
 from ..protocol import (
     ADMIN_OPS, CAS, COMPACT, DEL, EXISTS, EXPIRE, GET, INCR, INT64_MAX, INT64_MIN, MAX_ITEMS,
     MAX_KEY, MAX_REPLY, MAX_SCAN_LIMIT, MAX_SNAPSHOT_BYTES, MAX_TTL_MS, MAX_VALUE, MGET, MSET, NX,
-    OP_NAMES, PERSIST, PING, SCAN, SET, SHARD, SNAPSHOT_CLOSE, SNAPSHOT_READ, STATS, STATUS,
+    OP_NAMES, PERSIST, PING, ROUTERS, SCAN, SET, SHARD, SNAPSHOT_CLOSE, SNAPSHOT_READ, STATS, STATUS,
     TTL, XX, ErrorReply,
 )
 from ..ring import Ring
@@ -31,8 +31,21 @@ class ClusterView(Protocol):
     """What STATUS and STATS report besides the shards' answers."""
 
     def supervisor_state(self) -> dict:
-        """The supervisor's view: ``{"supervisor": pid, "router": {...},
-        "shards": [{"pid", "deaths", "broken"}, ...]}`` ({} if unknown)."""
+        """The supervisor's view: ``{"supervisor": pid, "routers": [{"id",
+        "pid", "deaths", "endpoint"}, ...], "shards": [{"pid", "deaths",
+        "broken"}, ...]}`` ({} if unknown)."""
+        ...
+
+    def me(self) -> int:
+        """This router's id in the pool (0 for the first)."""
+        ...
+
+    def endpoints(self) -> list[str]:
+        """Every router's client endpoint, router 0's first."""
+        ...
+
+    def alive(self, pid: int) -> bool:
+        """Whether process ``pid`` runs."""
         ...
 
     def router_stats(self) -> dict:
@@ -288,10 +301,26 @@ def _plan_status(ring: Ring, view: ClusterView) -> Plan:
             shards.append({"id": s, "pid": r if alive else known.get("pid"), "alive": alive,
                            "error": None if alive else (known.get("broken") or r.message),
                            "deaths": known.get("deaths", 0)})
-        router = {"pid": os.getpid(), "uptime": view.uptime(),
-                  "deaths": (sup.get("router") or {}).get("deaths", 0)}
-        return {"router": router, "supervisor": sup.get("supervisor"), "shards": shards}
+        me = view.me()
+        routers = []
+        known_routers = sup.get("routers") or []
+        for i, endpoint in enumerate(view.endpoints()):
+            known = known_routers[i] if i < len(known_routers) else {}
+            pid = os.getpid() if i == me else known.get("pid")
+            routers.append({"id": i, "pid": pid, "endpoint": endpoint,
+                            "alive": i == me or (pid is not None and view.alive(pid)),
+                            "deaths": known.get("deaths", 0)})
+        router = {**routers[me], "uptime": view.uptime()}
+        return {"router": router, "routers": routers, "supervisor": sup.get("supervisor"),
+                "shards": shards}
     return [(s, [PING]) for s in range(ring.shards)], finish
+
+
+def _plan_routers(view: ClusterView, cmd: list) -> Plan:
+    """[ROUTERS]: every router's client endpoint, from this router (no shard)."""
+    _args(cmd, 1)
+    endpoints = view.endpoints()
+    return [], lambda _: list(endpoints)
 
 
 def _plan_stats(ring: Ring, view: ClusterView, cmd: list) -> Plan:
@@ -367,4 +396,6 @@ class Planner:
             return _plan_status(self.ring, self.view)
         if cmd[0] == STATS:
             return _plan_stats(self.ring, self.view, cmd)
+        if cmd[0] == ROUTERS:
+            return _plan_routers(self.view, cmd)
         raise Invalid("unknown command %d" % cmd[0])

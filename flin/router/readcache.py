@@ -16,6 +16,21 @@ Never stale, by construction:
 - the shard answers such a GET with the key's expiry, and an entry is
   dropped once its expiry passes.
 
+With several routers (``--routers``), a write routed by another router
+must reach this cache too. The shard worker sends every router except the
+writer the keys each write batch changed (``protocol.WRITTEN_ID``), over
+its Unix-socket link, before it answers the batch: so those keys are in
+this router's socket before the writer can acknowledge them, and this
+router reads its links again after reading a turn's client requests and
+before answering any of them from the cache (``loop.Router._drain_front``).
+``forget`` drops the keys and bumps the shard's counter as a local write
+does. A shard this router is not linked to (down, restarting, or with
+bytes left unread in its socket) is not answered from the cache, and its
+entries are dropped when it says hello again (``forget_shard``): it may
+have taken writes through other routers meanwhile. On the ZeroMQ link
+(``--backend-keys``) a message is not in the peer's socket when ``send``
+returns, so there a pool of routers runs without the cache.
+
 Bounded in bytes (LRU); values larger than 1/16 of the cache are not kept.
 """
 from __future__ import annotations
@@ -75,6 +90,20 @@ class ReadCache:
         if not self._d:
             return
         for k in written_keys(op):
+            self._drop(k)
+
+    def forget(self, shard: int, keys: list) -> None:
+        """Another router routed writes of ``keys`` to ``shard``."""
+        self.writes[shard] += 1
+        if self._d:
+            for k in keys:
+                if type(k) is bytes:
+                    self._drop(k)
+
+    def forget_shard(self, shard: int, shard_of: Any) -> None:
+        """Drop every entry of ``shard`` (``shard_of(key)`` names a key's shard)."""
+        self.writes[shard] += 1
+        for k in [k for k in self._d if shard_of(k) == shard]:
             self._drop(k)
 
     def _drop(self, key: bytes) -> None:

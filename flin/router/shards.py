@@ -44,6 +44,8 @@ class Shards:
 
     links: Any                   # the router's end of the worker links (``links.py``)
     stopping: bool
+    cache: Any                   # the read cache (``readcache.ReadCache``) or None
+    peers: bool                  # other routers share these shards (``--routers`` > 1)
 
     def __init__(self, cfg: Config, ring: Ring, ready_fd: int | None) -> None:
         self.cfg, self.ring = cfg, ring
@@ -101,9 +103,15 @@ class Shards:
             log.error("malformed message from shard %d", shard)
             return
         self.heard[shard] = time.monotonic()
+        if bid == protocol.WRITTEN_ID:   # keys another router wrote (readcache.py)
+            if self.cache is not None and type(results) is list:
+                self.cache.forget(shard, results)
+            return
         if bid == protocol.HELLO_ID:
             if self.inflight[shard]:  # a new incarnation: what the old one held is unknown
                 self._fail_inflight(shard, "shard %d restarted" % shard)
+            if self.peers and self.cache is not None:   # it may have taken other routers' writes
+                self.cache.forget_shard(shard, self.ring.shard)
             log.debug("shard %d up (pid %s)", shard, pid)
             self._mark_up(shard)
             self.flush(shard)        # ops that queued meanwhile go now, not at the next ping

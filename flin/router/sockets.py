@@ -82,10 +82,10 @@ def frontend_socket(ctx: zmq.Context, gate: Gatekeeper,
     front.setsockopt(zmq.SNDHWM, 1)   # ZeroMQ counts messages: the bytes are bounded in replies.py
     front.setsockopt(zmq.RCVHWM, 100_000)
     secure_frontend(gate, front, cfg)
-    claim = claim_ipc(cfg.bind)
+    claim = claim_ipc(cfg.endpoint)
     try:
-        check_ipc_free(cfg.bind)
-        front.bind(cfg.bind)
+        check_ipc_free(cfg.endpoint)
+        front.bind(cfg.endpoint)
     except BaseException:
         if claim is not None:
             os.close(claim)

@@ -59,7 +59,8 @@ def router_snapshot(router: Any) -> dict:
                        "queued_bytes": router.out_bytes[s], "state": router.state[s]})
     latency = {("pipeline" if op == PIPELINE else OP_NAMES.get(op, str(op))): h.summary()
                for op, h in st.latency.items()}
-    return {"pid": os.getpid(), "uptime_s": time.monotonic() - st.started,
+    return {"pid": os.getpid(), "id": router.cfg.router_id, "endpoint": router.cfg.endpoint,
+            "uptime_s": time.monotonic() - st.started,
             "requests": router.counts["requests"], "in_flight": st.inflight,
             "dropped_replies": router.counts["dropped_replies"],
             "clients": router.clients.snapshot(),
@@ -88,6 +89,21 @@ class RouterView:
 
     def router_stats(self) -> dict:
         return router_snapshot(self.router)
+
+    def me(self) -> int:
+        return self.router.cfg.router_id  # type: ignore[no-any-return]
+
+    def endpoints(self) -> list[str]:
+        return self.router.cfg.endpoints()  # type: ignore[no-any-return]
+
+    def alive(self, pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
 
     def cache_stats(self, shard: int) -> dict | None:
         cache = self.router.cache

@@ -3,8 +3,10 @@ a Unix stream socket in the owner-only ``DATA/run`` folder (frames as in
 ``protocol.LinkReader``), or a ZeroMQ DEALER, a CURVE client of the router,
 with ``--backend-keys`` (the router's end is ``flin.router.links``).
 
-``connect()``, ``send(payload)``, ``recv(timeout)`` -> the payloads that
-arrived (maybe none), or None when the router went away.
+``WorkerLink`` is the link to one router; ``Links`` holds one per router of
+the host (``--routers``): ``connect()``, ``send(router, payload)``,
+``recv(timeout)`` -> ``(router, payload)`` for what arrived (maybe nothing);
+a router that goes away is reconnected in the background.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import logging
 import os
 import select
 import socket
+import struct
 import time
 from typing import Any
 
@@ -29,57 +32,53 @@ log = logging.getLogger("flin.shard")
 _CHUNK = 1 << 20                 # bytes read from a socket at a time
 _SAY_AFTER_S = 5.0               # a link not reached for this long is logged (then every 30 s)
 _JOIN_BELOW = 1 << 16            # a smaller reply goes out with its header in one write
+_RETRY_S = 0.05                  # between attempts to reach a router that is not there
 
 
 class WorkerLink:
-    """A worker's end of its link to the router, of the kind the router uses."""
+    """A worker's end of its link to one router, of the kind the router uses."""
 
-    def __init__(self, cfg: Config, shard: int) -> None:
-        self.cfg, self.shard = cfg, shard
+    def __init__(self, cfg: Config, shard: int, router: int = 0) -> None:
+        self.cfg, self.shard, self.router = cfg, shard, router
         self.hello = protocol.encode(protocol.HELLO_ID, [shard, os.getpid()])
         self.zmq = bool(cfg.backend_keys)
         self.sock: Any = None
         self.ctx: zmq.Context | None = None
         self.reader = LinkReader()
-        self.poll: Any = None
+        self.failed: int | None = None   # errno of the last attempt that failed
 
-    def connect(self, stopping: Any) -> bool:
-        """Connect (retrying while the router is not there) and say hello;
-        False if ``stopping()`` became true first."""
-        if self.zmq:
+    def try_connect(self) -> bool:
+        """One attempt to connect and say hello; False if the router is not
+        there (``failed`` says why)."""
+        if self.zmq:                     # ZeroMQ connects (and reconnects) by itself
             self.ctx = zmq.Context(1)
-            self.sock = worker_socket(self.ctx, self.cfg, self.shard)
+            self.sock = worker_socket(self.ctx, self.cfg, self.shard, self.router)
             self.sock.send(self.hello)
             return True
-        path = self.cfg.link_path
-        say_at = time.monotonic() + _SAY_AFTER_S
-        while not stopping():
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.connect(path)
-            except OSError as exc:
-                sock.close()
-                if exc.errno not in (errno.ENOENT, errno.ECONNREFUSED, errno.EAGAIN):
-                    raise
-                if time.monotonic() >= say_at:   # the supervisor restarts a router without it
-                    log.warning("shard %d: cannot reach the router at %s (%s); still trying",
-                                self.shard, path, os.strerror(exc.errno))
-                    say_at = time.monotonic() + 30
-                time.sleep(0.05)
-                continue
-            self.sock, self.reader = sock, LinkReader()
-            self.poll = select.poll()
-            self.poll.register(sock.fileno(), select.POLLIN)
-            try:
-                self.send(self.hello)
-            except (BrokenPipeError, ConnectionResetError):  # the router went away: retry
-                self.close()
-                time.sleep(0.05)
-                continue
-            return True
-        return False
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(self.cfg.link_path_of(self.router))
+        except OSError as exc:
+            sock.close()
+            if exc.errno not in (errno.ENOENT, errno.ECONNREFUSED, errno.EAGAIN):
+                raise
+            self.failed = exc.errno
+            return False
+        if self.cfg.routers > 1:         # a router that stops reading must not stop the shard
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                            _timeval(self.cfg.shard_timeout / 2))
+        self.sock, self.reader = sock, LinkReader()
+        try:
+            self.send(self.hello)
+        except OSError:                  # the router went away meanwhile
+            self.close()
+            self.failed = errno.ECONNRESET
+            return False
+        return True
 
     def send(self, payload: bytes) -> None:
+        """Raises ``OSError`` if the router is gone (or, with several routers,
+        did not take the bytes within ``shard_timeout / 2``)."""
         if self.zmq:
             self.sock.send(payload)
             return
@@ -90,25 +89,19 @@ class WorkerLink:
             self.sock.sendall(header)
             self.sock.sendall(payload)
 
-    def recv(self, timeout: float, most: int) -> list[bytes] | None:
-        """Up to ``most`` messages, waiting up to ``timeout`` s for the first;
-        [] if none came; None if the router closed the link."""
+    def read(self, most: int) -> list[bytes] | None:
+        """The messages that have arrived (call when the socket is readable):
+        up to ``most`` on ZeroMQ; on the Unix socket every frame read, reading
+        a message that has begun to arrive whole. None: the router closed the link."""
         if self.zmq:
-            if not self.sock.poll(int(timeout * 1000)):
-                return []
-            frames = [self.sock.recv()]
+            frames: list[bytes] = []
             while len(frames) < most:
                 try:
                     frames.append(self.sock.recv(NOBLOCK))
                 except zmq.Again:
                     break
             return frames
-        frames = self.reader.frames()
-        if frames:
-            return frames
-        if not self.poll.poll(int(timeout * 1000)):
-            return []
-        while True:              # readable: a message is arriving; read it whole
+        while True:
             try:
                 got = self.reader.read(self.sock)
             except InterruptedError:
@@ -133,15 +126,133 @@ class WorkerLink:
             self.ctx = None
 
 
-def worker_socket(ctx: zmq.Context, cfg: Config, shard: int) -> zmq.Socket:
-    """A worker's DEALER on the ZeroMQ link, connected to the router."""
+def _timeval(seconds: float) -> bytes:
+    return struct.pack("ll", int(seconds), int((seconds % 1) * 1e6))
+
+
+class Links:
+    """A worker's links to every router of the host (``cfg.routers``): it
+    serves whichever are connected and reconnects the others in the
+    background (every ``_RETRY_S``), so one router's death or restart does
+    not stop the shard for the rest."""
+
+    def __init__(self, cfg: Config, shard: int) -> None:
+        self.cfg, self.shard = cfg, shard
+        self.all = [WorkerLink(cfg, shard, i) for i in range(cfg.routers)]
+        self.up: list[WorkerLink] = []
+        self.zpoll = zmq.Poller() if cfg.backend_keys else None
+        self.poll = select.poll()
+        self.by_fd: dict[int, WorkerLink] = {}
+        self.retry_at = 0.0
+        self.say_at = time.monotonic() + _SAY_AFTER_S
+
+    def connect(self, stopping: Any) -> bool:
+        """Connect to every router there is, waiting (while not ``stopping()``)
+        until at least one is; False if ``stopping()`` became true first."""
+        while not stopping():
+            self._reconnect(time.monotonic())
+            if self.up:
+                return True
+            time.sleep(_RETRY_S)
+        return False
+
+    def _reconnect(self, now: float) -> None:
+        self.retry_at = now + _RETRY_S
+        for link in self.all:
+            if link.sock is None and link.try_connect():
+                self.up.append(link)
+                if self.zpoll is not None:
+                    self.zpoll.register(link.sock, zmq.POLLIN)
+                else:
+                    fd = link.sock.fileno()   # type: ignore[attr-defined]
+                    self.by_fd[fd] = link
+                    self.poll.register(fd, select.POLLIN)
+        if len(self.up) < len(self.all) and now >= self.say_at:
+            missing = [link for link in self.all if link.sock is None]
+            log.warning("shard %d: cannot reach router%s %s (%s); still trying", self.shard,
+                        "s" if len(missing) > 1 else "",
+                        ", ".join(self.cfg.link_path_of(lk.router) for lk in missing),
+                        os.strerror(missing[0].failed or errno.ENOENT))
+            self.say_at = now + 30
+
+    def drop(self, link: WorkerLink) -> None:
+        """Close a link whose router went away; it is reconnected later."""
+        if link in self.up:
+            self.up.remove(link)
+            if self.zpoll is not None:
+                self.zpoll.unregister(link.sock)
+            else:
+                fd = link.sock.fileno()
+                self.by_fd.pop(fd, None)
+                self.poll.unregister(fd)
+            log.debug("shard %d: link to router %d closed", self.shard, link.router)
+        link.close()
+        self.say_at = time.monotonic() + _SAY_AFTER_S
+
+    def send(self, router: int, payload: bytes) -> None:
+        """Send to ``router`` if it is linked; a router that is gone loses it
+        (its batches in flight fail there)."""
+        link = self.all[router]
+        if link.sock is None:
+            return
+        try:
+            link.send(payload)
+        except OSError:
+            self.drop(link)
+
+    def linked(self, router: int) -> bool:
+        return self.all[router].sock is not None
+
+    def recv(self, timeout: float, most: int) -> list[tuple[int, bytes]]:
+        """``(router, message)`` for what arrived, waiting up to ``timeout`` s
+        for the first; [] if none came. Each router's messages keep their order."""
+        got: list[tuple[int, bytes]] = []
+        if not self.zmq_mode:
+            for link in self.up:         # frames read earlier but not yet handed out
+                got += [(link.router, f) for f in link.reader.frames()]
+        now = time.monotonic()
+        if len(self.up) < len(self.all):
+            if now >= self.retry_at:
+                self._reconnect(now)
+            timeout = min(timeout, max(0.0, self.retry_at - now))
+        if got:
+            timeout = 0.0
+        if self.zpoll is not None:
+            ready = [self.all_by_sock(s) for s, _ in self.zpoll.poll(int(timeout * 1000))]
+        else:
+            ready = [self.by_fd[fd] for fd, _ in self.poll.poll(int(timeout * 1000))
+                     if fd in self.by_fd]
+        for link in ready:
+            frames = link.read(most)
+            if frames is None:
+                self.drop(link)
+                continue
+            got += [(link.router, f) for f in frames]
+        return got
+
+    @property
+    def zmq_mode(self) -> bool:
+        return self.zpoll is not None
+
+    def all_by_sock(self, sock: Any) -> WorkerLink:
+        return next(link for link in self.up if link.sock is sock)
+
+    def close(self) -> None:
+        for link in list(self.up):
+            self.drop(link)
+        for link in self.all:
+            link.close()
+
+
+def worker_socket(ctx: zmq.Context, cfg: Config, shard: int, router: int = 0) -> zmq.Socket:
+    """A worker's DEALER on the ZeroMQ link, connected to router ``router``."""
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.IDENTITY, b"shard-%d" % shard)
     sock.setsockopt(zmq.LINGER, 2000)
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
     secure_worker(sock, cfg)
-    sock.connect(cfg.backend)
+    sock.connect(cfg.backend_of(router))
     return sock
 
 

@@ -1,11 +1,15 @@
 """A shard worker: one OS process owning one LevelDB folder.
 
-It connects to the router (``link.WorkerLink``: a Unix socket, or a
-ZeroMQ DEALER with CURVE) only after its LevelDB is open, so a connected
-worker is a ready worker; if the router goes away it reconnects. Then it
-says hello ``[0, [shard_id, pid]]`` and loops: receive one batch, apply all
-of its ops in one write batch (``Store.apply``), answer once. Batches that
-queued up meanwhile join the same write batch and are answered one by one.
+It connects to every router of the host (``link.Links``: a Unix socket, or
+a ZeroMQ DEALER with CURVE, per router) only after its LevelDB is open, so
+a connected worker is a ready worker; a router that goes away is
+reconnected in the background while the others are served. It says hello
+``[0, [shard_id, pid]]`` on each link and loops: receive one batch, apply
+all of its ops in one write batch (``Store.apply``), answer once. Batches
+that queued up meanwhile, from any router, join the same write batch and
+are answered one by one, each to its router. With several routers, the
+keys a segment wrote go to the other routers before any answer
+(``written``), for their read caches.
 Big values go in segments: once the ops applied have read or written
 ``_SEGMENT_BYTES`` (or ``_SEGMENT_OPS`` ops ran), those are committed and
 answered, a batch cut there in parts (``protocol.encode_part``), and the
@@ -27,11 +31,12 @@ from typing import Any, Iterator
 import plyvel
 
 from .. import protocol
+from ..protocol import WRITES, written_keys
 from ..config import Config
 from ..errors import BadRequest, InternalError
 from . import admin
 from .handlers import HANDLERS
-from .link import WorkerLink
+from .link import Links
 from .store import Store
 
 log = logging.getLogger("flin.shard")
@@ -63,50 +68,81 @@ def open_store(cfg: Config, shard: int) -> Store:
     )
 
 
-def serve(store: Store, frames: list[bytes], shard: int) -> Iterator[bytes]:
-    """Apply the ops of several batches as one write batch, or as several
-    segments when their values are big; yield the replies as they are ready:
-    each batch's, or its parts."""
-    batches: list[tuple[int, int | None, str | None]] = []
+def serve(store: Store, frames: list[tuple[int, bytes]], shard: int,
+          routers: int = 1) -> Iterator[tuple[int, bytes]]:
+    """Apply the ops of several batches (``(router, frame)``) as one write
+    batch, or as several segments when their values are big; yield the
+    replies as they are ready, each batch's (or its parts) to its router.
+    With several routers, each segment's written keys go first to every
+    router but the one that routed them (``written``)."""
+    batches: list[tuple[int, int, int | None, str | None]] = []
+    spans: list[tuple[int, int, int]] = []   # (router, first op, end) of each batch
     ops: list = []
-    for frame in frames:
+    for origin, frame in frames:
         try:
             batch_id, batch_ops = protocol.decode(frame)
             if type(batch_ops) is not list:
                 raise ValueError("ops must be an array")
         except Exception as exc:  # a bad batch must not kill the shard
-            batches.append((protocol.request_id_of(frame), None, str(exc)))
+            batches.append((origin, protocol.request_id_of(frame), None, str(exc)))
             continue
-        batches.append((batch_id, len(batch_ops), None))
+        batches.append((origin, batch_id, len(batch_ops), None))
+        if routers > 1:
+            spans.append((origin, len(ops), len(ops) + len(batch_ops)))
         ops.extend(batch_ops)
     results: list = []                 # of the segment being answered
     taken = 0                          # of those, handed out
     pos = 0                            # ops applied
     failure = None
-    for batch_id, n, bad in batches:
+    for origin, batch_id, n, bad in batches:
         if n is None:
-            yield protocol.encode(batch_id, protocol.ErrorReply(
+            yield origin, protocol.encode(batch_id, protocol.ErrorReply(
                 BadRequest.code, "shard %d: undecodable batch: %s" % (shard, bad)))
             continue
         done = 0
         while failure is None:
             if taken == len(results) and done < n:
+                first = pos
                 try:
                     results, pos = store.apply_some(ops, pos, _SEGMENT_OPS, _SEGMENT_BYTES)
                 except Exception as exc:
                     log.exception("shard %d: batch failed", shard)
                     failure = protocol.ErrorReply(InternalError.code, "shard %d: %s" % (shard, exc))
                     break
+                if spans:
+                    yield from written(ops, spans, first, pos, routers)
                 taken = 0
             part = results[taken:taken + n - done]
             taken += len(part)
             done += len(part)
             if done == n:
-                yield protocol.encode(batch_id, part)
+                yield origin, protocol.encode(batch_id, part)
                 break
-            yield protocol.encode_part(batch_id, part)
+            yield origin, protocol.encode_part(batch_id, part)
         if failure is not None:        # the rest of this batch, and the batches after it
-            yield protocol.encode(batch_id, failure)
+            yield origin, protocol.encode(batch_id, failure)
+
+
+def written(ops: list, spans: list[tuple[int, int, int]], first: int, end: int,
+            routers: int) -> Iterator[tuple[int, bytes]]:
+    """``(router, [WRITTEN_ID, keys])`` for each router that other routers'
+    write ops in ``ops[first:end]`` changed keys behind: its read cache must
+    forget them before any of these writes is acknowledged (``router.readcache``)."""
+    by_origin: dict[int, list[bytes]] = {}
+    for origin, lo, hi in spans:
+        lo, hi = max(lo, first), min(hi, end)
+        for op in ops[lo:hi]:
+            if type(op) is list and op and op[0] in WRITES:
+                try:
+                    by_origin.setdefault(origin, []).extend(written_keys(op))
+                except (KeyError, IndexError, TypeError):
+                    pass               # a malformed op: answered an error, wrote nothing
+    if not by_origin:
+        return
+    for r in range(routers):
+        keys = [k for origin, ks in by_origin.items() if origin != r for k in ks]
+        if keys:
+            yield r, protocol.encode(protocol.WRITTEN_ID, keys)
 
 
 def run(cfg: Config, shard: int) -> int:
@@ -131,8 +167,8 @@ def run(cfg: Config, shard: int) -> int:
                   "`flin repair --data %s --shard %d`.", shard, cfg.shard_dir(shard),
                   exc, cfg.data, shard)
         return EXIT_STORAGE
-    link = WorkerLink(cfg, shard)
-    if not link.connect(lambda: stopping):
+    links = Links(cfg, shard)
+    if not links.connect(lambda: stopping):
         admin.close(store)
         store.close()
         return 0
@@ -148,29 +184,19 @@ def run(cfg: Config, shard: int) -> int:
                 store.recover()
                 store.sweep()
                 admin.expire_snapshots(store)
-            # one message, and whatever else is queued joins its write batch
-            frames = link.recv(_SWEEP_EVERY_MS / 1000, _MAX_MERGE)
-            if frames is None:                 # the router went away: wait for the next
-                log.debug("shard %d: router link closed; reconnecting", shard)
-                link.close()
-                if not link.connect(lambda: stopping):
-                    break
-                continue
+            # one message, and whatever else is queued (from any router) joins its
+            # write batch; a router that went away is reconnected meanwhile
+            frames = links.recv(_SWEEP_EVERY_MS / 1000, _MAX_MERGE)
             if not frames:
                 continue
             if store.write_failed_at and store.recover():
                 log.warning("shard %d: reopened its LevelDB after a failed write", shard)
-            try:
-                for reply in serve(store, frames, shard):
-                    link.send(reply)
-            except OSError:                    # the router died mid-reply
-                link.close()
-                if not link.connect(lambda: stopping):
-                    break
+            for router, reply in serve(store, frames, shard, cfg.routers):
+                links.send(router, reply)      # to a router that died: lost with it
             if store.vanished:
                 break
     finally:
-        link.close()
+        links.close()
         admin.close(store)
         store.close()
         log.debug("shard %d: closed", shard)

@@ -10,6 +10,7 @@ the workers (each closes its LevelDB), waits for all of them and exits 0.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import select
@@ -38,51 +39,56 @@ _LINK_GRACE_S = 3.0       # a router up this long must have its worker link in p
 
 
 class Child:
-    """One supervised process: the router (shard None) or a shard worker."""
+    """One supervised process: a router (``router`` its id), a shard worker
+    (``shard``) or the metrics exporter."""
 
-    def __init__(self, name: str, shard: int | None) -> None:
-        self.name, self.shard = name, shard
+    def __init__(self, name: str, shard: int | None, router: int | None = None) -> None:
+        self.name, self.shard, self.router = name, shard, router
         self.pid: int | None = None
         self.started = 0.0
         self.deaths = 0
         self.restart_at = 0.0
         self.broken: str | None = None   # why it is no longer restarted
+        self.ready_r: int | None = None  # a router's pipe: it writes once every shard is up
+        self.link_alarm = 0.0            # a router: when it was last restarted for its link
 
 
 class Supervisor:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.ring = Ring(cfg.shards)
-        self.router = Child("router", None)
+        self.routers = [Child("router" if cfg.routers == 1 else "router-%d" % i, None, i)
+                        for i in range(cfg.routers)]
         self.workers = [Child("shard-%d" % s, s) for s in range(cfg.shards)]
         self.metrics = Child("metrics", None) if cfg.metrics_port else None
         self.on_ready: Callable[[str], None] | None = None   # called with the ready line
         self.stopping = False
         self.announced = False
-        self.ready_r: int | None = None
+        self.ready: set[int] = set()        # routers that have reported every shard up
         self.owner: Owner | None = None     # the data folder's lock, held for our whole life
         self.next_check = 0.0
-        self.link_alarm = 0.0               # when the router was last restarted for its link
 
     # -- processes ----------------------------------------------------------------
     def _fork(self, child: Child) -> None:
         ready_w = None
-        if child is self.router and not self.announced:  # a (new) router reports readiness
-            if self.ready_r is not None:
-                os.close(self.ready_r)
-            self.ready_r, ready_w = os.pipe()
+        if child.router is not None and not self.announced:  # a (new) router reports readiness
+            if child.ready_r is not None:
+                os.close(child.ready_r)
+            child.ready_r, ready_w = os.pipe()
         pid = processes.fork_child()
         if pid == 0:  # the child: never returns into the supervisor's code
             code = 1
             try:
                 processes.become_child("flin-" + child.name)
-                if self.ready_r is not None and ready_w is not None:
-                    os.close(self.ready_r)
+                for r in self.routers:
+                    if r.ready_r is not None:
+                        os.close(r.ready_r)
                 if child is self.metrics:
                     code = metrics.run(self.cfg)
-                elif child.shard is None:
-                    code = router.run(self.cfg, self.ring, ready_w)
-                else:
+                elif child.router is not None:
+                    code = router.run(dataclasses.replace(self.cfg, router_id=child.router),
+                                      self.ring, ready_w)
+                elif child.shard is not None:
                     code = shardworker.run(self.cfg, child.shard)
             except BaseException:
                 log.exception("%s crashed", child.name)
@@ -98,12 +104,14 @@ class Supervisor:
         (the router reads it from ``cfg.children_path``)."""
         def one(c: Child) -> dict:
             return {"pid": c.pid, "deaths": c.deaths, "broken": c.broken}
-        state = {"supervisor": os.getpid(), "router": one(self.router),
+        state = {"supervisor": os.getpid(),
+                 "routers": [{**one(r), "id": r.router, "endpoint": self.cfg.endpoints()[i]}
+                             for i, r in enumerate(self.routers)],
                  "shards": [one(c) for c in self.workers]}
         write_json(self.cfg.children_path, state, durable=False)
 
     def _children(self) -> list[Child]:
-        return [self.router, *self.workers] + ([self.metrics] if self.metrics else [])
+        return [*self.routers, *self.workers] + ([self.metrics] if self.metrics else [])
 
     def _reap(self) -> None:
         while True:
@@ -127,9 +135,10 @@ class Supervisor:
             why = "killed by signal %d" % os.WTERMSIG(status)
         else:
             why = "exited with code %d" % os.WEXITSTATUS(status)
-        if child is self.router and os.WIFEXITED(status) \
+        if child.router is not None and os.WIFEXITED(status) \
                 and os.WEXITSTATUS(status) == router.EXIT_BIND and not self.announced:
-            raise StartError("the router cannot bind %s (in use? see the log)" % self.cfg.bind)
+            raise StartError("the router cannot bind %s (in use? see the log)"
+                             % self.cfg.endpoints()[child.router])
         if child.shard is not None and os.WIFEXITED(status) \
                 and os.WEXITSTATUS(status) == shardworker.EXIT_STORAGE:
             if not shard_present(self.cfg, child.shard):
@@ -173,7 +182,8 @@ class Supervisor:
             check_or_write_manifest(cfg, self.ring)
             processes.raise_open_file_limit()
             try:    # now that no earlier router of this folder can still be draining
-                check_ipc_free(cfg.bind)
+                for endpoint in cfg.endpoints():
+                    check_ipc_free(endpoint)
             except zmq.ZMQError as exc:
                 raise StartError(str(exc)) from None
         except OSError as exc:
@@ -213,40 +223,47 @@ class Supervisor:
         if now < self.next_check or self.cfg.backend_keys:
             return
         self.next_check = now + 1.0
-        r = self.router
-        if r.pid is None or now - max(r.started, self.link_alarm) < _LINK_GRACE_S:
-            return
-        if not os.path.exists(self.cfg.link_path):
-            log.error("the router's worker link %s is gone: restarting the router so that "
-                      "workers can reach it", self.cfg.link_path)
-            try:
-                os.kill(r.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            self.link_alarm = now    # one signal per grace period; the reaper restarts it
+        for r in self.routers:
+            if r.pid is None or now - max(r.started, r.link_alarm) < _LINK_GRACE_S:
+                continue
+            path = self.cfg.link_path_of(r.router or 0)
+            if not os.path.exists(path):
+                log.error("%s's worker link %s is gone: restarting it so that "
+                          "workers can reach it", r.name, path)
+                try:
+                    os.kill(r.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+                r.link_alarm = now   # one signal per grace period; the reaper restarts it
 
     def _wait_ready(self, t0: float) -> None:
-        fds = [self.ready_r] if self.ready_r is not None else []
+        """Announce the cluster once every router has reported every shard up."""
+        waiting = {r.ready_r: r for r in self.routers if r.ready_r is not None}
         try:
-            readable, _, _ = select.select(fds, [], [], 0.1)
+            readable, _, _ = select.select(list(waiting), [], [], 0.1)
         except InterruptedError:
             return
-        if readable and self.ready_r is not None:
-            data = os.read(self.ready_r, 1)
-            os.close(self.ready_r)
-            self.ready_r = None
-            if data and not self.announced:
-                self.announced = True
-                line = ("flin: %d shards ready on %s in %.2fs (data %s, pid %d)"
-                        % (self.cfg.shards, self.cfg.bind, time.monotonic() - t0,
-                           os.path.abspath(self.cfg.data), os.getpid()))
-                if self.cfg.metrics_port:
-                    line += "; metrics on http://127.0.0.1:%d/metrics" % self.cfg.metrics_port
-                if self.on_ready is None:   # in the foreground (a daemon's stdout is its log)
-                    line += "; Ctrl-C or `flin stop --data %s` stops it" % self.cfg.data
-                print(line, flush=True)
-                if self.on_ready is not None:
-                    self.on_ready(line)
+        for fd in readable:
+            r = waiting[fd]
+            data = os.read(fd, 1)
+            os.close(fd)
+            r.ready_r = None
+            if data:
+                self.ready.add(r.router or 0)
+        if not self.announced and len(self.ready) == len(self.routers):
+            self.announced = True
+            pool = ("" if len(self.routers) == 1 else
+                    " (%d routers, to %s)" % (len(self.routers), self.cfg.endpoints()[-1]))
+            line = ("flin: %d shards ready on %s%s in %.2fs (data %s, pid %d)"
+                    % (self.cfg.shards, self.cfg.bind, pool, time.monotonic() - t0,
+                       os.path.abspath(self.cfg.data), os.getpid()))
+            if self.cfg.metrics_port:
+                line += "; metrics on http://127.0.0.1:%d/metrics" % self.cfg.metrics_port
+            if self.on_ready is None:   # in the foreground (a daemon's stdout is its log)
+                line += "; Ctrl-C or `flin stop --data %s` stops it" % self.cfg.data
+            print(line, flush=True)
+            if self.on_ready is not None:
+                self.on_ready(line)
 
     def _on_stop(self, signum: int, frame: Any) -> None:
         self.stopping = True
@@ -274,10 +291,11 @@ class Supervisor:
 
     def shutdown(self) -> None:
         self.stopping = True
-        log.info("stopping: the router first, then %d shards", len(self.workers))
+        log.info("stopping: the router%s first, then %d shards",
+                 "s" if len(self.routers) > 1 else "", len(self.workers))
         if self.metrics is not None:
             self._stop([self.metrics], 5)
-        self._stop([self.router], self.cfg.shard_timeout + 5)
+        self._stop(self.routers, self.cfg.shard_timeout + 5)
         self._stop(self.workers, 15)
         if self.owner is not None:   # only the owner removes what is in the run folder
             try:

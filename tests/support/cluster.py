@@ -40,9 +40,10 @@ class Cluster:
         def preexec() -> None:
             if limit is not None:
                 resource.setrlimit(resource.RLIMIT_NOFILE, limit)
+        routers = [] if "--routers" in self.extra else ["--routers", "1"]   # not auto: as on 2 cores
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "flin", "start", "--data", self.data, "--shards",
-             str(self.shards), "--bind", self.endpoint, *self.extra],
+             str(self.shards), "--bind", self.endpoint, *routers, *self.extra],
             stdout=subprocess.PIPE, stderr=log, cwd=ROOT, preexec_fn=preexec)
         line = self.proc.stdout.readline().decode()
         if "ready" not in line:
