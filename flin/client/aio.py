@@ -29,6 +29,7 @@ from . import retry
 from .client import check_timeout
 from .commands import Call, Key, Value
 from .mux import Mux
+from .transport import Pool
 from .pipeline import Queue
 
 T = TypeVar("T")
@@ -68,12 +69,15 @@ class Client:
 
     endpoint: ``tcp://host:port`` or ``ipc://path``. timeout: seconds a call
     may take in all, retries included. retries: extra attempts, as the sync
-    client. server_key / client_keys: CURVE, as the sync client.
+    client. server_key / client_keys: CURVE, as the sync client. discover:
+    spread requests over the host's routers, as the sync client.
     """
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 5.0,
-                 retries: int = 3, server_key: Any = None, client_keys: Any = None) -> None:
+                 retries: int = 3, server_key: Any = None, client_keys: Any = None,
+                 discover: bool = True) -> None:
         self.endpoint = endpoint
+        self._pool = Pool(endpoint, discover)
         self._curve = curve.client_keys(server_key, client_keys)
         self.timeout: float = check_timeout(timeout)
         self.retries = retries
@@ -200,6 +204,10 @@ class Client:
     async def status(self) -> dict[str, Any]:
         """``Client.status``: the router's, the supervisor's and every shard's state."""
         return await self._run(c.status())
+
+    async def routers(self) -> list[str]:
+        """``Client.routers``: every router's client endpoint, router 0 first."""
+        return await self._run(c.routers())
 
     async def stats(self) -> dict[str, Any]:
         """``Client.stats``: the counters of the router and of every shard."""

@@ -25,7 +25,7 @@ from . import commands as c
 from . import retry
 from .commands import Call, Key, Value
 from .pipeline import Pipeline
-from .transport import Threads
+from .transport import Pool, Threads
 
 T = TypeVar("T")
 
@@ -60,11 +60,16 @@ class Client:
     router that refuses the key never answers: calls raise
     ``ConnectionFailed`` or ``Timeout``. Raises ``ValueError``/``OSError``
     for a key that does not load.
+    discover: learn the host's other routers (``flin start --routers``) from
+    the first answer and spread requests over all of them (``transport.Pool``);
+    False: only ever talk to ``endpoint``.
     """
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 5.0,
-                 retries: int = 3, server_key: Any = None, client_keys: Any = None) -> None:
+                 retries: int = 3, server_key: Any = None, client_keys: Any = None,
+                 discover: bool = True) -> None:
         self.endpoint = endpoint
+        self._pool = Pool(endpoint, discover)
         self._curve = curve.client_keys(server_key, client_keys)
         self.timeout: float = check_timeout(timeout)
         self.retries = retries
@@ -244,11 +249,18 @@ class Client:
 
     # -- cluster and admin --------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        """``{"router": {"pid", "uptime", "deaths"}, "supervisor": pid, "shards":
-        [{"id", "pid", "alive", "error", "deaths"}]}``, asking every shard;
-        ``deaths`` counts restarts in a row (the supervisor's backoff); the
-        router's ``uptime`` is in seconds since that router process started."""
+        """``{"router": {"id", "pid", "endpoint", "uptime", "deaths"}, "routers":
+        [{"id", "pid", "endpoint", "alive", "deaths"}], "supervisor": pid,
+        "shards": [{"id", "pid", "alive", "error", "deaths"}]}``, asking every
+        shard; ``router`` is the router that answered; ``deaths`` counts
+        restarts in a row (the supervisor's backoff); ``uptime`` is in seconds
+        since that router process started."""
         return self._run(c.status())
+
+    def routers(self) -> list[str]:
+        """Every router's client endpoint as the server names them, router 0
+        first (one entry for a host with one router)."""
+        return self._run(c.routers())
 
     def stats(self) -> dict[str, Any]:
         """Counters of the router and of every shard (see ``flin stats``):

@@ -17,7 +17,7 @@ from ..errors import InvalidArgument
 from ..protocol import (
     CAS, COMPACT, DEL, EXISTS, EXPIRE, GET, INCR, INT64_MAX, INT64_MIN, MAX_TTL_MS, MGET, MSET,
     NX, PERSIST, PING, SCAN, SET, SHARD, SNAPSHOT_CLOSE, SNAPSHOT_OPEN, SNAPSHOT_READ, STATS,
-    STATUS, TTL, XX,
+    ROUTERS, STATUS, TTL, XX,
 )
 
 Key = bytes | str
@@ -193,6 +193,10 @@ def scan(prefix: Key = b"", start_after: Key | None = None, limit: int = 100,
 # -- cluster and admin ---------------------------------------------------------------
 def status() -> Call[dict[str, Any]]:
     return Call([STATUS], _same)
+
+
+def routers() -> Call[list[str]]:
+    return Call([ROUTERS], _same)
 
 
 def stats() -> Call[dict[str, Any]]:

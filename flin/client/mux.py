@@ -39,7 +39,7 @@ import zmq.asyncio
 
 from .. import errors, protocol
 from ..protocol import ErrorReply
-from .transport import Owner, open_socket
+from .transport import Owner, join_pool, open_socket
 
 
 class Mux:
@@ -57,6 +57,8 @@ class Mux:
         self.reader: asyncio.Task[None] | None = None
         self.stale = False
         self.frames = 0          # frames sent: one per flush unless split (tests read it)
+        self.asking = 0          # the id of our ROUTERS request in flight (``transport.Pool``)
+        self.joined = False      # the socket is connected to the other routers
 
     def socket(self) -> zmq.asyncio.Socket:
         loop = asyncio.get_running_loop()
@@ -64,6 +66,10 @@ class Mux:
             self.reset()   # a socket of a loop that is gone (or another one)
         if self.sock is None:
             self.sock, self.loop = open_socket(zmq.asyncio.Context.instance(), self.owner), loop
+            self.joined = False
+        if not self.joined and self.owner._pool.others is not None:
+            self.joined = True
+            join_pool(self.sock, self.owner._pool)
         return self.sock
 
     def reset(self) -> None:
@@ -80,7 +86,9 @@ class Mux:
         if self.sock is not None:
             self.sock.close(linger=0)
             self.sock = None
+            self.owner._pool.forget()
         self.stale = False
+        self.asking = 0
 
     # -- sending --------------------------------------------------------------------
     def submit(self, commands: list[Any]) -> tuple[int, asyncio.Future[Any]]:
@@ -92,6 +100,13 @@ class Mux:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.pending[self.rid] = fut
         self.outbox.append((self.rid, commands))
+        if not self.asking and self.owner._pool.wanted():   # learn the pool in passing
+            self.rid += 1
+            self.asking = self.rid
+            asking = asyncio.get_running_loop().create_future()
+            self.pending[self.rid] = asking
+            self.outbox.append((self.rid, [[protocol.ROUTERS]]))
+            asking.add_done_callback(self._learned)
         if not self.flushing:
             self.flushing = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -180,6 +195,14 @@ class Mux:
                     fut.set_result(results)
                 # else: a late reply to a call that timed out or was cancelled: dropped
 
+    def _learned(self, fut: "asyncio.Future[Any]") -> None:
+        """The ROUTERS answer came: connect to the other routers."""
+        self.asking = 0
+        if not fut.cancelled() and fut.exception() is None:
+            self.owner._pool.learn(fut.result())
+            if self.sock is not None:
+                self.socket()
+
     def _fail_all(self, exc: Exception) -> None:
         for fut in self.pending.values():
             if not fut.done():
@@ -191,6 +214,9 @@ class Mux:
     def forget(self, rid: int) -> None:
         """Drop request ``rid`` (answered, timed out or cancelled)."""
         self.pending.pop(rid, None)
+        if len(self.pending) == 1 and self.asking in self.pending:   # asked in passing only
+            self.pending.pop(self.asking).cancel()
+            self.asking = 0
         if not self.pending:
             self._idle()
 

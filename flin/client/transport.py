@@ -45,6 +45,61 @@ class Owner(Protocol):
     endpoint: str
     timeout: float
     _curve: CurveKeys | None
+    _pool: "Pool"
+
+
+class Pool:
+    """The routers a client learned of from the endpoint it was given (one
+    object shared by all of a client's sockets).
+
+    A host may run several routers (``flin start --routers``). A socket's
+    first frame carries, besides the caller's request, a ``ROUTERS`` request
+    (answered by the router itself: no extra round trip, no extra wait);
+    once its answer comes, every socket of the client connects to the other
+    routers too, and ZeroMQ's DEALER spreads requests round-robin over the
+    connected ones (with ``IMMEDIATE``, only over routers that are up: a
+    router that dies drops out at once, and is used again once it is back).
+    A TCP router's address is taken with the host this client was given and
+    the router's own port (a router bound on ``0.0.0.0`` is reached as the
+    first one was). ``discover=False`` keeps a client on its one endpoint.
+    """
+
+    def __init__(self, endpoint: str, discover: bool) -> None:
+        self.endpoint, self.discover = endpoint, discover
+        self.others: list[str] | None = None if discover else []   # None: not learned yet
+
+    def wanted(self) -> bool:
+        return self.others is None
+
+    def learn(self, results: Any) -> None:
+        """Take a ``ROUTERS`` answer (a router that does not know the op
+        answers an error: it is alone)."""
+        found = results[0] if type(results) is list and results else None
+        if type(found) is not list:
+            self.others = []
+            return
+        mine = _mapped(self.endpoint, self.endpoint)
+        others = []
+        for ep in found:
+            if type(ep) is str and ep.partition("://")[0] in ("tcp", "ipc"):
+                ep = _mapped(self.endpoint, ep)
+                if ep != mine and ep not in others:
+                    others.append(ep)
+        self.others = others
+
+    def forget(self) -> None:
+        """Learn again with the next frame (after a timeout: the pool may have changed)."""
+        if self.discover:
+            self.others = None
+
+
+def _mapped(given: str, endpoint: str) -> str:
+    """``endpoint`` as this client reaches it: TCP with the given host."""
+    if given.startswith("tcp://") and endpoint.startswith("tcp://"):
+        host = given[len("tcp://"):].rpartition(":")[0]
+        port = endpoint.rpartition(":")[2]
+        return "tcp://%s:%s" % (host, port)
+    return endpoint
 
 
 S = TypeVar("S", bound="zmq.Socket[Any]")
@@ -76,9 +131,19 @@ def open_socket(ctx: "zmq.Context[S]", owner: Owner) -> S:
     return s
 
 
+def join_pool(sock: "zmq.Socket[Any]", pool: Pool) -> None:
+    """Connect ``sock`` to the other routers ``pool`` knows of (one that
+    ZeroMQ cannot use is skipped: the given endpoint still works)."""
+    for endpoint in pool.others or ():
+        try:
+            sock.connect(endpoint)
+        except zmq.ZMQError:
+            pass
+
+
 class Conn:
     """One thread's socket and the state of its requests in flight."""
-    __slots__ = ("owner", "sock", "rid", "early", "ready")
+    __slots__ = ("owner", "sock", "rid", "early", "ready", "asking", "joined")
 
     def __init__(self, owner: Owner) -> None:
         self.owner = owner
@@ -86,10 +151,16 @@ class Conn:
         self.rid = 0
         self.early: dict[int, Any] = {}   # replies that came while awaiting another
         self.ready: deque[tuple[int, Any]] = deque()   # received, not yet handed out
+        self.asking = 0                   # the id of our ROUTERS request in flight (``Pool``)
+        self.joined = False               # the socket is connected to the other routers
 
     def socket(self) -> zmq.Socket[bytes]:
         if self.sock is None:
             self.sock = open_socket(zmq.Context.instance(), self.owner)
+            self.joined = False
+        if not self.joined and self.owner._pool.others is not None:
+            self.joined = True
+            join_pool(self.sock, self.owner._pool)
         return self.sock
 
     def reset(self) -> None:
@@ -98,6 +169,8 @@ class Conn:
         if self.sock is not None:
             self.sock.close(linger=0)
             self.sock = None
+            self.owner._pool.forget()
+        self.asking = 0
         self.early.clear()
         self.ready.clear()
 
@@ -107,7 +180,12 @@ class Conn:
         sock = self.socket()
         first = self.rid + 1
         self.rid += len(requests)
-        frame = protocol.encode_requests(list(zip(range(first, self.rid + 1), requests)))
+        numbered = list(zip(range(first, self.rid + 1), requests))
+        if not self.asking and self.owner._pool.wanted() and len(numbered) < protocol.MAX_ITEMS:
+            self.rid += 1
+            self.asking = self.rid
+            numbered.append((self.rid, [[protocol.ROUTERS]]))
+        frame = protocol.encode_requests(numbered)
         if len(frame) > protocol.MAX_MESSAGE:  # the router's libzmq would drop us unanswered
             raise errors.TooLarge("request of %d bytes exceeds the %d-byte message limit "
                                   "(values are limited to %d bytes)"
@@ -130,6 +208,16 @@ class Conn:
         return self.ready.popleft()
 
     def receive_all(self, timeout: float | None) -> list[tuple[int, Any]]:
+        asked = self.asking
+        ready = self._receive_all(timeout)
+        if ready or not asked:
+            return ready
+        deadline = time.monotonic() + (self.owner.timeout if timeout is None else timeout)
+        while not ready:                 # the frame held only our ROUTERS answer
+            ready = self._receive_all(max(deadline - time.monotonic(), 0.001))
+        return ready
+
+    def _receive_all(self, timeout: float | None) -> list[tuple[int, Any]]:
         ready = list(self.ready)
         self.ready.clear()
         sock = self.socket()
@@ -141,10 +229,23 @@ class Conn:
                 try:
                     frame = sock.recv(NOBLOCK)
                 except zmq.Again:
-                    return ready
+                    break
                 ready.extend(protocol.decode_replies(frame))
         except (ValueError, TypeError, IndexError, KeyError) as exc:
             raise errors.ProtocolError("undecodable reply: %s" % exc) from None
+        if self.asking:
+            ready = self._learn(ready)
+        return ready
+
+    def _learn(self, ready: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
+        """Take the answer to our ROUTERS request out of ``ready``, if it came."""
+        for i, (rid, results) in enumerate(ready):
+            if rid == self.asking:
+                self.asking = 0
+                self.owner._pool.learn(results)
+                self.socket()             # connects to the others now
+                return ready[:i] + ready[i + 1:]
+        return ready
 
     def collect(self, rid: int, timeout: float | None) -> Any:
         if rid in self.early:
