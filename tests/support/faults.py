@@ -64,6 +64,16 @@ def router_pid(cluster) -> int | None:
     return None
 
 
+def router_pids(cluster) -> dict[int, int]:
+    """router id -> pid of that live router of a pool (``--routers`` > 1)."""
+    out = {}
+    for pid in cluster.child_pids():
+        name = _comm(pid)
+        if name.startswith("flin-router-") and alive(pid):
+            out[int(name[len("flin-router-"):])] = pid
+    return out
+
+
 def wait_for(pred, timeout: float, what: str, every: float = 0.02):
     deadline = time.monotonic() + timeout
     while True:
