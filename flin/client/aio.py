@@ -29,7 +29,7 @@ from . import retry
 from .client import check_timeout
 from .commands import Call, Key, Value
 from .mux import Mux
-from .transport import Pool
+from .pool import Pool
 from .pipeline import Queue
 
 T = TypeVar("T")

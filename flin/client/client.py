@@ -20,12 +20,13 @@ import time
 from typing import Any, Iterable, Iterator, Mapping, TypeVar
 
 from .. import curve, errors
-from ..protocol import DEFAULT_ENDPOINT, ErrorReply
+from ..protocol import DEFAULT_ENDPOINT, ErrorReply, retry_safe
 from . import commands as c
 from . import retry
 from .commands import Call, Key, Value
 from .pipeline import Pipeline
-from .transport import Pool, Threads
+from .pool import Pool
+from .transport import Threads
 
 T = TypeVar("T")
 
@@ -121,9 +122,10 @@ class Client:
         cmd = call.cmd
         execute = self._local.conn.execute
         attempts = retry.Attempts(cmd, self.retries, self.timeout)
+        resend = retry_safe(cmd)
         while True:
             try:
-                result = execute([cmd], attempts.left())[0]
+                result = execute([cmd], attempts.left(), resend)[0]
             except errors.Timeout as exc:
                 attempts.timed_out(exc)
                 continue

@@ -39,7 +39,8 @@ import zmq.asyncio
 
 from .. import errors, protocol
 from ..protocol import ErrorReply
-from .transport import Owner, join_pool, open_socket
+from .pool import join_pool
+from .transport import Owner, open_socket
 
 
 class Mux:

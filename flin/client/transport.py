@@ -38,6 +38,9 @@ from .. import curve, errors, protocol
 from ..curve import CurveKeys
 from ..protocol import ErrorReply
 from ..zmqflags import NOBLOCK
+from .pool import Pool, RouterLost, Watch, join_pool
+
+_WATCH_S = 0.05      # with several routers: how often a wait checks whether one went away
 
 
 class Owner(Protocol):
@@ -45,61 +48,7 @@ class Owner(Protocol):
     endpoint: str
     timeout: float
     _curve: CurveKeys | None
-    _pool: "Pool"
-
-
-class Pool:
-    """The routers a client learned of from the endpoint it was given (one
-    object shared by all of a client's sockets).
-
-    A host may run several routers (``flin start --routers``). A socket's
-    first frame carries, besides the caller's request, a ``ROUTERS`` request
-    (answered by the router itself: no extra round trip, no extra wait);
-    once its answer comes, every socket of the client connects to the other
-    routers too, and ZeroMQ's DEALER spreads requests round-robin over the
-    connected ones (with ``IMMEDIATE``, only over routers that are up: a
-    router that dies drops out at once, and is used again once it is back).
-    A TCP router's address is taken with the host this client was given and
-    the router's own port (a router bound on ``0.0.0.0`` is reached as the
-    first one was). ``discover=False`` keeps a client on its one endpoint.
-    """
-
-    def __init__(self, endpoint: str, discover: bool) -> None:
-        self.endpoint, self.discover = endpoint, discover
-        self.others: list[str] | None = None if discover else []   # None: not learned yet
-
-    def wanted(self) -> bool:
-        return self.others is None
-
-    def learn(self, results: Any) -> None:
-        """Take a ``ROUTERS`` answer (a router that does not know the op
-        answers an error: it is alone)."""
-        found = results[0] if type(results) is list and results else None
-        if type(found) is not list:
-            self.others = []
-            return
-        mine = _mapped(self.endpoint, self.endpoint)
-        others = []
-        for ep in found:
-            if type(ep) is str and ep.partition("://")[0] in ("tcp", "ipc"):
-                ep = _mapped(self.endpoint, ep)
-                if ep != mine and ep not in others:
-                    others.append(ep)
-        self.others = others
-
-    def forget(self) -> None:
-        """Learn again with the next frame (after a timeout: the pool may have changed)."""
-        if self.discover:
-            self.others = None
-
-
-def _mapped(given: str, endpoint: str) -> str:
-    """``endpoint`` as this client reaches it: TCP with the given host."""
-    if given.startswith("tcp://") and endpoint.startswith("tcp://"):
-        host = given[len("tcp://"):].rpartition(":")[0]
-        port = endpoint.rpartition(":")[2]
-        return "tcp://%s:%s" % (host, port)
-    return endpoint
+    _pool: Pool
 
 
 S = TypeVar("S", bound="zmq.Socket[Any]")
@@ -131,19 +80,10 @@ def open_socket(ctx: "zmq.Context[S]", owner: Owner) -> S:
     return s
 
 
-def join_pool(sock: "zmq.Socket[Any]", pool: Pool) -> None:
-    """Connect ``sock`` to the other routers ``pool`` knows of (one that
-    ZeroMQ cannot use is skipped: the given endpoint still works)."""
-    for endpoint in pool.others or ():
-        try:
-            sock.connect(endpoint)
-        except zmq.ZMQError:
-            pass
-
-
 class Conn:
     """One thread's socket and the state of its requests in flight."""
-    __slots__ = ("owner", "sock", "rid", "early", "ready", "asking", "joined")
+    __slots__ = ("owner", "sock", "rid", "early", "ready", "asking", "joined", "watch",
+                 "abandoned")
 
     def __init__(self, owner: Owner) -> None:
         self.owner = owner
@@ -153,6 +93,8 @@ class Conn:
         self.ready: deque[tuple[int, Any]] = deque()   # received, not yet handed out
         self.asking = 0                   # the id of our ROUTERS request in flight (``Pool``)
         self.joined = False               # the socket is connected to the other routers
+        self.watch: Watch | None = None   # with other routers: their disconnections
+        self.abandoned: set[int] = set()  # requests resent after their router went away
 
     def socket(self) -> zmq.Socket[bytes]:
         if self.sock is None:
@@ -160,12 +102,17 @@ class Conn:
             self.joined = False
         if not self.joined and self.owner._pool.others is not None:
             self.joined = True
-            join_pool(self.sock, self.owner._pool)
+            if self.owner._pool.others:
+                join_pool(self.sock, self.owner._pool)
+                self.watch = Watch(self.sock)
         return self.sock
 
     def reset(self) -> None:
         """Drop the socket and whatever it still queued (the Lazy Pirate way),
         so a late or stale request is never delivered to a restarted router."""
+        if self.watch is not None:
+            self.watch.close()
+            self.watch = None
         if self.sock is not None:
             self.sock.close(linger=0)
             self.sock = None
@@ -173,6 +120,7 @@ class Conn:
         self.asking = 0
         self.early.clear()
         self.ready.clear()
+        self.abandoned.clear()
 
     def submit_many(self, requests: list[list[Any]], timeout: float | None) -> list[int]:
         if sum(len(r) for r in requests) > protocol.MAX_ITEMS:  # the router would refuse the frame whole
@@ -186,6 +134,8 @@ class Conn:
             self.asking = self.rid
             numbered.append((self.rid, [[protocol.ROUTERS]]))
         frame = protocol.encode_requests(numbered)
+        if self.watch is not None:
+            self.watch.lost()             # what dropped before this send cannot hold it
         if len(frame) > protocol.MAX_MESSAGE:  # the router's libzmq would drop us unanswered
             raise errors.TooLarge("request of %d bytes exceeds the %d-byte message limit "
                                   "(values are limited to %d bytes)"
@@ -247,7 +197,11 @@ class Conn:
                 return ready[:i] + ready[i + 1:]
         return ready
 
-    def collect(self, rid: int, timeout: float | None) -> Any:
+    def collect(self, rid: int, timeout: float | None, resend: bool = False) -> Any:
+        """The results of ``rid``; ``Timeout`` past ``timeout``. With ``resend``
+        (the caller may send it again) and several routers: ``RouterLost`` as
+        soon as a router connection drops while it waits (checked every
+        ``_WATCH_S``), for the caller to resend it to the routers that are up."""
         if rid in self.early:
             return self.early.pop(rid)
         deadline = time.monotonic() + (self.owner.timeout if timeout is None else timeout)
@@ -257,20 +211,29 @@ class Conn:
                 self.reset()
                 raise errors.Timeout("no reply from %s within %.1fs"
                                      % (self.owner.endpoint, self.owner.timeout))
+            watch = self.watch if resend else None
             try:
-                got, results = self.receive(left)
+                got, results = self.receive(left if watch is None else min(left, _WATCH_S))
             except errors.Timeout:
-                self.reset()
-                raise
+                if watch is None or time.monotonic() >= deadline:
+                    self.reset()
+                    raise
+                if watch.lost():
+                    self.abandoned.add(rid)   # its late reply, if one comes, is dropped
+                    raise RouterLost("a router went away with the request in flight") from None
+                continue
             if got == rid:
                 return results
             if got == 0 and type(results) is ErrorReply:  # the router could not read our id
                 return results
-            if got > self.rid - 10_000:
+            if got in self.abandoned:
+                self.abandoned.discard(got)
+            elif got > self.rid - 10_000:
                 self.early[got] = results
 
-    def execute(self, commands: list[Any], timeout: float | None) -> list[Any]:
-        results = self.collect(self.submit_many([commands], timeout)[0], timeout)
+    def execute(self, commands: list[Any], timeout: float | None,
+                resend: bool = False) -> list[Any]:
+        results = self.collect(self.submit_many([commands], timeout)[0], timeout, resend)
         if type(results) is ErrorReply:
             return [results] * len(commands)
         return results  # type: ignore[no-any-return]

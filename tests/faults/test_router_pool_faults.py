@@ -1,0 +1,141 @@
+"""Losing a router of a pool loses nothing: SIGKILL one under a write storm;
+new calls go to the others at once, no call outlives its timeout, every
+acknowledged write is there, and the restarted router is used again."""
+import os
+import signal
+import tempfile
+import threading
+import time
+
+import pytest
+
+import flin
+from flin import errors
+from tests.support import faults as faultlib
+from tests.support.cluster import make_cluster
+
+TIMEOUT = 3.0
+
+
+@pytest.fixture
+def pool():
+    with tempfile.TemporaryDirectory(prefix="flin-", dir="/tmp") as d:
+        c = make_cluster(d, shards=4, extra=["--routers", "3"]).start()
+        yield c
+        assert c.stop() == 0
+
+
+def test_sigkill_of_a_router_under_a_write_storm(pool):
+    eps = [pool.endpoint, pool.endpoint + ".1", pool.endpoint + ".2"]
+    stop = threading.Event()
+    killed_at = [0.0]
+    lock = threading.Lock()
+    acked: dict[bytes, bytes] = {}
+    errs: dict[str, int] = {}
+    slowest = [0.0]
+    after_kill_ok = [0]
+    after_kill_fast = [0]
+
+    def writer(t: int) -> None:
+        with flin.Client(pool.endpoint, timeout=TIMEOUT, retries=3) as c:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                key, value = b"storm:%d:%d" % (t, i), b"v%d" % i
+                t0 = time.monotonic()
+                try:
+                    if i % 3:
+                        c.set(key, value)
+                    else:
+                        c.set(key, value, nx=True)     # not retry-safe: may raise
+                except errors.FlinError as exc:
+                    kind = type(exc).__name__ + ("" if i % 3 == 0 else " (retry-safe SET)")
+                    with lock:
+                        errs[kind] = errs.get(kind, 0) + 1
+                else:
+                    with lock:
+                        acked[key] = value
+                        if killed_at[0] and t0 > killed_at[0]:
+                            after_kill_ok[0] += 1
+                            if t0 < killed_at[0] + 1.0:
+                                after_kill_fast[0] += 1
+                took = time.monotonic() - t0
+                with lock:
+                    slowest[0] = max(slowest[0], took)
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(6)]
+    for th in threads:
+        th.start()
+    time.sleep(1.5)
+    victim = faultlib.router_pids(pool)[1]
+    os.kill(victim, signal.SIGKILL)
+    killed_at[0] = time.monotonic()
+    time.sleep(3.0)
+    stop.set()
+    for th in threads:
+        th.join(TIMEOUT + 10)
+    assert not any(th.is_alive() for th in threads), "a call hung"
+    assert slowest[0] <= TIMEOUT + 1.0, "a call took %.2fs (timeout %.1fs)" % (slowest[0], TIMEOUT)
+    assert after_kill_fast[0] >= 50, (after_kill_fast[0], errs)   # the others serve at once
+    # a plain SET in flight at the dead router is resent to the others at once;
+    # a SET NX there cannot be, and times out
+    assert set(errs) <= {"Timeout", "OutcomeUnknown"}, errs
+    assert sum(errs.values()) <= 6 * 3, errs                      # a few calls in flight there
+
+    # the supervisor restarts it; every acknowledged write is there
+    new = faultlib.wait_for(lambda: faultlib.router_pids(pool).get(1) not in (None, victim),
+                            20, "router 1 restarted")
+    assert new
+    with flin.Client(pool.endpoint, timeout=10) as c:
+        keys = list(acked)
+        for n in range(0, len(keys), 1000):
+            chunk = keys[n:n + 1000]
+            assert c.mget(chunk) == [acked[k] for k in chunk]
+        st = c.status()
+        assert all(r["alive"] for r in st["routers"]), st["routers"]
+        assert st["routers"][1]["pid"] != victim
+    assert len(acked) > 300
+
+
+def test_clients_use_a_restarted_router_again(pool):
+    with flin.Client(pool.endpoint, timeout=5) as c:
+        c.set(b"again", b"1")
+        victim = faultlib.router_pids(pool)[2]
+        os.kill(victim, signal.SIGKILL)
+        t0 = time.monotonic()
+        for i in range(200):                         # served by the other two meanwhile
+            c.set(b"again:%d" % i, b"x")
+        assert time.monotonic() - t0 < 5
+        faultlib.wait_for(lambda: faultlib.router_pids(pool).get(2) not in (None, victim),
+                          20, "router 2 restarted")
+        faultlib.wait_for(lambda: flin.Client(pool.endpoint + ".2", discover=False).ping(),
+                          20, "router 2 answers")
+
+        def grows():
+            with flin.Client(pool.endpoint + ".2", timeout=5, discover=False) as d:
+                before = d.stats()["router"]["requests"]
+                for i in range(300):
+                    c.get(b"again:%d" % (i % 200))
+                return d.stats()["router"]["requests"] - before - 1 > 30
+        faultlib.wait_for(grows, 20, "the client to use router 2 again", every=0.2)
+
+
+def test_a_router_that_cannot_bind_stops_the_start(tmp_path):
+    """Router 1's port or path is taken: the start fails, naming it."""
+    import socket
+    import subprocess
+    import sys
+    from tests.support.cluster import ROOT
+    with tempfile.TemporaryDirectory(prefix="flin-", dir="/tmp") as d:
+        taken = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        taken.bind(os.path.join(d, "c.sock.1"))
+        taken.listen(1)
+        try:
+            out = subprocess.run([sys.executable, "-m", "flin", "start", "--data",
+                                  os.path.join(d, "data"), "--shards", "2", "--routers", "2",
+                                  "--bind", "ipc://" + os.path.join(d, "c.sock")],
+                                 capture_output=True, cwd=ROOT, timeout=60)
+        finally:
+            taken.close()
+        assert out.returncode == 2, out
+        assert b"c.sock.1" in out.stderr, out.stderr
