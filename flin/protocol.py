@@ -14,10 +14,8 @@ Shard worker -> router          ``[batch_id, [result, result, ...]]``
   (or, for a batch whose results are big, first ``[batch_id, [result, ...], 1]``:
   the results of its next ops, more to come; the last part has no third item)
 Shard worker hello (on start)   ``[0, [shard_id, pid]]``
-Shard worker -> other routers   ``[-1, [key, ...]]`` (``WRITTEN_ID``: with several routers,
-  the keys a write batch routed by another router changed, sent to each
-  router before the batch is answered, so that no router's read cache
-  keeps an older value: ``flin.router.readcache``)
+Shard worker -> other routers   ``[-1, [key, ...]]`` (``WRITTEN_ID``: the keys a batch of
+  another router's wrote, before it is answered: ``flin.router.readcache``)
 
 Between router and worker on one host the frames travel over a Unix stream
 socket, each as a 4-byte little-endian length and the frame (``link_frame``,

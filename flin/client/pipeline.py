@@ -123,6 +123,10 @@ class Queue:
         """Queue ``Client.status``."""
         return self._queue(c.status())
 
+    def routers(self) -> Self:
+        """Queue ``Client.routers``."""
+        return self._queue(c.routers())
+
     def stats(self) -> Self:
         """Queue ``Client.stats``."""
         return self._queue(c.stats())

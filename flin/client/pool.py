@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from .. import errors
 from ..zmqflags import NOBLOCK
@@ -97,11 +96,12 @@ class Watch:
         """Did a router connection drop since the last call?"""
         dropped = False
         while True:
-            try:
-                event = recv_monitor_message(self.mon, NOBLOCK)
+            try:       # [uint16 event, uint32 value][endpoint] (zmq.utils.monitor
+                frames = self.mon.recv_multipart(NOBLOCK)   # would import zmq.asyncio)
             except zmq.Again:
                 return dropped
-            dropped = dropped or event["event"] == zmq.EVENT_DISCONNECTED
+            event = int.from_bytes(frames[0][:2], "little")
+            dropped = dropped or event == zmq.EVENT_DISCONNECTED
 
     def close(self) -> None:
         try:

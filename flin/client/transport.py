@@ -128,7 +128,8 @@ class Conn:
         sock = self.socket()
         first = self.rid + 1
         self.rid += len(requests)
-        numbered = list(zip(range(first, self.rid + 1), requests))
+        rids = list(range(first, self.rid + 1))
+        numbered = list(zip(rids, requests))
         if not self.asking and self.owner._pool.wanted() and len(numbered) < protocol.MAX_ITEMS:
             self.rid += 1
             self.asking = self.rid
@@ -150,7 +151,7 @@ class Conn:
                     self.owner.endpoint, " (or the CURVE handshake failed: check the keys)"
                     if self.owner._curve else "")) from None
             sock.send(frame, zmq.NOBLOCK)
-        return list(range(first, self.rid + 1))
+        return rids
 
     def receive(self, timeout: float | None) -> tuple[int, Any]:
         if not self.ready:

@@ -36,7 +36,6 @@ from .. import errors, protocol
 from ..config import Config
 from ..protocol import CAS, GET, MAX_REPLY, MGET, MSET, PING, SCAN, SET, WRITES, ErrorReply
 from ..ring import Ring
-from ..zmqflags import NOBLOCK
 from . import stats
 from .clients import ClientLimit
 from .links import links_for
@@ -44,6 +43,7 @@ from .pending import CacheFill, Gather, Heartbeat, Request, flat_bytes
 from .planner import Invalid, Planner
 from .readcache import MISS, ReadCache
 from .replies import RETRY_MS, ReplyQueue
+from .front import Front
 from .shards import STALLED, UP, Shards, error as _err
 from .sockets import Gatekeeper, frontend_socket
 
@@ -51,14 +51,13 @@ log = logging.getLogger("flin.router")
 
 EXIT_BIND = 5            # exit code: an endpoint could not be bound
 _TICK_S = 0.1            # timeout and heartbeat checks
-_DRAIN = 2000            # messages taken from a socket per loop turn
 _BATCH_BYTES = 8 << 20   # flush a shard's outbox early past this size
 _SHARD_BYTES = 64 << 20  # values queued for one shard (one op always fits an empty outbox)
 _QUEUED_BYTES = 512 << 20  # values queued or in flight to all shards
 _HELD_BYTES = 256 << 20  # results held by requests and MGETs that wait for more
 
 
-class Router(Shards):
+class Router(Front, Shards):
     def __init__(self, cfg: Config, ring: Ring, ready_fd: int | None = None) -> None:
         super().__init__(cfg, ring, ready_fd)
         n = ring.shards
@@ -73,9 +72,8 @@ class Router(Shards):
         self.cache = (ReadCache(int(cfg.read_cache_mb * 2**20), n)
                       if cfg.read_cache_mb > 0 and not (self.peers and cfg.backend_keys)
                       else None)
-        if cfg.read_cache_mb > 0 and self.cache is None:
-            log.info("router %d: no read cache: a pool of routers keeps one only over "
-                     "Unix-socket links (readcache.py)", cfg.router_id)
+        if cfg.read_cache_mb > 0 and self.cache is None:   # why: readcache.py
+            log.info("router %d: no read cache with --backend-keys", cfg.router_id)
 
         self.planner = Planner(ring, stats.RouterView(self))
 
@@ -224,17 +222,6 @@ class Router(Shards):
         self.stats.errors[err.code] = self.stats.errors.get(err.code, 0) + 1
         self.replies.setdefault(ident, []).append((rid, err))
 
-    def _refuse(self, frames: list) -> None:
-        """A frame from a connection past the client limit: Overloaded for each request."""
-        ident, body = frames[0], frames[-1]
-        try:
-            rids = [rid for rid, _ in protocol.decode_requests(body)]
-        except ValueError:
-            rids = [protocol.request_id_of(body)]
-        refusal = _err(errors.Overloaded, self.clients.why())
-        for rid in rids:
-            self._reject(ident, rid, refusal)
-
     def route(self, shard: int, op: list, target: Any, slot: int) -> None:
         state = self.state[shard]
         if state == STALLED:
@@ -321,58 +308,6 @@ class Router(Shards):
                 self.on_shard_lost(shard)
             else:
                 self.on_shard_message(shard, frame)
-
-    def _drain_front(self) -> None:
-        """Handle up to ``_DRAIN`` client frames already waiting."""
-        if self.clients.near():
-            return self._drain_front_refusing()
-        if self.peers and self.cache is not None and self.cache.bytes:
-            return self._drain_front_synced()
-        for _ in range(_DRAIN):
-            try:
-                frames = self.front.recv_multipart(NOBLOCK)
-            except zmq.Again:
-                return
-            self.on_request(frames)
-
-    def _drain_front_synced(self) -> None:
-        """``_drain_front`` with other routers and a read cache: read the
-        requests, then what the workers have sent since (the keys other
-        routers wrote, which reached our links before those writes were
-        acknowledged), and only then answer the requests, from the cache
-        where it may (``readcache.py``)."""
-        taken = []
-        for _ in range(_DRAIN):
-            try:
-                taken.append(self.front.recv_multipart(NOBLOCK))
-            except zmq.Again:
-                break
-        if not taken:
-            return
-        self._drain_links(dict(self.poller.poll(0)))
-        for frames in taken:
-            self.on_request(frames)
-
-    def _drain_front_refusing(self) -> None:
-        """``_drain_front`` near the client limit: each frame's descriptor
-        tells whether its connection was admitted."""
-        clients = self.clients
-        taken = []
-        for _ in range(_DRAIN):
-            clients.catch_up()
-            try:
-                frames = self.front.recv_multipart(NOBLOCK, copy=False)
-            except zmq.Again:
-                break
-            taken.append((clients.refuses(frames[0]), [f.bytes for f in frames]))
-        if taken and self.peers and self.cache is not None:   # as _drain_front_synced
-            self._drain_links(dict(self.poller.poll(0)))
-        for refused, data in taken:
-            if refused:
-                self.counts["requests"] += 1
-                self._refuse(data)
-            else:
-                self.on_request(data)
 
     def close(self) -> None:
         self.clients.close()

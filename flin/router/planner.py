@@ -31,9 +31,8 @@ class ClusterView(Protocol):
     """What STATUS and STATS report besides the shards' answers."""
 
     def supervisor_state(self) -> dict:
-        """The supervisor's view: ``{"supervisor": pid, "routers": [{"id",
-        "pid", "deaths", "endpoint"}, ...], "shards": [{"pid", "deaths",
-        "broken"}, ...]}`` ({} if unknown)."""
+        """The supervisor's view: ``{"supervisor": pid, "routers": [{"id", "pid", "deaths",
+        "endpoint"}], "shards": [{"pid", "deaths", "broken"}]}`` ({} if unknown)."""
         ...
 
     def me(self) -> int:

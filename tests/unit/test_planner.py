@@ -20,8 +20,19 @@ class View:
         self._uptime = uptime
 
     def supervisor_state(self) -> dict:
-        return {"supervisor": 42, "router": {"deaths": 2},
+        return {"supervisor": 42,
+                "routers": [{"id": 0, "pid": 1, "deaths": 2}, {"id": 1, "pid": 77, "deaths": 1},
+                            {"id": 2, "pid": None, "deaths": 3}],
                 "shards": [{"pid": 100 + s, "deaths": s, "broken": None} for s in range(4)]}
+
+    def me(self) -> int:
+        return 0
+
+    def endpoints(self) -> list:
+        return ["ipc:///r", "ipc:///r.1", "ipc:///r.2"]
+
+    def alive(self, pid: int) -> bool:
+        return pid == 77
 
     def router_stats(self) -> dict:
         return {"requests": 7}
@@ -110,6 +121,20 @@ def test_status_reports_the_routers_own_uptime_and_the_supervisors_view():
     assert st["shards"][0] == {"id": 0, "pid": 200, "alive": True, "error": None, "deaths": 0}
     assert st["shards"][3] == {"id": 3, "pid": 103, "alive": False,
                                "error": "shard 3 is not connected", "deaths": 3}
+    import os
+    assert st["router"]["id"] == 0 and st["router"]["pid"] == os.getpid()
+    assert st["routers"] == [
+        {"id": 0, "pid": os.getpid(), "endpoint": "ipc:///r", "alive": True, "deaths": 2},
+        {"id": 1, "pid": 77, "endpoint": "ipc:///r.1", "alive": True, "deaths": 1},
+        {"id": 2, "pid": None, "endpoint": "ipc:///r.2", "alive": False, "deaths": 3}]
+
+
+def test_routers_is_answered_by_the_router_itself():
+    from flin.protocol import ROUTERS
+    subops, finish = P.plan([ROUTERS])
+    assert subops == [] and finish([]) == ["ipc:///r", "ipc:///r.1", "ipc:///r.2"]
+    with pytest.raises(Invalid):
+        P.plan([ROUTERS, 1])
 
 
 def test_stats_joins_the_shards_the_router_and_the_cache():
