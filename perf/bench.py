@@ -39,6 +39,7 @@ def default_processes() -> int:
 @dataclass
 class BenchConfig:
     shards: int = 64                  # shard processes of the cluster the harness starts
+    routers: int | str = 1            # its router processes (a count, or "auto")
     endpoint: str | None = None       # a running cluster instead (no cluster started)
     workers: int = 64                 # concurrent logical workers, over all load processes
     value_size: int = 1024            # bytes per value
@@ -87,9 +88,11 @@ def _run_target(target: str, cfg: BenchConfig, phases: list[str], folder: str,
     if target == "flin" and cfg.endpoint:
         address = cfg.endpoint
     elif target == "flin":
-        cluster = ClusterProcess(os.path.join(folder, "flin"), cfg.shards)
+        cluster = ClusterProcess(os.path.join(folder, "flin"), cfg.shards,
+                                 ["--routers", str(cfg.routers)])
         os.makedirs(cluster.folder)
-        progress.note("bench: starting a %d-shard cluster in %s" % (cfg.shards, cluster.folder))
+        progress.note("bench: starting a %d-shard cluster (routers: %s) in %s"
+                      % (cfg.shards, cfg.routers, cluster.folder))
         cluster.start()
         address, stop, server_pids = cluster.endpoint, cluster.stop, cluster.pids
     elif target == "engine":

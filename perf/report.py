@@ -133,7 +133,8 @@ def table(doc: dict) -> str:
     head = ("Flin bench: %d workers x %d in flight, batch %d, %d-byte values, %.1f s per "
             "phase, %s, %d load processes"
             % (c["workers"], c["pipeline"], c["batch"], c["value_size"], c["duration"],
-               ("%d shards (started by the harness)" % c["shards"]) if not c["endpoint"]
+               ("%d shards, %s router(s) (started by the harness)"
+                % (c["shards"], c.get("routers", 1))) if not c["endpoint"]
                else "cluster at %s" % c["endpoint"], c["processes"]))
     cols = ("target", "phase", "ops/s", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms",
             "1/thr us", "errors", "load CPU", "server CPU", "srv us/op")

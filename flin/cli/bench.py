@@ -6,12 +6,15 @@ from typing import Any
 
 import click
 
-from .common import EXIT_SERVER, EXIT_USAGE
+from .common import EXIT_SERVER, EXIT_USAGE, Routers
 
 
 @click.command()
 @click.option("--shards", default=64, show_default=True, type=click.IntRange(1, 4096),
               help="Shards of the cluster the bench starts (ignored with --endpoint).")
+@click.option("--routers", default="1", show_default=True,
+              help="Routers of the cluster the bench starts: a count or auto "
+                   "(ignored with --endpoint; the clients spread over them).")
 @click.option("--endpoint", "-e", default=None,
               help="Bench a cluster that is already up instead of starting one.")
 @click.option("--workers", default=64, show_default=True, type=click.IntRange(1),
@@ -51,6 +54,10 @@ def bench(**options: Any) -> None:
         sys.exit(EXIT_USAGE)
     options["workloads"] = tuple(options["workloads"]) or ("write", "read")
     options["baselines"] = tuple(options["baselines"])
+    try:
+        options["routers"] = Routers().convert(options["routers"], None, None)
+    except click.BadParameter as exc:
+        raise click.UsageError("--routers: %s" % exc.message)
     if options["processes"] is None:
         del options["processes"]
     try:

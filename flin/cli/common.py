@@ -136,11 +136,13 @@ def abspath(path: str | None) -> str | None:
 
 
 def run_client(endpoint: str, timeout: float, fn: Callable[[Client], T]) -> T:
-    """Call ``fn`` with a client; turn failures into messages and exit codes."""
+    """Call ``fn`` with a client of the router at ``endpoint`` alone (a command
+    is a few calls, and ``flin stats`` shows that router's own figures);
+    turn failures into messages and exit codes."""
     meta = click.get_current_context().meta
     try:
         client_ = Client(endpoint, timeout=timeout, server_key=meta.get("flin.server_key"),
-                         client_keys=meta.get("flin.client_key"))
+                         client_keys=meta.get("flin.client_key"), discover=False)
     except errors.InvalidArgument as exc:
         raise click.UsageError(str(exc))
     except (ValueError, OSError) as exc:

@@ -30,13 +30,12 @@ class Front:
     clients: Any             # ``clients.ClientLimit``
     peers: bool
     cache: Any
-    poller: zmq.Poller
     counts: dict
 
     def on_request(self, frames: list) -> None:
         raise NotImplementedError
 
-    def _drain_links(self, events: dict) -> None:
+    def _drain_links_now(self) -> None:
         raise NotImplementedError
 
     def _reject(self, ident: bytes, rid: int, why: Any) -> None:
@@ -67,7 +66,7 @@ class Front:
                 break
         if not taken:
             return
-        self._drain_links(dict(self.poller.poll(0)))
+        self._drain_links_now()
         for frames in taken:
             self.on_request(frames)
 
@@ -84,7 +83,7 @@ class Front:
                 break
             taken.append((clients.refuses(frames[0]), [f.bytes for f in frames]))
         if taken and self.peers and self.cache is not None:   # as _drain_front_synced
-            self._drain_links(dict(self.poller.poll(0)))
+            self._drain_links_now()
         for refused, data in taken:
             if refused:
                 self.counts["requests"] += 1

@@ -31,6 +31,7 @@ heard from while the frames it waits for move.
 from __future__ import annotations
 
 import os
+import select
 import socket
 import time
 from typing import Any, Iterator
@@ -85,15 +86,17 @@ class UnixLinks:
         self.listener.setblocking(False)
         self.conns: dict[int, _Conn] = {}
         self.by_shard: list[_Conn | None] = [None] * shards
-        self.poller: zmq.Poller | None = None
+        # the links are polled with epoll, whose one fd is in the loop's zmq poller:
+        # zmq_poll over 65 fds cost ~21 us a call here, against ~7 us this way
+        self.ep = select.epoll()
+        self.ep.register(self.listener.fileno(), select.EPOLLIN)
         self.reading = 0                  # bytes reserved by the big frames being read
         self.paused: list[_Conn] = []     # conns whose big frame waits, in order
         self.big_rx_at = 0.0              # when bytes of a big frame being read last came
         self.finished: list[_Conn] = []   # conns whose big frame was read this loop turn
 
     def register(self, poller: zmq.Poller) -> None:
-        self.poller = poller
-        poller.register(self.listener.fileno(), zmq.POLLIN)
+        poller.register(self.ep.fileno(), zmq.POLLIN)
 
     def send(self, shard: int, payload: bytes) -> bool:
         conn = self.by_shard[shard]
@@ -135,19 +138,27 @@ class UnixLinks:
         return conn is None or conn.paused or conn.behind
 
     def _events(self, conn: _Conn) -> None:
-        self.poller.modify(conn.fd, (0 if conn.paused else zmq.POLLIN)  # type: ignore[union-attr]
-                           | (zmq.POLLOUT if conn.out else 0))
+        self.ep.modify(conn.fd, (0 if conn.paused else select.EPOLLIN)
+                       | (select.EPOLLOUT if conn.out else 0))
 
     def handle(self, events: dict) -> Iterator[tuple[int, bytes | None]]:
-        if self.listener.fileno() in events:
-            self._accept()
-        for fd, ev in list(events.items()):
-            conn = self.conns.get(fd) if type(fd) is int else None
+        """What the links have (``events``: the loop's poll, which holds our epoll fd)."""
+        if self.ep.fileno() in events:
+            yield from self.handle_now()
+
+    def handle_now(self) -> Iterator[tuple[int, bytes | None]]:
+        """What the links have now, without the loop's poll."""
+        listener = self.listener.fileno()
+        for fd, ev in self.ep.poll(0):
+            if fd == listener:
+                self._accept()
+                continue
+            conn = self.conns.get(fd)
             if conn is None:
                 continue
-            if ev & zmq.POLLOUT:
+            if ev & select.EPOLLOUT:
                 self._write(conn)
-            if ev & (zmq.POLLIN | zmq.POLLERR):
+            if ev & (select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP):
                 yield from self._read(conn)
 
     def _accept(self) -> None:
@@ -159,7 +170,7 @@ class UnixLinks:
             sock.setblocking(False)
             conn = _Conn(sock)
             self.conns[conn.fd] = conn
-            self.poller.register(conn.fd, zmq.POLLIN)  # type: ignore[union-attr]
+            self.ep.register(conn.fd, select.EPOLLIN)
 
     def _read(self, conn: _Conn) -> Iterator[tuple[int, bytes | None]]:
         closed = False
@@ -276,11 +287,10 @@ class UnixLinks:
         if conn.paused:
             conn.paused = False
             self.paused.remove(conn)
-        self.conns.pop(conn.fd, None)
-        if self.poller is not None:
+        if self.conns.pop(conn.fd, None) is not None:
             try:
-                self.poller.unregister(conn.fd)
-            except KeyError:
+                self.ep.unregister(conn.fd)
+            except OSError:
                 pass
         conn.sock.close()
 
@@ -292,6 +302,7 @@ class UnixLinks:
     def close(self) -> None:
         for conn in list(self.conns.values()):
             self._drop(conn)
+        self.ep.close()
         self.listener.close()
         try:
             if os.stat(self.path).st_ino == self.bound:
@@ -327,6 +338,9 @@ class ZmqLinks:
         except zmq.ZMQError:       # ROUTER_MANDATORY: the worker is not connected
             return False
         return True
+
+    def handle_now(self) -> Iterator[tuple[int, bytes | None]]:
+        return self.handle({self.sock: zmq.POLLIN})
 
     def handle(self, events: dict) -> Iterator[tuple[int, bytes | None]]:
         if self.sock not in events:

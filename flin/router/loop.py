@@ -303,7 +303,14 @@ class Router(Front, Shards):
 
     def _drain_links(self, events: dict) -> None:
         """Handle what the workers sent (a method: no frame outlives the turn)."""
-        for shard, frame in self.links.handle(events):
+        self._handle_links(self.links.handle(events))
+
+    def _drain_links_now(self) -> None:
+        """Handle what the workers have sent by now, outside the loop's poll."""
+        self._handle_links(self.links.handle_now())
+
+    def _handle_links(self, got: Any) -> None:
+        for shard, frame in got:
             if frame is None:
                 self.on_shard_lost(shard)
             else:

@@ -1,19 +1,22 @@
 """The Prometheus exporter: one more supervised process, started with ``--metrics-port``.
 
 It serves ``http://127.0.0.1:PORT/metrics`` (the ``prometheus_client``
-library, ``pip install 'flin[metrics]'``); each scrape asks the router for
-``STATS`` through a ``flin.Client`` and turns the answer into metric families
-(a custom collector: nothing is cached, a scrape shows the cluster as it is).
-Names follow Prometheus conventions: ``_total`` counters, base units
-(seconds, bytes), one label per dimension::
+library, ``pip install 'flin[metrics]'``); each scrape asks every router for
+``STATS`` through a ``flin.Client`` of its own endpoint and turns the answers
+into metric families (a custom collector: nothing is cached, a scrape shows
+the cluster as it is). Names follow Prometheus conventions: ``_total``
+counters, base units (seconds, bytes), one label per dimension; ``router``
+is a router's id in the pool (``--routers``), the shards' figures come from
+the first router that answers::
 
-    flin_up                                        1 if the router answered
-    flin_router_requests_total                     request messages received
-    flin_router_errors_total{code}                 errors answered, by error class
-    flin_router_requests_in_flight
-    flin_router_uptime_seconds
-    flin_shard_queue_depth{shard}                  ops queued + in flight to the shard
-    flin_request_duration_seconds{op}              histogram, router-side latency
+    flin_up                                        1 if a router answered
+    flin_router_up{router}                         1 if that router answered
+    flin_router_requests_total{router}             request messages received
+    flin_router_errors_total{code,router}          errors answered, by error class
+    flin_router_requests_in_flight{router}
+    flin_router_uptime_seconds{router}
+    flin_shard_queue_depth{shard,router}           ops queued + in flight to the shard
+    flin_request_duration_seconds{op,router}       histogram, router-side latency
     flin_requests_total{op,shard}                  ops applied by each shard
     flin_shard_errors_total{code,shard}
     flin_shard_up{shard}
@@ -46,58 +49,73 @@ _BOUNDS = [(2 ** k, 8 + (k - 3) * 4) for k in range(4, 25)]   # (us, first bucke
 class FlinCollector:
     """A prometheus_client collector that asks the cluster at every scrape."""
 
-    def __init__(self, endpoint: str, timeout: float = 5.0) -> None:
-        self.client = Client(endpoint, timeout=timeout, retries=0)
+    def __init__(self, endpoints: list[str], timeout: float = 5.0) -> None:
+        self.clients = [Client(ep, timeout=timeout, retries=0, discover=False)
+                        for ep in endpoints]
         self.lock = threading.Lock()      # scrapes may come on several threads
 
-    def fetch(self) -> dict | None:
+    def fetch(self, router: int = 0) -> dict | None:
         with self.lock:
             try:
-                return self.client.stats()
+                return self.clients[router].stats()
             except (errors.FlinError, zmq.ZMQError) as exc:
-                log.warning("scrape: no stats from the router: %s", exc)
+                log.warning("scrape: no stats from router %d: %s", router, exc)
                 return None
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.close()
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import (
             CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily,
         )
-        st = self.fetch()
-        up = GaugeMetricFamily("flin_up", "1 if the router answered the scrape")
+        answers = [self.fetch(i) for i in range(len(self.clients))]
+        st = next((a for a in answers if a), None)
+        up = GaugeMetricFamily("flin_up", "1 if a router answered the scrape")
         up.add_metric([], 1 if st else 0)
         yield up
+        routers_up = GaugeMetricFamily("flin_router_up", "1 if the router answered the scrape",
+                                       labels=["router"])
+        for i, a in enumerate(answers):
+            routers_up.add_metric([str(i)], 1 if a else 0)
+        yield routers_up
         if not st:
             return
-        r = st["router"]
-        yield CounterMetricFamily("flin_router_requests", "Request messages received",
-                                  value=r["requests"])
+        reqs = CounterMetricFamily("flin_router_requests", "Request messages received",
+                                   labels=["router"])
         errs = CounterMetricFamily("flin_router_errors", "Errors answered to clients",
-                                   labels=["code"])
-        for name, n in sorted(r["errors"].items()):
-            errs.add_metric([name], n)
-        yield errs
-        yield GaugeMetricFamily("flin_router_requests_in_flight", "Requests not yet answered",
-                                value=r["in_flight"])
-        yield GaugeMetricFamily("flin_router_uptime_seconds", "Seconds since the router started",
-                                value=r["uptime_s"])
+                                   labels=["code", "router"])
+        inflight = GaugeMetricFamily("flin_router_requests_in_flight",
+                                     "Requests not yet answered", labels=["router"])
+        uptime = GaugeMetricFamily("flin_router_uptime_seconds",
+                                   "Seconds since the router started", labels=["router"])
         depth = GaugeMetricFamily("flin_shard_queue_depth",
                                   "Ops queued in the router or in flight to the shard",
-                                  labels=["shard"])
-        for s, q in enumerate(r["queues"]):
-            depth.add_metric([str(s)], q["queued"] + q["in_flight"])
-        yield depth
+                                  labels=["shard", "router"])
         lat = HistogramMetricFamily("flin_request_duration_seconds",
                                     "Request latency seen by the router, by command kind",
-                                    labels=["op"])
-        for op, h in sorted(r["latency"].items()):
-            counts = {int(i): c for i, c in h["buckets"].items()}
-            buckets = []
-            for us, first_above in _BOUNDS:
-                below = sum(c for i, c in counts.items() if i < first_above)
-                buckets.append(("%g" % (us / 1e6), below))
-            buckets.append(("+Inf", h["count"]))
-            lat.add_metric([op], buckets, sum_value=h["sum_s"])
-        yield lat
+                                    labels=["op", "router"])
+        for i, a in enumerate(answers):
+            if not a:
+                continue
+            r, rid = a["router"], str(i)
+            reqs.add_metric([rid], r["requests"])
+            for name, n in sorted(r["errors"].items()):
+                errs.add_metric([name, rid], n)
+            inflight.add_metric([rid], r["in_flight"])
+            uptime.add_metric([rid], r["uptime_s"])
+            for s, q in enumerate(r["queues"]):
+                depth.add_metric([str(s), rid], q["queued"] + q["in_flight"])
+            for op, h in sorted(r["latency"].items()):
+                counts = {int(k): c for k, c in h["buckets"].items()}
+                buckets = []
+                for us, first_above in _BOUNDS:
+                    below = sum(c for k, c in counts.items() if k < first_above)
+                    buckets.append(("%g" % (us / 1e6), below))
+                buckets.append(("+Inf", h["count"]))
+                lat.add_metric([op, rid], buckets, sum_value=h["sum_s"])
+        yield from (reqs, errs, inflight, uptime, depth, lat)
         yield from self._shards(st)
 
     def _shards(self, st: dict) -> Iterator[Any]:
@@ -166,7 +184,7 @@ def run(cfg: Config) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     registry = CollectorRegistry(auto_describe=False)
-    collector = FlinCollector(_local_endpoint(cfg.bind))
+    collector = FlinCollector([_local_endpoint(ep) for ep in cfg.endpoints()])
     registry.register(collector)
     port = cfg.metrics_port or 0
     try:
@@ -179,6 +197,6 @@ def run(cfg: Config) -> int:
         pass
     server.shutdown()
     server.server_close()
-    collector.client.close()
+    collector.close()
     log.debug("metrics: stopped")
     return 0
