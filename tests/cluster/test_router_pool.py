@@ -16,10 +16,20 @@ from tests.support import faults as faultlib
 from tests.support.cluster import ROOT, make_cluster
 
 
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def pool():
     with tempfile.TemporaryDirectory(prefix="flin-", dir="/tmp") as d:
-        c = make_cluster(d, shards=4, extra=["--routers", "3", "--read-cache-mb", "8"]).start()
+        port = free_port()
+        c = make_cluster(d, shards=4, extra=["--routers", "3", "--read-cache-mb", "8",
+                                             "--metrics-port", str(port)]).start()
+        c.metrics_port = port
         yield c
         assert c.stop() == 0
 
@@ -92,6 +102,33 @@ def test_threads_and_asyncio_spread_too(pool):
     asyncio.run(main())
     grown = [requests_at(ep) - b - 1 for ep, b in zip(endpoints(pool), before)]
     assert min(grown) >= 50, grown
+
+
+def test_metrics_cover_every_router(pool):
+    import urllib.request
+    from prometheus_client.parser import text_string_to_metric_families
+    for i, ep in enumerate(endpoints(pool)):
+        with flin.Client(ep, discover=False) as c:
+            for _ in range(10 * (i + 1)):
+                c.ping()
+    url = "http://127.0.0.1:%d/metrics" % pool.metrics_port
+    text = faultlib.wait_for(lambda: _get(url), 15, "the exporter")
+    samples = [s for fam in text_string_to_metric_families(text) for s in fam.samples]
+    up = {s.labels["router"]: s.value for s in samples if s.name == "flin_router_up"}
+    assert up == {"0": 1, "1": 1, "2": 1}
+    reqs = {s.labels["router"]: s.value for s in samples
+            if s.name == "flin_router_requests_total"}
+    assert set(reqs) == {"0", "1", "2"} and all(v >= 10 for v in reqs.values()), reqs
+    shard_up = [s for s in samples if s.name == "flin_shard_up"]
+    assert len(shard_up) == 4 and all(s.value == 1 for s in shard_up)
+
+
+def _get(url: str):
+    import urllib.request
+    try:
+        return urllib.request.urlopen(url, timeout=5).read().decode()
+    except OSError:
+        return None
 
 
 def test_discover_false_keeps_one_endpoint(pool):
