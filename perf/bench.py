@@ -91,7 +91,7 @@ def _run_target(target: str, cfg: BenchConfig, phases: list[str], folder: str,
         cluster = ClusterProcess(os.path.join(folder, "flin"), cfg.shards,
                                  ["--routers", str(cfg.routers)])
         os.makedirs(cluster.folder)
-        progress.note("bench: starting a %d-shard cluster (routers: %s) in %s"
+        progress.note("bench: starting a %d-shard, %s-router cluster in %s"
                       % (cfg.shards, cfg.routers, cluster.folder))
         cluster.start()
         address, stop, server_pids = cluster.endpoint, cluster.stop, cluster.pids
