@@ -19,23 +19,4 @@ for r in $(seq 1 "$rounds"); do
         done
     done
 done
-"$after/bin/python" - "$out" <<'PY'
-import glob, json, os, statistics, sys
-out = sys.argv[1]
-rows = {}
-for path in sorted(glob.glob(os.path.join(out, "*-b*-r*.json"))):
-    build, batch = os.path.basename(path).split("-")[:2]
-    for res in json.load(open(path))["results"]:
-        if res["target"] == "flin":
-            rows.setdefault((batch, res["phase"], build), []).append(res["ops_per_sec"])
-lines = ["| batch | phase | before ops/s (runs) | after ops/s (runs) | after / before (medians) |",
-         "|---|---|---|---|---|"]
-for batch, phase in sorted({(b, p) for b, p, _ in rows}, key=lambda k: (int(k[0][1:]), k[1])):
-    b, a = rows[(batch, phase, "before")], rows[(batch, phase, "after")]
-    mb, ma = statistics.median(b), statistics.median(a)
-    fmt = lambda xs: ", ".join("%.1fK" % (x / 1e3) for x in xs)
-    lines.append("| %s | %s | %.1fK (%s) | %.1fK (%s) | %.3f |"
-                 % (batch[1:], phase, mb / 1e3, fmt(b), ma / 1e3, fmt(a), ma / mb))
-open(os.path.join(out, "summary.md"), "w").write("\n".join(lines) + "\n")
-print("\n".join(lines))
-PY
+"$after/bin/python" -m flin_perf.ab_summary "$out"
