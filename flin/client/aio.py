@@ -23,7 +23,7 @@ import asyncio
 from typing import Any, AsyncIterator, Iterable, Mapping, TypeVar
 
 from .. import curve, errors
-from ..protocol import DEFAULT_ENDPOINT, ErrorReply
+from ..protocol import DEFAULT_ENDPOINT, ErrorReply, retry_safe
 from . import commands as c
 from . import retry
 from .client import check_timeout
@@ -95,9 +95,10 @@ class Client:
         cmd = call.cmd
         execute = self._mux.execute
         attempts = retry.Attempts(cmd, self.retries, self.timeout)
+        resend = retry_safe(cmd)
         while True:
             try:
-                result = (await execute([cmd], attempts.left()))[0]
+                result = (await execute([cmd], attempts.left(), resend))[0]
             except errors.Timeout as exc:
                 attempts.timed_out(exc)
                 continue

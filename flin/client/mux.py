@@ -39,7 +39,7 @@ import zmq.asyncio
 
 from .. import errors, protocol
 from ..protocol import ErrorReply
-from .pool import join_pool
+from .pool import RouterLost, join_pool
 from .transport import Owner, open_socket
 
 
@@ -60,6 +60,9 @@ class Mux:
         self.frames = 0          # frames sent: one per flush unless split (tests read it)
         self.asking = 0          # the id of our ROUTERS request in flight (``transport.Pool``)
         self.joined = False      # the socket is connected to the other routers
+        self.mon: zmq.asyncio.Socket | None = None   # with other routers: their disconnections
+        self.watcher: asyncio.Task[None] | None = None
+        self.resendable: set[int] = set()   # ids whose callers may send them again
 
     def socket(self) -> zmq.asyncio.Socket:
         loop = asyncio.get_running_loop()
@@ -70,7 +73,10 @@ class Mux:
             self.joined = False
         if not self.joined and self.owner._pool.others is not None:
             self.joined = True
-            join_pool(self.sock, self.owner._pool)
+            if self.owner._pool.others:
+                join_pool(self.sock, self.owner._pool)
+                self.mon = cast("zmq.asyncio.Socket",
+                                self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED))
         return self.sock
 
     def reset(self) -> None:
@@ -84,12 +90,22 @@ class Mux:
         self.pending.clear()
         self.outbox.clear()
         self.unsent.clear()
+        self._unwatch()
+        if self.mon is not None:
+            if self.sock is not None:
+                try:
+                    self.sock.disable_monitor()
+                except zmq.ZMQError:
+                    pass
+            self.mon.close(linger=0)
+            self.mon = None
         if self.sock is not None:
             self.sock.close(linger=0)
             self.sock = None
             self.owner._pool.forget()
         self.stale = False
         self.asking = 0
+        self.resendable.clear()
 
     # -- sending --------------------------------------------------------------------
     def submit(self, commands: list[Any]) -> tuple[int, asyncio.Future[Any]]:
@@ -113,6 +129,8 @@ class Mux:
             asyncio.get_running_loop().call_soon(self._flush)
         if self.reader is None or self.reader.done():
             self.reader = asyncio.get_running_loop().create_task(self._read(sock))
+        if self.mon is not None and (self.watcher is None or self.watcher.done()):
+            self.watcher = asyncio.get_running_loop().create_task(self._watch(self.mon))
         return self.rid, fut
 
     def _flush(self) -> None:
@@ -204,6 +222,31 @@ class Mux:
             if self.sock is not None:
                 self.socket()
 
+    async def _watch(self, mon: zmq.asyncio.Socket) -> None:
+        """While requests are pending: when a router connection drops, fail
+        those whose callers may resend them with ``RouterLost`` (a
+        ``Timeout``: ``retry`` resends them to the routers that are up)."""
+        while True:                      # what dropped while nothing was pending is old news
+            try:
+                await mon.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+        while self.pending:
+            frames = await mon.recv_multipart()
+            if int.from_bytes(frames[0][:2], "little") != zmq.EVENT_DISCONNECTED:
+                continue
+            lost = RouterLost("a router went away with the request in flight")
+            for rid in list(self.resendable):
+                fut = self.pending.pop(rid, None)
+                if fut is not None and not fut.done():
+                    fut.set_exception(lost)
+            self.resendable.clear()
+
+    def _unwatch(self) -> None:
+        if self.watcher is not None and not self.watcher.get_loop().is_closed():
+            self.watcher.cancel()
+        self.watcher = None
+
     def _fail_all(self, exc: Exception) -> None:
         for fut in self.pending.values():
             if not fut.done():
@@ -225,15 +268,22 @@ class Mux:
         if self.reader is not None and self.reader is not asyncio.current_task():
             self.reader.cancel()
         self.reader = None
+        if self.watcher is not asyncio.current_task():
+            self._unwatch()
         if self.stale and not self.outbox:
             self.reset()   # nobody else is using it: drop whatever it still queued
 
     # -- one request ----------------------------------------------------------------
-    async def execute(self, commands: list[Any], timeout: float) -> list[Any]:
+    async def execute(self, commands: list[Any], timeout: float,
+                      resend: bool = False) -> list[Any]:
         """Send ``commands`` as one request (coalesced with this turn's others)
         and return their raw results; ``Timeout`` after ``timeout`` seconds,
-        ``ConnectionFailed`` if it could not even be sent by then."""
+        ``ConnectionFailed`` if it could not even be sent by then. With
+        ``resend`` (the caller may send it again): ``RouterLost`` as soon as a
+        router of the pool goes away while it waits."""
         rid, fut = self.submit(commands)
+        if resend:
+            self.resendable.add(rid)
         try:
             results = await asyncio.wait_for(fut, timeout)
         except asyncio.TimeoutError:
@@ -244,6 +294,7 @@ class Mux:
             raise errors.Timeout("no reply from %s within %.1fs"
                                  % (self.owner.endpoint, timeout)) from None
         finally:
+            self.resendable.discard(rid)
             self.forget(rid)
         if type(results) is ErrorReply:
             return [results] * len(commands)
