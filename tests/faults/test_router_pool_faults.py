@@ -68,7 +68,9 @@ def test_sigkill_of_a_router_under_a_write_storm(pool):
         th.start()
     time.sleep(1.5)
     victim = faultlib.router_pids(pool)[1]
-    os.kill(victim, signal.SIGKILL)
+    os.kill(victim, signal.SIGSTOP)              # calls sent to it now wait there...
+    time.sleep(0.5)
+    os.kill(victim, signal.SIGKILL)              # ... and are lost with it
     killed_at[0] = time.monotonic()
     time.sleep(3.0)
     stop.set()
@@ -139,3 +141,51 @@ def test_a_router_that_cannot_bind_stops_the_start(tmp_path):
             taken.close()
         assert out.returncode == 2, out
         assert b"c.sock.1" in out.stderr, out.stderr
+
+
+def test_asyncio_calls_in_flight_at_a_dead_router_are_resent(pool):
+    """The asyncio client under a SET storm over three routers; router 1 is
+    stopped (calls pile up there), then SIGKILLed: every plain SET (safe to
+    resend) succeeds, none takes past the timeout, and all of them are there."""
+    import asyncio
+    import flin.asyncio
+
+    async def main():
+        db = flin.asyncio.Client(pool.endpoint, timeout=TIMEOUT)
+        await db.ping()
+        stop = asyncio.Event()
+        acked, slow, errs = {}, [0.0], []
+
+        async def writer(w: int) -> None:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                key = b"aio:%d:%d" % (w, i)
+                t0 = time.monotonic()
+                try:
+                    await db.set(key, b"%d" % i)
+                except errors.FlinError as exc:
+                    errs.append(repr(exc))
+                else:
+                    acked[key] = b"%d" % i
+                slow[0] = max(slow[0], time.monotonic() - t0)
+
+        tasks = [asyncio.create_task(writer(w)) for w in range(50)]
+        await asyncio.sleep(1.0)
+        victim = faultlib.router_pids(pool)[1]
+        os.kill(victim, signal.SIGSTOP)          # frames sent to it now wait there...
+        await asyncio.sleep(0.5)
+        os.kill(victim, signal.SIGKILL)          # ... and are lost with it
+        await asyncio.sleep(2.0)
+        stop.set()
+        await asyncio.gather(*tasks)
+        assert not errs, errs[:5]
+        assert slow[0] < TIMEOUT, slow[0]
+        keys = list(acked)
+        got = []
+        for n in range(0, len(keys), 1000):
+            got += await db.mget(keys[n:n + 1000])
+        assert got == [acked[k] for k in keys]
+        await db.close()
+        return len(acked)
+    assert asyncio.run(main()) > 300
