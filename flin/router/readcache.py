@@ -17,9 +17,11 @@ Never stale, by construction:
   dropped once its expiry passes.
 
 With several routers (``--routers``), a write routed by another router
-must reach this cache too. The shard worker sends every router except the
-writer the keys each write batch changed (``protocol.WRITTEN_ID``), over
-its Unix-socket link, before it answers the batch: so those keys are in
+must reach this cache too. The shard worker records which keys it answered
+each router's cache fills with, and sends a router the recorded keys that
+other routers' writes changed (``protocol.WRITTEN_ID``;
+``shardworker.tracking``), over its Unix-socket link, before it answers
+those writes: so those keys are in
 this router's socket before the writer can acknowledge them, and this
 router reads its links again after reading a turn's client requests and
 before answering any of them from the cache (``loop.Router._drain_front``).
@@ -52,6 +54,7 @@ class ReadCache:
         self.writes = [0] * shards           # write ops routed per shard
         self.hits = [0] * shards
         self.misses = [0] * shards
+        self.notices = 0                     # keys-written notices from shards (other routers' writes)
         self._d: OrderedDict[bytes, tuple[bytes, float]] = OrderedDict()
 
     def get(self, shard: int, key: bytes) -> Any:
@@ -95,6 +98,7 @@ class ReadCache:
     def forget(self, shard: int, keys: list) -> None:
         """Another router routed writes of ``keys`` to ``shard``."""
         self.writes[shard] += 1
+        self.notices += 1
         if self._d:
             for k in keys:
                 if type(k) is bytes:
@@ -116,4 +120,4 @@ class ReadCache:
 
     def stats(self) -> dict:
         return {"hits": sum(self.hits), "misses": sum(self.misses), "entries": len(self._d),
-                "bytes": self.bytes, "max_bytes": self.max_bytes}
+                "bytes": self.bytes, "max_bytes": self.max_bytes, "notices": self.notices}

@@ -17,7 +17,7 @@ import select
 import socket
 import struct
 import time
-from typing import Any
+from typing import Any, Callable
 
 import zmq
 
@@ -136,8 +136,9 @@ class Links:
     background (every ``_RETRY_S``), so one router's death or restart does
     not stop the shard for the rest."""
 
-    def __init__(self, cfg: Config, shard: int) -> None:
-        self.cfg, self.shard = cfg, shard
+    def __init__(self, cfg: Config, shard: int,
+                 on_connect: Callable[[int], None] | None = None) -> None:
+        self.cfg, self.shard, self.on_connect = cfg, shard, on_connect
         self.all = [WorkerLink(cfg, shard, i) for i in range(cfg.routers)]
         self.up: list[WorkerLink] = []
         self.zpoll = zmq.Poller() if cfg.backend_keys else None
@@ -161,6 +162,8 @@ class Links:
         for link in self.all:
             if link.sock is None and link.try_connect():
                 self.up.append(link)
+                if self.on_connect is not None:
+                    self.on_connect(link.router)
                 if self.zpoll is not None:
                     self.zpoll.register(link.sock, zmq.POLLIN)
                 else:

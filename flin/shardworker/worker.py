@@ -31,13 +31,13 @@ from typing import Any, Iterator
 import plyvel
 
 from .. import protocol
-from ..protocol import WRITES, written_keys
 from ..config import Config
 from ..errors import BadRequest, InternalError
 from . import admin
 from .handlers import HANDLERS
 from .link import Links
 from .store import Store
+from .tracking import Tracker
 
 log = logging.getLogger("flin.shard")
 
@@ -69,12 +69,12 @@ def open_store(cfg: Config, shard: int) -> Store:
 
 
 def serve(store: Store, frames: list[tuple[int, bytes]], shard: int,
-          routers: int = 1) -> Iterator[tuple[int, bytes]]:
+          tracker: Tracker | None = None) -> Iterator[tuple[int, bytes]]:
     """Apply the ops of several batches (``(router, frame)``) as one write
     batch, or as several segments when their values are big; yield the
     replies as they are ready, each batch's (or its parts) to its router.
-    With several routers, each segment's written keys go first to every
-    router but the one that routed them (``written``)."""
+    With several routers (``tracker``), each segment's notices to the
+    routers whose cached keys it changed go first (``tracking.py``)."""
     batches: list[tuple[int, int, int | None, str | None]] = []
     spans: list[tuple[int, int, int]] = []   # (router, first op, end) of each batch
     ops: list = []
@@ -87,7 +87,7 @@ def serve(store: Store, frames: list[tuple[int, bytes]], shard: int,
             batches.append((origin, protocol.request_id_of(frame), None, str(exc)))
             continue
         batches.append((origin, batch_id, len(batch_ops), None))
-        if routers > 1:
+        if tracker is not None:
             spans.append((origin, len(ops), len(ops) + len(batch_ops)))
         ops.extend(batch_ops)
     results: list = []                 # of the segment being answered
@@ -110,7 +110,7 @@ def serve(store: Store, frames: list[tuple[int, bytes]], shard: int,
                     failure = protocol.ErrorReply(InternalError.code, "shard %d: %s" % (shard, exc))
                     break
                 if spans:
-                    yield from written(ops, spans, first, pos, routers)
+                    yield from tracker.segment(ops, results, spans, first, pos)  # type: ignore[union-attr]
                 taken = 0
             part = results[taken:taken + n - done]
             taken += len(part)
@@ -121,28 +121,6 @@ def serve(store: Store, frames: list[tuple[int, bytes]], shard: int,
             yield origin, protocol.encode_part(batch_id, part)
         if failure is not None:        # the rest of this batch, and the batches after it
             yield origin, protocol.encode(batch_id, failure)
-
-
-def written(ops: list, spans: list[tuple[int, int, int]], first: int, end: int,
-            routers: int) -> Iterator[tuple[int, bytes]]:
-    """``(router, [WRITTEN_ID, keys])`` for each router that other routers'
-    write ops in ``ops[first:end]`` changed keys behind: its read cache must
-    forget them before any of these writes is acknowledged (``router.readcache``)."""
-    by_origin: dict[int, list[bytes]] = {}
-    for origin, lo, hi in spans:
-        lo, hi = max(lo, first), min(hi, end)
-        for op in ops[lo:hi]:
-            if type(op) is list and op and op[0] in WRITES:
-                try:
-                    by_origin.setdefault(origin, []).extend(written_keys(op))
-                except (KeyError, IndexError, TypeError):
-                    pass               # a malformed op: answered an error, wrote nothing
-    if not by_origin:
-        return
-    for r in range(routers):
-        keys = [k for origin, ks in by_origin.items() if origin != r for k in ks]
-        if keys:
-            yield r, protocol.encode(protocol.WRITTEN_ID, keys)
 
 
 def run(cfg: Config, shard: int) -> int:
@@ -167,7 +145,8 @@ def run(cfg: Config, shard: int) -> int:
                   "`flin repair --data %s --shard %d`.", shard, cfg.shard_dir(shard),
                   exc, cfg.data, shard)
         return EXIT_STORAGE
-    links = Links(cfg, shard)
+    tracker = Tracker(cfg.routers) if cfg.routers > 1 else None
+    links = Links(cfg, shard, tracker.reset if tracker is not None else None)
     if not links.connect(lambda: stopping):
         admin.close(store)
         store.close()
@@ -191,7 +170,7 @@ def run(cfg: Config, shard: int) -> int:
                 continue
             if store.write_failed_at and store.recover():
                 log.warning("shard %d: reopened its LevelDB after a failed write", shard)
-            for router, reply in serve(store, frames, shard, cfg.routers):
+            for router, reply in serve(store, frames, shard, tracker):
                 links.send(router, reply)      # to a router that died: lost with it
             if store.vanished:
                 break

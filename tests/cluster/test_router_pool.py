@@ -179,6 +179,24 @@ def test_a_write_through_one_router_is_read_through_another(pool):
                     a.set(k, b"0")
 
 
+def test_writes_to_keys_no_other_router_cached_send_no_notices(pool):
+    """The shards tell a router only of the keys it cached (``tracking.py``)."""
+    a_ep, b_ep = endpoints(pool)[0], endpoints(pool)[1]
+
+    def noticed() -> int:
+        with flin.Client(b_ep, timeout=5, discover=False) as c:
+            return c.stats()["router"]["read_cache"]["notices"]
+    with flin.Client(a_ep, discover=False) as a, flin.Client(b_ep, discover=False) as b:
+        before = noticed()
+        for i in range(300):
+            a.set(b"pool:quiet:%d" % i, b"v")             # B never read these
+        assert noticed() == before
+        b.get(b"pool:quiet:7")                             # now B caches one
+        a.set(b"pool:quiet:7", b"w")
+        assert noticed() == before + 1
+        assert b.get(b"pool:quiet:7") == b"w"
+
+
 def test_never_older_than_acknowledged_under_concurrency(pool):
     """A writer bumps one counter through router A; readers through router B
     (with its cache) check each answer is at least the last value whose write
