@@ -140,6 +140,7 @@ class Links:
                  on_connect: Callable[[int], None] | None = None) -> None:
         self.cfg, self.shard, self.on_connect = cfg, shard, on_connect
         self.all = [WorkerLink(cfg, shard, i) for i in range(cfg.routers)]
+        self.solo = cfg.routers == 1 and not cfg.backend_keys
         self.up: list[WorkerLink] = []
         self.zpoll = zmq.Poller() if cfg.backend_keys else None
         self.poll = select.poll()
@@ -209,17 +210,21 @@ class Links:
     def recv(self, timeout: float, most: int) -> list[tuple[int, bytes]]:
         """``(router, message)`` for what arrived, waiting up to ``timeout`` s
         for the first; [] if none came. Each router's messages keep their order."""
+        if self.solo and self.up:        # one router: its one socket (the hot path)
+            link = self.up[0]
+            if not self.poll.poll(int(timeout * 1000)):
+                return []
+            frames = link.read(most)
+            if frames is None:
+                self.drop(link)
+                return []
+            return [(0, f) for f in frames]
         got: list[tuple[int, bytes]] = []
-        if not self.zmq_mode:
-            for link in self.up:         # frames read earlier but not yet handed out
-                got += [(link.router, f) for f in link.reader.frames()]
         now = time.monotonic()
         if len(self.up) < len(self.all):
             if now >= self.retry_at:
                 self._reconnect(now)
             timeout = min(timeout, max(0.0, self.retry_at - now))
-        if got:
-            timeout = 0.0
         if self.zpoll is not None:
             ready = [self.all_by_sock(s) for s, _ in self.zpoll.poll(int(timeout * 1000))]
         else:
@@ -232,10 +237,6 @@ class Links:
                 continue
             got += [(link.router, f) for f in frames]
         return got
-
-    @property
-    def zmq_mode(self) -> bool:
-        return self.zpoll is not None
 
     def all_by_sock(self, sock: Any) -> WorkerLink:
         return next(link for link in self.up if link.sock is sock)

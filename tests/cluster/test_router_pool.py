@@ -279,3 +279,22 @@ def test_a_read_taken_late_in_a_busy_turn_sees_the_write(pool):
             took = time.monotonic() - t0
             assert len(busy.collect(rid)) == 100_000
             assert took > 0.02, "B was not busy: the test proves nothing (%.3fs)" % took
+
+
+def test_scans_and_backups_through_a_pool(pool, tmp_path):
+    """A scan whose pages go to different routers is whole and in order; a
+    backup through one router of the pool holds every key."""
+    with pool.client() as c:
+        keys = [b"pool:scan:%04d" % i for i in range(500)]
+        c.mset({k: b"v" for k in keys})
+        assert list(c.scan_iter(prefix=b"pool:scan:", page=37)) == keys
+        before = [requests_at(ep) for ep in endpoints(pool)]
+        assert list(c.scan_iter(prefix=b"pool:scan:", page=10)) == keys
+        grown = [requests_at(ep) - b - 1 for ep, b in zip(endpoints(pool), before)]
+        assert min(grown) >= 5, grown                    # the pages went everywhere
+    dest = str(tmp_path / "bk")
+    out = subprocess.run([sys.executable, "-m", "flin", "backup", "-e", endpoints(pool)[2], dest],
+                         capture_output=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    manifest = json.load(open(dest + "/manifest.json"))
+    assert manifest["shards"] == 4 and manifest["data_keys"] >= len(keys)
