@@ -23,6 +23,7 @@ from ..zmqflags import NOBLOCK
 from .shards import error as _err
 
 _DRAIN = 2000            # client frames taken per loop turn
+EVENTS, POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 
 
 class Front:
@@ -47,22 +48,28 @@ class Front:
             return self._drain_front_refusing()
         if self.peers and self.cache is not None and self.cache.bytes:
             return self._drain_front_synced()
+        front = self.front
         for _ in range(_DRAIN):
             try:
-                frames = self.front.recv_multipart(NOBLOCK)
+                frames = front.recv_multipart(NOBLOCK)
             except zmq.Again:
                 return
             self.on_request(frames)
+            if not front.get(EVENTS) & POLLIN:  # type: ignore[operator]  # 1.3 us; Again: 4
+                return
 
     def _drain_front_synced(self) -> None:
         """``_drain_front`` with other routers and a read cache: read the requests,
         then what the workers sent since (the keys other routers wrote reach our
         links before those writes are acknowledged), then answer (``readcache.py``)."""
         taken = []
+        front = self.front
         for _ in range(_DRAIN):
             try:
-                taken.append(self.front.recv_multipart(NOBLOCK))
+                taken.append(front.recv_multipart(NOBLOCK))
             except zmq.Again:
+                break
+            if not front.get(EVENTS) & POLLIN:  # type: ignore[operator]
                 break
         if not taken:
             return
