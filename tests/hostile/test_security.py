@@ -356,3 +356,31 @@ def test_reused_identity_cannot_take_over_replies(cluster):
             assert not thief.sock.poll(1000)
             assert not victim.sock.poll(200)
         assert victim.ask(protocol.encode(4, [[PING]])) == (4, [True])
+
+
+def test_a_pool_of_routers_is_all_behind_curve(keys):
+    """Every router of a pool serves CURVE with the one key pair: an authorised
+    client spreads over all of them; a stranger is refused by each."""
+    with tempfile.TemporaryDirectory(prefix="flin-", dir="/tmp") as d:
+        c = make_cluster(d, shards=2, extra=["--routers", "2", "--curve-secret",
+                                             keys["server_secret"], "--authorized-keys",
+                                             keys["authorized"]]).start()
+        try:
+            eps = [c.endpoint, c.endpoint + ".1"]
+
+            def requests(ep: str) -> int:
+                with flin.Client(ep, server_key=keys["server_public"], discover=False,
+                                 client_keys=keys["client_secret"], timeout=5) as one:
+                    return one.stats()["router"]["requests"]
+            before = [requests(ep) for ep in eps]
+            with _authorized_client(c, keys) as db:
+                for i in range(200):
+                    db.set(b"curvepool:%d" % i, b"v")
+            grown = [requests(ep) - b - 1 for ep, b in zip(eps, before)]
+            assert min(grown) >= 50, grown
+            for ep in eps:
+                assert _refused(lambda **kw: flin.Client(
+                    ep, server_key=keys["server_public"], client_keys=keys["stranger_secret"],
+                    discover=False, **kw)) < 3
+        finally:
+            assert c.stop() == 0
