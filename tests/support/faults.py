@@ -47,14 +47,19 @@ def alive(pid: int) -> bool:
     return s not in ("", "Z", "X")
 
 
-def worker_pids(cluster) -> dict[int, int]:
-    """shard id -> pid of its live worker, found by process name."""
+def _pids_named(cluster, prefix: str) -> dict[int, int]:
+    """N -> pid of the live child named ``prefix`` + N."""
     out = {}
     for pid in cluster.child_pids():
         name = _comm(pid)
-        if name.startswith("flin-shard-") and alive(pid):
-            out[int(name[len("flin-shard-"):])] = pid
+        if name.startswith(prefix) and alive(pid):
+            out[int(name[len(prefix):])] = pid
     return out
+
+
+def worker_pids(cluster) -> dict[int, int]:
+    """shard id -> pid of its live worker, found by process name."""
+    return _pids_named(cluster, "flin-shard-")
 
 
 def router_pid(cluster) -> int | None:
@@ -66,12 +71,7 @@ def router_pid(cluster) -> int | None:
 
 def router_pids(cluster) -> dict[int, int]:
     """router id -> pid of that live router of a pool (``--routers`` > 1)."""
-    out = {}
-    for pid in cluster.child_pids():
-        name = _comm(pid)
-        if name.startswith("flin-router-") and alive(pid):
-            out[int(name[len("flin-router-"):])] = pid
-    return out
+    return _pids_named(cluster, "flin-router-")
 
 
 def wait_for(pred, timeout: float, what: str, every: float = 0.02):
