@@ -41,6 +41,7 @@ from ..zmqflags import NOBLOCK
 from .pool import Pool, RouterLost, Watch, join_pool
 
 _WATCH_S = 0.05      # with several routers: how often a wait checks whether one went away
+HEARTBEAT_MS = 1000  # ZMTP heartbeats to each router; 3 missed: disconnected
 
 
 class Owner(Protocol):
@@ -62,6 +63,11 @@ def open_socket(ctx: "zmq.Context[S]", owner: Owner) -> S:
     s = ctx.socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
     s.setsockopt(zmq.IMMEDIATE, 1)   # queue nothing for a router that is not there
+    # a router that stops answering ZMTP heartbeats (stopped, hung, cut off: its
+    # I/O thread answers them whatever its loop does) is disconnected, so that
+    # a pool's other routers take its calls (``pool.Watch``)
+    s.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
+    s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * HEARTBEAT_MS)
     # no MAXMSGSIZE: replies come from the trusted router, and an MGET of
     # 64 MiB values, or several replies sharing a frame, may exceed any cap
     curve.secure_client(s, owner._curve)
@@ -210,15 +216,16 @@ class Conn:
             left = deadline - time.monotonic()
             if left <= 0:
                 self.reset()
-                raise errors.Timeout("no reply from %s within %.1fs"
-                                     % (self.owner.endpoint, self.owner.timeout))
+                raise errors.Timeout("no reply from %s in time (the client's timeout is "
+                                     "%.1fs)" % (self.owner.endpoint, self.owner.timeout))
             watch = self.watch if resend else None
             try:
                 got, results = self.receive(left if watch is None else min(left, _WATCH_S))
             except errors.Timeout:
                 if watch is None or time.monotonic() >= deadline:
                     self.reset()
-                    raise
+                    raise errors.Timeout("no reply from %s in time (the client's timeout is "
+                                         "%.1fs)" % (self.owner.endpoint, self.owner.timeout)) from None
                 if watch.lost():
                     self.abandoned.add(rid)   # its late reply, if one comes, is dropped
                     raise RouterLost("a router went away with the request in flight") from None

@@ -189,3 +189,53 @@ def test_asyncio_calls_in_flight_at_a_dead_router_are_resent(pool):
         await db.close()
         return len(acked)
     assert asyncio.run(main()) > 300
+
+
+def test_a_stopped_router_is_left_and_its_calls_go_elsewhere(pool):
+    """SIGSTOP one router of three for 8 s, longer than the clients' 6 s
+    timeout, under a write storm: the clients' heartbeats find it silent and
+    disconnect it; every plain SET succeeds within its timeout (those sent to
+    it are resent to the others), and once it runs again it is used again."""
+    stop = threading.Event()
+    errs, acked, slow = [], {}, [0.0]
+    lock = threading.Lock()
+
+    def writer(t: int) -> None:
+        with flin.Client(pool.endpoint, timeout=6.0) as c:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                key = b"sstop:%d:%d" % (t, i)
+                t0 = time.monotonic()
+                try:
+                    c.set(key, b"v")
+                except errors.FlinError as exc:
+                    with lock:
+                        errs.append(repr(exc))
+                else:
+                    with lock:
+                        acked[key] = True
+                with lock:
+                    slow[0] = max(slow[0], time.monotonic() - t0)
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    time.sleep(1.0)
+    victim = faultlib.router_pids(pool)[1]
+    os.kill(victim, signal.SIGSTOP)
+    time.sleep(8.0)
+    during = len(acked)
+    os.kill(victim, signal.SIGCONT)
+    time.sleep(1.0)
+    stop.set()
+    for th in threads:
+        th.join(20)
+    assert not errs, errs[:3]
+    assert slow[0] < 6.0
+    assert during > 200, during                     # the others served meanwhile
+    with flin.Client(pool.endpoint, timeout=10) as c:
+        keys = list(acked)
+        for n in range(0, len(keys), 1000):
+            assert all(v == b"v" for v in c.mget(keys[n:n + 1000]))
+        st = c.status()
+        assert all(r["alive"] for r in st["routers"]) and st["routers"][1]["pid"] == victim
