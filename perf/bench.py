@@ -40,6 +40,7 @@ def default_processes() -> int:
 class BenchConfig:
     shards: int = 64                  # shard processes of the cluster the harness starts
     routers: int | str = 1            # its router processes (a count, or "auto")
+    client: str = "sync"              # the Flin load: sync (submit_many by hand) or asyncio
     endpoint: str | None = None       # a running cluster instead (no cluster started)
     workers: int = 64                 # concurrent logical workers, over all load processes
     value_size: int = 1024            # bytes per value
@@ -67,6 +68,8 @@ class BenchConfig:
             if b not in BASELINES:
                 raise ValueError("unknown baseline %r (one of %s)" % (b, ", ".join(BASELINES)))
         phases_for(self.workloads)
+        if self.client not in ("sync", "asyncio"):
+            raise ValueError("client must be sync or asyncio, not %r" % self.client)
         if self.plot_path:
             from .plot import unavailable
             why = unavailable()
@@ -118,7 +121,7 @@ def _run_target(target: str, cfg: BenchConfig, phases: list[str], folder: str,
                 pipeline=cfg.pipeline, batch=cfg.batch, value_size=cfg.value_size,
                 keys=cfg.keys, key_range=key_range, duration=cfg.duration,
                 scan_limit=scan_limit(cfg.batch), seed=cfg.seed, address=address,
-                timeout=cfg.timeout)
+                timeout=cfg.timeout, client=cfg.client)
             progress.begin(target, phase, cfg.duration)
             result = run_phase(spec, (lambda: cpu_by_role(pids)) if pids else None,
                                progress.update)

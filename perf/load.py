@@ -45,8 +45,10 @@ def _cpu_s() -> float:
     return t.user + t.system
 
 
-def _driver(target: str) -> Callable[..., None]:
-    if target == "flin":
+def _driver(target: str, client: str = "sync") -> Callable[..., None]:
+    if target == "flin" and client == "asyncio":
+        from .flin_aio_driver import drive
+    elif target == "flin":
         from .flin_driver import drive
     elif target == "engine":
         from .engine import drive
@@ -73,7 +75,7 @@ def _child(spec: PhaseSpec, proc: int, counter: Any, barrier: Any, conn: Any) ->
             rec.t_start = time.perf_counter_ns()
             return rec.t_start + int(spec.duration * 1e9)
 
-        _driver(spec.target)(spec, proc, plan, rec, go)
+        _driver(spec.target, spec.client)(spec, proc, plan, rec, go)
         rec.t_end = time.perf_counter_ns()
         rec.cpu = _cpu_s() - cpu0[0]
         conn.send({

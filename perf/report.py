@@ -131,11 +131,11 @@ def table(doc: dict) -> str:
     """The results as a text table, with the run's shape above it."""
     c = doc["config"]
     head = ("Flin bench: %d workers x %d in flight, batch %d, %d-byte values, %.1f s per "
-            "phase, %s, %d load processes"
+            "phase, %s, %d load processes (%s client)"
             % (c["workers"], c["pipeline"], c["batch"], c["value_size"], c["duration"],
                ("%d shards, %s router(s) (started by the harness)"
                 % (c["shards"], c.get("routers", 1))) if not c["endpoint"]
-               else "cluster at %s" % c["endpoint"], c["processes"]))
+               else "cluster at %s" % c["endpoint"], c["processes"], c.get("client", "sync")))
     cols = ("target", "phase", "ops/s", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms",
             "1/thr us", "errors", "load CPU", "server CPU", "srv us/op")
     rows = [cols]

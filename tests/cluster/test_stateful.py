@@ -177,3 +177,57 @@ def test_cluster_behaves_like_a_dict(client):
             suppress_health_check=list(HealthCheck)))
     finally:
         ClusterVsDict.db = None
+
+
+class _AwaitEach:
+    """``flin.asyncio.Client`` seen as a blocking client: each call is awaited
+    on one event loop that lives as long as the test, so the state machine
+    above runs unchanged through the asyncio client's code (its socket, its
+    multiplexing, its pipelines and its async scan iterator)."""
+
+    def __init__(self, endpoint: str) -> None:
+        import asyncio
+        import flin.asyncio
+        self.loop = asyncio.new_event_loop()
+        self.db = flin.asyncio.Client(endpoint, timeout=10)
+
+    def __getattr__(self, name: str):
+        attr = getattr(self.db, name)
+        if name == "scan_iter":
+            async def collect(*a, **kw):
+                return [x async for x in attr(*a, **kw)]
+            return lambda *a, **kw: self.loop.run_until_complete(collect(*a, **kw))
+        if name == "pipeline":
+            return lambda: _AwaitPipeline(self.loop, attr())
+        return lambda *a, **kw: self.loop.run_until_complete(attr(*a, **kw))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.db.close())
+        self.loop.close()
+
+
+class _AwaitPipeline:
+    def __init__(self, loop, p) -> None:
+        self.loop, self.p = loop, p
+
+    def __getattr__(self, name: str):
+        if name == "execute":
+            return lambda: self.loop.run_until_complete(self.p.execute())
+        queue = getattr(self.p, name)
+
+        def queued(*a, **kw):
+            queue(*a, **kw)
+            return self
+        return queued
+
+
+def test_the_asyncio_client_behaves_like_a_dict(shared_cluster):
+    db = _AwaitEach(shared_cluster.endpoint)
+    ClusterVsDict.db = db
+    try:
+        run_state_machine_as_test(ClusterVsDict, settings=settings(
+            max_examples=60, stateful_step_count=30, deadline=None,
+            suppress_health_check=list(HealthCheck)))
+    finally:
+        ClusterVsDict.db = None
+        db.close()
