@@ -39,13 +39,8 @@ import zmq.asyncio
 
 from .. import errors, protocol
 from ..protocol import ErrorReply
-from ..zmqflags import NOBLOCK
 from .pool import RouterLost, join_pool
 from .transport import Owner, open_socket
-
-
-_SYNC_SEND = zmq.Socket.send    # zmq.asyncio's Socket is a zmq.Socket: its plain methods
-_SYNC_RECV = zmq.Socket.recv
 
 
 class Mux:
@@ -170,12 +165,6 @@ class Mux:
         if self.sock is None:
             return
         self.frames += 1
-        if not self.unsent:   # the plain socket's send, when it takes the frame at once:
-            try:              # zmq.asyncio's costs a Future and a callback a frame
-                _SYNC_SEND(self.sock, frame, NOBLOCK)
-                return
-            except zmq.Again:
-                pass
         sent = cast("asyncio.Future[Any]", self.sock.send(frame))
         if not sent.done():   # no connection yet (IMMEDIATE): queued until there is one
             entry = (sent, [rid for rid, _ in chunk])
@@ -203,13 +192,9 @@ class Mux:
     # -- receiving ------------------------------------------------------------------
     async def _read(self, sock: zmq.asyncio.Socket) -> None:
         pending = self.pending
-        frame = b""
         while pending:
-            try:      # a frame already waiting is taken with the plain socket's recv
-                if frame and sock.get(zmq.EVENTS) & zmq.POLLIN:  # type: ignore[operator,arg-type]
-                    frame = _SYNC_RECV(sock, NOBLOCK)
-                else:
-                    frame = await sock.recv()
+            try:
+                frame = await sock.recv()
             except zmq.ZMQError as exc:   # the socket failed under us: nobody will be answered
                 self._fail_all(errors.ConnectionFailed("%s: %s" % (self.owner.endpoint, exc)))
                 return
