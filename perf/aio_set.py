@@ -1,5 +1,7 @@
 """The asyncio client under load, beside the sync bench driver at the same
-in-flight count (issue 15's ratio, until `flin bench --client asyncio` exists).
+in-flight count: the first measurement of issue 15's ratio
+(``results/2026-12-01-clients``). ``flin bench --client asyncio`` now does this
+inside the harness, with latencies; this script stays to reproduce that result.
 
     python -m flin_perf.aio_set ENDPOINT SECONDS [COROUTINES]
 
