@@ -43,6 +43,15 @@ from .pool import RouterLost, join_pool
 from .transport import Owner, open_socket
 
 
+class _Expired(Exception):
+    """A call's timer ran out (``Mux.execute`` turns it into ``Timeout``)."""
+
+
+def _expire(fut: "asyncio.Future[Any]") -> None:
+    if not fut.done():
+        fut.set_exception(_Expired())
+
+
 class Mux:
     """One client's shared socket and its requests in flight (one event loop)."""
 
@@ -112,25 +121,26 @@ class Mux:
         """Queue one request for this turn's frame; its id and the future of its results."""
         if len(commands) > protocol.MAX_ITEMS:
             raise errors.TooLarge("more than %d commands in one frame" % protocol.MAX_ITEMS)
+        loop = asyncio.get_running_loop()
         sock = self.socket()
         self.rid += 1
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Any] = loop.create_future()
         self.pending[self.rid] = fut
         self.outbox.append((self.rid, commands))
         if not self.asking and self.owner._pool.wanted():   # learn the pool in passing
             self.rid += 1
             self.asking = self.rid
-            asking = asyncio.get_running_loop().create_future()
+            asking = loop.create_future()
             self.pending[self.rid] = asking
             self.outbox.append((self.rid, [[protocol.ROUTERS]]))
             asking.add_done_callback(self._learned)
         if not self.flushing:
             self.flushing = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop.call_soon(self._flush)
         if self.reader is None or self.reader.done():
-            self.reader = asyncio.get_running_loop().create_task(self._read(sock))
+            self.reader = loop.create_task(self._read(sock))
         if self.mon is not None and (self.watcher is None or self.watcher.done()):
-            self.watcher = asyncio.get_running_loop().create_task(self._watch(self.mon))
+            self.watcher = loop.create_task(self._watch(self.mon))
         return self.rid, fut
 
     def _flush(self) -> None:
@@ -284,9 +294,12 @@ class Mux:
         rid, fut = self.submit(commands)
         if resend:
             self.resendable.add(rid)
+        # one timer on the future itself: asyncio.wait_for wraps it in a task and
+        # two more futures, which was the largest cost of a call here
+        timer = asyncio.get_running_loop().call_later(timeout, _expire, fut)
         try:
-            results = await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+            results = await fut
+        except _Expired:
             self.stale = True
             if any(rid in rids for _, rids in self.unsent):
                 self._withdraw_unsent(self.owner.endpoint)
@@ -294,6 +307,7 @@ class Mux:
             raise errors.Timeout("no reply from %s within %.1fs"
                                  % (self.owner.endpoint, timeout)) from None
         finally:
+            timer.cancel()
             self.resendable.discard(rid)
             self.forget(rid)
         if type(results) is ErrorReply:
