@@ -13,6 +13,7 @@ doing SETs of 1 KiB values back to back, and prints ops/s. Compare with
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 
@@ -40,8 +41,12 @@ async def run(endpoint: str, seconds: float, n: int = 64) -> float:
 
 def main() -> None:
     n = int(sys.argv[3]) if len(sys.argv) > 3 else 64
+    t0, wall0 = os.times(), time.monotonic()
     ops = asyncio.run(run(sys.argv[1], float(sys.argv[2]), n))
-    print("asyncio, %d coroutines, SET 1 KiB: %.0f ops/s" % (n, ops))
+    t1, wall = os.times(), time.monotonic() - wall0
+    cpu = (t1.user + t1.system) - (t0.user + t0.system)
+    print("asyncio, %d coroutines, SET 1 KiB: %.0f ops/s, client CPU %.1f us/op"
+          % (n, ops, 1e6 * cpu / (ops * wall)))
 
 
 if __name__ == "__main__":
