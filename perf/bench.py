@@ -40,7 +40,7 @@ def default_processes() -> int:
 class BenchConfig:
     shards: int = 64                  # shard processes of the cluster the harness starts
     routers: int | str = 1            # its router processes (a count, or "auto")
-    client: str = "sync"              # the Flin load: sync (submit_many by hand) or asyncio
+    client: str = "sync"              # the Flin load: sync (submit_many by hand), asyncio, uvloop
     endpoint: str | None = None       # a running cluster instead (no cluster started)
     workers: int = 64                 # concurrent logical workers, over all load processes
     value_size: int = 1024            # bytes per value
@@ -68,8 +68,8 @@ class BenchConfig:
             if b not in BASELINES:
                 raise ValueError("unknown baseline %r (one of %s)" % (b, ", ".join(BASELINES)))
         phases_for(self.workloads)
-        if self.client not in ("sync", "asyncio"):
-            raise ValueError("client must be sync or asyncio, not %r" % self.client)
+        if self.client not in ("sync", "asyncio", "uvloop"):
+            raise ValueError("client must be sync, asyncio or uvloop, not %r" % self.client)
         if self.plot_path:
             from .plot import unavailable
             why = unavailable()

@@ -1,7 +1,8 @@
 """The load against a Flin router through ``flin.asyncio.Client`` (``flin
 bench --client asyncio``): one client per load process, and
 ``workers x pipeline`` coroutines on it, each awaiting its calls back to back
-as an asyncio service's handlers would (``await db.set(k, v)``). The client
+as an asyncio service's handlers would (``await db.set(k, v)``), on asyncio's own loop or (``--client uvloop``) on
+uvloop's. The client
 multiplexes them over one socket and coalesces what one loop turn issues into
 one frame; the sync driver (``flin_driver``) does that by hand.
 
@@ -50,6 +51,9 @@ async def _call(db: Client, kind: str, idx: list[int], value: bytes,
 
 def drive(spec: PhaseSpec, proc: int, plan: Plan, rec: Recorder,
           go: Callable[[], int]) -> None:
+    if spec.client == "uvloop":
+        import uvloop
+        uvloop.install()
     asyncio.run(_drive(spec, proc, plan, rec, go))
 
 

@@ -46,7 +46,7 @@ def _cpu_s() -> float:
 
 
 def _driver(target: str, client: str = "sync") -> Callable[..., None]:
-    if target == "flin" and client == "asyncio":
+    if target == "flin" and client in ("asyncio", "uvloop"):
         from .flin_aio_driver import drive
     elif target == "flin":
         from .flin_driver import drive

@@ -31,7 +31,7 @@ class PhaseSpec:
     seed: int
     address: str = ""              # flin endpoint, engine folder, or redis socket path
     timeout: float = 30.0          # s without a reply before a process gives up
-    client: str = "sync"           # against flin: sync (flin_driver) or asyncio (flin_aio_driver)
+    client: str = "sync"           # against flin: sync (flin_driver), asyncio or uvloop (flin_aio_driver)
 
     def workers_of(self, proc: int) -> int:
         """Logical workers driven by load process ``proc``."""

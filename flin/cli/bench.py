@@ -15,10 +15,12 @@ from .common import EXIT_SERVER, EXIT_USAGE, Routers
 @click.option("--routers", default="1", show_default=True,
               help="Routers of the cluster the bench starts: a count or auto "
                    "(ignored with --endpoint; the clients spread over them).")
-@click.option("--client", default="sync", show_default=True, type=click.Choice(["sync", "asyncio"]),
+@click.option("--client", default="sync", show_default=True,
+              type=click.Choice(["sync", "asyncio", "uvloop"]),
               help="The Flin load: sync (one Client per process, requests submitted in "
-                   "frames by hand) or asyncio (flin.asyncio.Client, one coroutine per "
-                   "worker and in-flight request, awaiting its calls).")
+                   "frames by hand), asyncio (flin.asyncio.Client, one coroutine per "
+                   "worker and in-flight request, awaiting its calls) or the same on "
+                   "uvloop (needs uvloop).")
 @click.option("--endpoint", "-e", default=None,
               help="Bench a cluster that is already up instead of starting one.")
 @click.option("--workers", default=64, show_default=True, type=click.IntRange(1),

@@ -110,3 +110,18 @@ def test_phases_and_key_ranges():
     assert top == 18 and set(range(top)) <= written
     reader = Plan("zipf", batch=50, keys=100, key_range=top, proc=0, procs=2, seed=1)
     assert all(0 <= i < top for _ in range(20) for i in reader.next()[1])
+
+
+@pytest.mark.parametrize("client", ["asyncio", "uvloop"])
+def test_bench_through_the_asyncio_client(tmp_path, client):
+    if client == "uvloop":
+        pytest.importorskip("uvloop")
+    for batch in ("1", "10"):
+        doc, stdout, _ = bench(tmp_path, "--client", client, "--batch", batch, "--workload",
+                               "write", "--workload", "read", "--workload", "scan",
+                               "--workload", "incr")
+        assert doc["config"]["client"] == client
+        assert "(%s client)" % client in stdout
+        assert [r["phase"] for r in doc["results"]] == ["write", "read", "scan", "incr"]
+        for r in doc["results"]:
+            check_result(r, int(batch))
