@@ -3,7 +3,7 @@ in-flight count: the first measurement of issue 15's ratio
 (``results/2026-12-01-clients``). ``flin bench --client asyncio`` now does this
 inside the harness, with latencies; this script stays to reproduce that result.
 
-    python -m flin_perf.aio_set ENDPOINT SECONDS [COROUTINES]
+    python -m flin_perf.aio_set ENDPOINT SECONDS [COROUTINES] [--uvloop]
 
 runs COROUTINES (default 64) coroutines on ONE ``flin.asyncio.Client``, each
 doing SETs of 1 KiB values back to back, and prints ops/s. Compare with
@@ -40,9 +40,13 @@ async def run(endpoint: str, seconds: float, n: int = 64) -> float:
 
 
 def main() -> None:
-    n = int(sys.argv[3]) if len(sys.argv) > 3 else 64
+    args = [a for a in sys.argv[1:] if a != "--uvloop"]
+    if "--uvloop" in sys.argv:
+        import uvloop
+        uvloop.install()
+    n = int(args[2]) if len(args) > 2 else 64
     t0, wall0 = os.times(), time.monotonic()
-    ops = asyncio.run(run(sys.argv[1], float(sys.argv[2]), n))
+    ops = asyncio.run(run(args[0], float(args[1]), n))
     t1, wall = os.times(), time.monotonic() - wall0
     cpu = (t1.user + t1.system) - (t0.user + t0.system)
     print("asyncio, %d coroutines, SET 1 KiB: %.0f ops/s, client CPU %.1f us/op"

@@ -22,14 +22,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any, AsyncIterator, Iterable, Mapping, TypeVar
 
-from .. import curve, errors
+from .. import errors
 from ..protocol import DEFAULT_ENDPOINT, ErrorReply, retry_safe
 from . import commands as c
 from . import retry
-from .client import check_timeout
+from .client import Settings
 from .commands import Call, Key, Value
 from .mux import Mux
-from .pool import Pool
 from .pipeline import Queue
 
 T = TypeVar("T")
@@ -62,7 +61,7 @@ class Pipeline(Queue):
             await self.execute()
 
 
-class Client:
+class Client(Settings):
     """An asyncio connection to a Flin router; the parameters, and what they
     raise, are ``flin.Client``'s (``InvalidArgument`` for a bad timeout,
     ``ValueError``/``OSError`` for CURVE keys that do not load).
@@ -76,11 +75,7 @@ class Client:
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 5.0,
                  retries: int = 3, server_key: Any = None, client_keys: Any = None,
                  discover: bool = True) -> None:
-        self.endpoint = endpoint
-        self._pool = Pool(endpoint, discover)
-        self._curve = curve.client_keys(server_key, client_keys)
-        self.timeout: float = check_timeout(timeout)
-        self.retries = retries
+        super().__init__(endpoint, timeout, retries, server_key, client_keys, discover)
         self._mux = Mux(self)
 
     async def execute(self, commands: list[Any], timeout: float | None = None) -> list[Any]:

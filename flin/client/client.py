@@ -43,7 +43,20 @@ def check_timeout(timeout: Any) -> float:
     return timeout
 
 
-class Client:
+class Settings:
+    """What both clients are given and check the same way (the sync
+    ``Client`` and ``flin.asyncio.Client``: see ``Client`` for each argument)."""
+
+    def __init__(self, endpoint: str, timeout: float, retries: int, server_key: Any,
+                 client_keys: Any, discover: bool) -> None:
+        self.endpoint = endpoint
+        self._pool = Pool(endpoint, discover)
+        self._curve = curve.client_keys(server_key, client_keys)
+        self.timeout: float = check_timeout(timeout)
+        self.retries = retries
+
+
+class Client(Settings):
     """A connection to a Flin router.
 
     endpoint: ``tcp://host:port`` or ``ipc://path``; the first call raises
@@ -69,11 +82,7 @@ class Client:
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 5.0,
                  retries: int = 3, server_key: Any = None, client_keys: Any = None,
                  discover: bool = True) -> None:
-        self.endpoint = endpoint
-        self._pool = Pool(endpoint, discover)
-        self._curve = curve.client_keys(server_key, client_keys)
-        self.timeout: float = check_timeout(timeout)
-        self.retries = retries
+        super().__init__(endpoint, timeout, retries, server_key, client_keys, discover)
         self._threads = Threads(self)
         self._local = self._threads.local   # ``_local.conn``: this thread's socket
 

@@ -95,13 +95,14 @@ class Watch:
     def lost(self) -> bool:
         """Did a router connection drop since the last call?"""
         dropped = False
-        while True:
-            try:       # [uint16 event, uint32 value][endpoint] (zmq.utils.monitor
-                frames = self.mon.recv_multipart(NOBLOCK)   # would import zmq.asyncio)
-            except zmq.Again:
-                return dropped
+        mon = self.mon
+        # asked before every send: EVENTS (~1.3 us) instead of a recv raising Again (~4 us)
+        while mon.get(zmq.EVENTS) & zmq.POLLIN:  # type: ignore[operator,arg-type]
+            # [uint16 event, uint32 value][endpoint] (zmq.utils.monitor imports zmq.asyncio)
+            frames = mon.recv_multipart(NOBLOCK)
             event = int.from_bytes(frames[0][:2], "little")
             dropped = dropped or event == zmq.EVENT_DISCONNECTED
+        return dropped
 
     def close(self) -> None:
         try:

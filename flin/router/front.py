@@ -55,7 +55,7 @@ class Front:
             except zmq.Again:
                 return
             self.on_request(frames)
-            if not front.get(EVENTS) & POLLIN:  # type: ignore[operator]  # 1.3 us; Again: 4
+            if not front.get(EVENTS) & POLLIN:  # type: ignore[operator]  # 1.4 us; Again 3.7 (flin_perf.microbench)
                 return
 
     def _drain_front_synced(self) -> None:

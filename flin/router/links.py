@@ -87,7 +87,7 @@ class UnixLinks:
         self.conns: dict[int, _Conn] = {}
         self.by_shard: list[_Conn | None] = [None] * shards
         # the links are polled with epoll, whose one fd is in the loop's zmq poller:
-        # zmq_poll over 65 fds cost ~21 us a call here, against ~7 us this way
+        # zmq_poll over 65 fds: 8.3 us a call, this way 2.4 (python -m flin_perf.microbench)
         self.ep = select.epoll()
         self.ep.register(self.listener.fileno(), select.EPOLLIN)
         self.reading = 0                  # bytes reserved by the big frames being read

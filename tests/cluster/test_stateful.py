@@ -169,14 +169,19 @@ class ClusterVsDict(RuleBasedStateMachine):
         assert got == (sorted(self.model), None)
 
 
-def test_cluster_behaves_like_a_dict(client):
-    ClusterVsDict.db = client
+def run_against(db, examples: int, steps: int) -> None:
+    """Run the state machine with ``db`` as its client."""
+    ClusterVsDict.db = db
     try:
         run_state_machine_as_test(ClusterVsDict, settings=settings(
-            max_examples=150, stateful_step_count=40, deadline=None,
+            max_examples=examples, stateful_step_count=steps, deadline=None,
             suppress_health_check=list(HealthCheck)))
     finally:
         ClusterVsDict.db = None
+
+
+def test_cluster_behaves_like_a_dict(client):
+    run_against(client, 150, 40)
 
 
 class _AwaitEach:
@@ -223,11 +228,7 @@ class _AwaitPipeline:
 
 def test_the_asyncio_client_behaves_like_a_dict(shared_cluster):
     db = _AwaitEach(shared_cluster.endpoint)
-    ClusterVsDict.db = db
     try:
-        run_state_machine_as_test(ClusterVsDict, settings=settings(
-            max_examples=60, stateful_step_count=30, deadline=None,
-            suppress_health_check=list(HealthCheck)))
+        run_against(db, 60, 30)
     finally:
-        ClusterVsDict.db = None
         db.close()

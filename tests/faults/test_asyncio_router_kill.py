@@ -58,11 +58,7 @@ def test_router_sigkill_under_asyncio_load(cluster):
             except errors.FlinError:
                 assert time.monotonic() < deadline, "the client never reached the new router"
                 await asyncio.sleep(0.2)
-        keys = list(acked)
-        got = []
-        for n in range(0, len(keys), 1000):
-            got += await db.mget(keys[n:n + 1000])
-        assert got == [acked[k] for k in keys]
+        await faultlib.assert_all_there_async(db, acked)
         await db.close()
         return len(acked)
     assert asyncio.run(main()) > 300

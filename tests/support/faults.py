@@ -122,6 +122,24 @@ def keys_on(shard: int, shards: int, n: int, prefix: str = "k") -> list[bytes]:
     return out
 
 
+def _chunks(acked: dict, n: int = 1000):
+    keys = list(acked)
+    for i in range(0, len(keys), n):
+        yield keys[i:i + n]
+
+
+def assert_all_there(client, acked: dict) -> None:
+    """Every acknowledged key holds its acknowledged value (MGETs of 1000)."""
+    for chunk in _chunks(acked):
+        assert client.mget(chunk) == [acked[k] for k in chunk]
+
+
+async def assert_all_there_async(db, acked: dict) -> None:
+    """``assert_all_there`` through a ``flin.asyncio.Client``."""
+    for chunk in _chunks(acked):
+        assert await db.mget(chunk) == [acked[k] for k in chunk]
+
+
 def vmrss_kb(pid: int) -> int:
     with open("/proc/%d/status" % pid) as f:
         for line in f:
