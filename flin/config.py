@@ -42,6 +42,16 @@ def endpoint_of(bind: str, router: int) -> str:
     return "%s.%d" % (bind, router)
 
 
+def resp_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` too) as (host, port); ``ValueError`` saying why not."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("a RESP address is HOST:PORT (e.g. 127.0.0.1:7379), or off; got %r"
+                         % text)
+    return host, int(port)
+
+
 @dataclass
 class Config:
     data: str = "./data"                 # data folder: shard-NN/ LevelDBs, manifest, run/
@@ -61,12 +71,23 @@ class Config:
     max_open_files: int = 500            # LevelDB table files kept open per shard (capped by RLIMIT_NOFILE)
     log_level: str = "INFO"
     metrics_port: int | None = None      # TCP port of the Prometheus exporter on 127.0.0.1 (None = off)
-    insecure: bool = False               # allow a non-loopback bind without CURVE
+    insecure: bool = False               # allow a non-loopback bind without CURVE (or RESP without AUTH and TLS)
+    # the Redis protocol (flin.router.resp): None = off
+    resp: str | None = None              # HOST:PORT every router listens on (SO_REUSEPORT)
+    resp_timeout: float = 0.0            # s a RESP connection may stay idle (0 = forever)
+    resp_password_file: str | None = None  # AUTH must give this file's first line
+    resp_tls_cert: str | None = None     # TLS on the RESP port: certificate chain (PEM) ...
+    resp_tls_key: str | None = None      # ... and its private key
     # CurveZMQ (SECURITY.md; key files from `flin keygen`): None = off
     curve_secret: str | None = None      # router's key pair file (NAME.key_secret): encrypts the client endpoint
     authorized_keys: str | None = None   # folder of client public keys (*.key) the router accepts
     backend_keys: str | None = None      # folder with router/worker key pairs: CURVE on the worker link
                                          # (for workers on other hosts; today the link is owner-only ipc)
+
+    @property
+    def resp_address(self) -> tuple[str, int]:
+        """``resp`` as (host, port); ``ValueError`` if it is not HOST:PORT."""
+        return resp_address(self.resp or "")
 
     @property
     def run_dir(self) -> str:

@@ -25,7 +25,8 @@ A command is an array that starts with its opcode::
 
     [PING]                                   -> True
     [GET, key]                               -> value | nil
-    [SET, key, value, ttl_ms|nil, flags]     -> nil, or bool with NX/XX
+    [SET, key, value, ttl_ms|nil, flags]     -> nil, or bool with NX/XX, or with
+                                                GET_OLD the value before (nil: none)
     [DEL, [key, ...]]                        -> number deleted
     [EXISTS, key]                            -> bool
     [MGET, [key, ...]]                       -> [value|nil, ...]
@@ -42,6 +43,7 @@ A command is an array that starts with its opcode::
     [SHARD, shard_id, admin_op]              -> admin_op's result, from that shard only
     [ROUTERS]                                -> [endpoint, ...] every router of the host,
                                                 router 0 first (answered by the router itself)
+    [GETDEL, key]                            -> value | nil, and the key is deleted
 
 ``STATS`` asks every shard for its counters (``flin.shardworker.admin``) and
 adds the router's own (``flin.router.stats``). ``SHARD`` addresses one shard without hashing,
@@ -92,7 +94,7 @@ import msgpack
 PING, GET, SET, DEL, EXISTS, MGET, MSET, INCR = 0, 1, 2, 3, 4, 5, 6, 7
 EXPIRE, PERSIST, TTL, CAS, SCAN, STATUS = 8, 9, 10, 11, 12, 13
 STATS, SHARD, COMPACT, SNAPSHOT_OPEN, SNAPSHOT_READ, SNAPSHOT_CLOSE = 14, 15, 16, 17, 18, 19
-ROUTERS = 20
+ROUTERS, GETDEL = 20, 21
 
 # which arguments are keys (the read cache forgets them on a write)
 NO_KEYS, ONE_KEY, KEY_LIST, KEY_VALUE_PAIRS = "none", "one", "list", "pairs"
@@ -137,6 +139,7 @@ OPS: tuple[OpInfo, ...] = (
     OpInfo(SNAPSHOT_READ, "snapshot_read", False, RETRY_YES, NO_KEYS, True),
     OpInfo(SNAPSHOT_CLOSE, "snapshot_close", False, RETRY_NO, NO_KEYS, True),
     OpInfo(ROUTERS, "routers", False, RETRY_YES, NO_KEYS, False),
+    OpInfo(GETDEL, "getdel", True, RETRY_NO, ONE_KEY, False),
 )
 OP_INFO: dict[int, OpInfo] = {op.code: op for op in OPS}
 OP_NAMES: dict[int, str] = {op.code: op.name for op in OPS}
@@ -168,8 +171,10 @@ def retry_safe(cmd: list[Any]) -> bool:
     return info.retry in (RETRY_YES, RETRY_UID)
 
 
-# SET flags
-NX, XX = 1, 2
+# SET flags: NX and XX exclude each other; GET_OLD answers the value before the
+# SET (whether or not it wrote, as Redis's SET ... GET); KEEP_TTL keeps the key's
+# expiry (a ttl must then be nil)
+NX, XX, GET_OLD, KEEP_TTL = 1, 2, 4, 8
 
 # -- limits (documented in README "Limits") -----------------------------------
 MAX_KEY = 64 * 1024                 # bytes per key
@@ -184,6 +189,7 @@ SNAPSHOT_IDLE_S = 60.0              # s an unused snapshot is kept
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:7700"   # a router's client endpoint unless told otherwise
+DEFAULT_RESP = "127.0.0.1:7379"             # where `flin start` speaks the Redis protocol
 HELLO_ID = 0                        # batch id of a worker's hello message
 WRITTEN_ID = -1                     # batch id of a worker's "keys written" message
 _ERR_EXT = 1                        # msgpack ext type of an error result

@@ -2,11 +2,16 @@
 tear it down, failing if any process is left behind."""
 from __future__ import annotations
 
+import os
 import tempfile
 
 import pytest
 
 from tests.support.cluster import make_cluster
+
+# Every cluster a test starts speaks the Redis protocol only if the test asks
+# for it (--resp HOST:PORT): the default port would clash between tests.
+os.environ["FLIN_RESP"] = "off"
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from ..config import MAX_SHARDS, Config, endpoint_of
-from ..protocol import DEFAULT_ENDPOINT
+from ..config import MAX_SHARDS, Config, endpoint_of, resp_address
+from ..protocol import DEFAULT_ENDPOINT, DEFAULT_RESP
 from .common import (
     EXIT_SERVER, EXIT_UNREACHABLE, EXIT_USAGE, MiB, Routers, Seconds, abspath, data_opt, endpoint_opt,
     key_file, run_client, timeout_opt,
@@ -56,6 +56,16 @@ from .common import (
 @click.option("--backend-keys", type=click.Path(exists=True, file_okay=False),
               help="Folder of router/worker key pairs (flin keygen DIR --server router "
                    "--client worker): CURVE on the router-worker link.")
+@click.option("--resp", default=DEFAULT_RESP, show_default=True, envvar="FLIN_RESP",
+              help="Speak the Redis protocol on HOST:PORT (every router, one port), or 'off'.")
+@click.option("--resp-timeout", default=0.0, show_default=True, type=Seconds(0),
+              help="Close a RESP connection idle this many seconds (0 = never, as Redis).")
+@click.option("--resp-password-file", type=click.Path(exists=True, dir_okay=False),
+              help="RESP clients must AUTH with this file's first line.")
+@click.option("--resp-tls-cert", type=click.Path(exists=True, dir_okay=False),
+              help="TLS on the RESP port: the certificate chain (PEM).")
+@click.option("--resp-tls-key", type=click.Path(exists=True, dir_okay=False),
+              help="TLS on the RESP port: the private key (PEM).")
 @click.option("--metrics-port", type=click.IntRange(1, 65535),
               help="Serve Prometheus metrics on http://127.0.0.1:PORT/metrics (needs flin[metrics]).")
 @click.option("--detach", is_flag=True,
@@ -64,7 +74,9 @@ def start(data: str, shards: int, bind: str, routers: int, sync: bool, read_cach
           shard_timeout: float, shard_queue: int, max_clients: int, write_buffer_mb: float,
           block_cache_mb: float, compression: bool, shard_depth: int, log_level: str,
           insecure: bool, curve_secret: str | None, authorized_keys: str | None,
-          backend_keys: str | None, metrics_port: int | None, detach: bool) -> None:
+          backend_keys: str | None, resp: str, resp_timeout: float,
+          resp_password_file: str | None, resp_tls_cert: str | None, resp_tls_key: str | None,
+          metrics_port: int | None, detach: bool) -> None:
     """Run a cluster until SIGINT/SIGTERM (in the foreground unless --detach)."""
     from ..supervisor.bindcheck import check_bind
     from ..supervisor.datadir import StartError, running_pid
@@ -85,6 +97,17 @@ def start(data: str, shards: int, bind: str, routers: int, sync: bool, read_cach
                  log_level=log_level, insecure=insecure, curve_secret=abspath(curve_secret),
                  authorized_keys=abspath(authorized_keys), backend_keys=abspath(backend_keys))
     cfg.metrics_port = metrics_port
+    if resp.lower() != "off":
+        try:
+            resp_address(resp)
+        except ValueError as exc:
+            raise click.UsageError(str(exc))
+        cfg.resp = resp
+    if (resp_password_file or resp_tls_cert or resp_tls_key) and cfg.resp is None:
+        raise click.UsageError("--resp-password-file and --resp-tls-* need --resp HOST:PORT")
+    cfg.resp_timeout = resp_timeout
+    cfg.resp_password_file = abspath(resp_password_file)
+    cfg.resp_tls_cert, cfg.resp_tls_key = abspath(resp_tls_cert), abspath(resp_tls_key)
     if metrics_port and curve_secret:
         raise click.UsageError("--metrics-port does not work with --curve-secret yet "
                                "(the exporter has no client key)")
@@ -176,6 +199,9 @@ def status(endpoint: str, timeout: float, as_json: bool) -> None:
     click.echo("router %s  pid %d  up %.0fs  %d/%d shards alive  %d/%d routers alive"
                % (st["router"].get("id", 0), st["router"]["pid"], st["router"]["uptime"],
                   alive, len(st["shards"]), up, len(routers)))
+    if st.get("resp"):
+        click.echo("redis protocol on %s (redis-cli -h %s -p %s)"
+                   % ((st["resp"],) + tuple(st["resp"].rsplit(":", 1))))
     for r in routers:
         deaths = "  (%d deaths in a row)" % r["deaths"] if r.get("deaths") else ""
         click.echo("router %2d  pid %-8s %s  %s%s" % (r.get("id", 0), r.get("pid") or "-",

@@ -39,7 +39,7 @@ from ..ring import Ring
 from . import stats
 from .clients import ClientLimit
 from .links import links_for
-from .pending import CacheFill, Gather, Heartbeat, Request, flat_bytes
+from .pending import CacheFill, Gather, Heartbeat, Request, RespBatch, flat_bytes
 from .planner import Invalid, Planner
 from .readcache import MISS, ReadCache
 from .replies import RETRY_MS, ReplyQueue
@@ -84,12 +84,17 @@ class Router(Front, Shards):
         self.clients = ClientLimit(self.front, cfg.endpoint, cfg.max_clients, n)
         self.out = ReplyQueue(self.front, self.counts)
         self.poller = zmq.Poller()
+        self.resp: Any = None               # the RESP port (``resp/``), if on
+        self.resp_commands: Any = None
+        if cfg.resp:
+            from .resp import open_resp
+            self.resp, self.resp_commands = open_resp(cfg, self)
 
     # -- delivery -----------------------------------------------------------------
     def deliver(self, target: Any, slot: int, value: Any) -> None:
         target.results[slot] = value
         if type(value) is ErrorReply:
-            if type(target) is Request:
+            if type(target) is Request or type(target) is RespBatch:
                 self.stats.errors[value.code] = self.stats.errors.get(value.code, 0) + 1
         elif target.cap and value is not None:
             self.hold(target, slot, value)
@@ -99,7 +104,7 @@ class Router(Front, Shards):
         if target.cap:
             self.held -= target.nbytes
         cls = type(target)
-        if cls is Request:
+        if cls is Request or cls is RespBatch:
             self.reply(target)
         elif cls is Gather:
             self.deliver(target.parent, target.slot, target.finish(target.results))
@@ -137,6 +142,9 @@ class Router(Front, Shards):
         st.inflight -= 1
         h = st.latency.get(req.kind)
         (h or st.histogram(req.kind)).add(time.monotonic() - req.t0)
+        if type(req) is RespBatch:
+            self.resp_reply(req)
+            return
         queued = self.replies.get(req.ident)
         if queued is None:
             self.replies[req.ident] = [(req.rid, req.results)]
@@ -173,12 +181,62 @@ class Router(Front, Shards):
         """Plan and route one request's commands."""
         req = Request(ident, rid, len(cmds), stats.request_kind(cmds))
         self.stats.inflight += 1
+        self.route_commands(req, cmds)
+
+    def on_resp(self, conn: Any, cmds: list) -> None:
+        """A RESP connection's commands of this loop turn, as one request:
+        each becomes its reply or Flin commands (``resp.commands``), and all
+        of those are planned and routed together."""
+        translate = self.resp_commands.translate
+        session = conn.session
+        parts: list = []
+        flin: list = []
+        for args in cmds:
+            if type(args) is bytes:            # an error line the parser made
+                parts.append(args)
+                continue
+            try:
+                part = translate(session, args)
+            except Exception:                  # a bug: answer it, stay up
+                log.exception("RESP: %r failed", args[:1])
+                part = b"-ERR internal error (see the router's log)\r\n"
+            if type(part) is bytes:
+                parts.append(part)
+            else:
+                ops, finish = part
+                parts.append((len(flin), len(ops), finish))
+                flin.extend(ops)
+            if session.quit:                   # QUIT: what follows it is not run
+                break
+        batch = RespBatch(conn, parts, len(flin), stats.request_kind(flin))
+        self.stats.inflight += 1
+        self.route_commands(batch, flin)
+
+    def resp_reply(self, batch: RespBatch) -> None:
+        """Write a finished RESP batch's replies, in order."""
+        results = batch.results
+        proto = batch.conn.session.proto
+        out = []
+        for part in batch.parts:
+            if type(part) is bytes:
+                out.append(part)
+                continue
+            start, n, finish = part
+            try:
+                out.append(finish(results[start:start + n], proto))
+            except Exception:
+                log.exception("RESP: a reply failed")
+                out.append(b"-ERR internal error (see the router's log)\r\n")
+        self.resp.answer(batch.conn, b"".join(out))
+
+    def route_commands(self, req: Any, cmds: list) -> None:
+        """Plan and route the commands of ``req`` (a ``Request`` or ``RespBatch``)."""
+        if not cmds:
+            self.reply(req)
+            return
         if self.stopping:
             self.fail_all([(req, i) for i in range(len(cmds))],
                           _err(errors.ShuttingDown, "the cluster is shutting down"))
-            return
-        if not cmds:
-            self.reply(req)
             return
         cache = self.cache
         for i, cmd in enumerate(cmds):
@@ -260,6 +318,8 @@ class Router(Front, Shards):
     def serve(self) -> None:
         poller = self.poller
         poller.register(self.front, zmq.POLLIN)
+        if self.resp is not None:
+            poller.register(self.resp.fd, zmq.POLLIN)
         self.clients.register(poller)
         self.links.register(poller)
         next_tick = 0.0
@@ -282,6 +342,8 @@ class Router(Front, Shards):
                 self.clients.on_events()
             if self.front in events:
                 self._drain_front()
+            if self.resp is not None and self.resp.fd in events:
+                self._drain_resp()
             if self.dirty:
                 dirty, self.dirty = self.dirty, set()
                 for shard in dirty:
@@ -296,6 +358,8 @@ class Router(Front, Shards):
                 next_tick = now + _TICK_S
                 self.tick(now)
                 self.clients.tick(now)
+                if self.resp is not None:
+                    self.resp.tick(now)
         for shard in range(self.ring.shards):
             self._fail_inflight(shard, "router stopped")
             self._fail_queued(shard)
@@ -304,6 +368,17 @@ class Router(Front, Shards):
     def _drain_links(self, events: dict) -> None:
         """Handle what the workers sent (a method: no frame outlives the turn)."""
         self._handle_links(self.links.handle(events))
+
+    def _drain_resp(self) -> None:
+        """The RESP connections' commands of this turn (with other routers and
+        a read cache, after what the workers sent: as ``Front._drain_front_synced``)."""
+        got = self.resp.poll()
+        if not got:
+            return
+        if self.peers and self.cache is not None and self.cache.bytes:
+            self._drain_links_now()
+        for conn, cmds in got:
+            self.on_resp(conn, cmds)
 
     def _drain_links_now(self) -> None:
         """Handle what the workers have sent by now, outside the loop's poll."""
@@ -317,6 +392,8 @@ class Router(Front, Shards):
                 self.on_shard_message(shard, frame)
 
     def close(self) -> None:
+        if self.resp is not None:
+            self.resp.close_all()
         self.clients.close()
         self.front.close(linger=1000)
         if self.ipc_claim is not None:   # after the socket: the path is ours until then
@@ -333,6 +410,9 @@ def run(cfg: Config, ring: Ring, ready_fd: int | None = None) -> int:
         router = Router(cfg, ring, ready_fd)
     except zmq.ZMQError as exc:
         log.error("router %d: cannot bind %s: %s", cfg.router_id, cfg.endpoint, exc)
+        return EXIT_BIND
+    except OSError as exc:
+        log.error("router %d: cannot listen for RESP on %s: %s", cfg.router_id, cfg.resp, exc)
         return EXIT_BIND
 
     def on_term(signum: int, frame: Any) -> None:

@@ -58,6 +58,24 @@ class Request:
         self.nbytes = 0
 
 
+class RespBatch:
+    """The commands one RESP connection sent in one loop turn, routed as one
+    request: ``parts`` holds, in order, each command's reply made already
+    (bytes) or ``(start, n, finish)``: its results are ``results[start:start+n]``,
+    and ``finish(them, proto)`` makes its reply (``flin.router.resp.commands``)."""
+
+    __slots__ = ("conn", "parts", "results", "waiting", "kind", "t0", "cap", "nbytes")
+    sizer = staticmethod(result_bytes)
+
+    def __init__(self, conn: Any, parts: list, n: int, kind: int = PIPELINE) -> None:
+        self.conn, self.parts = conn, parts
+        self.kind, self.t0 = kind, time.monotonic()
+        self.results: list = [None] * n
+        self.waiting = n
+        self.cap = MAX_REPLY if n > 1 else 0
+        self.nbytes = 0
+
+
 class Gather:
     """A command split over several shard ops."""
 

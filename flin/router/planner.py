@@ -16,7 +16,7 @@ from typing import Any, Callable, Protocol
 
 from .. import errors
 from ..protocol import (
-    ADMIN_OPS, CAS, COMPACT, DEL, EXISTS, EXPIRE, GET, INCR, INT64_MAX, INT64_MIN, MAX_ITEMS,
+    ADMIN_OPS, CAS, COMPACT, DEL, EXISTS, EXPIRE, GET, GET_OLD, GETDEL, INCR, KEEP_TTL, INT64_MAX, INT64_MIN, MAX_ITEMS,
     MAX_KEY, MAX_REPLY, MAX_SCAN_LIMIT, MAX_SNAPSHOT_BYTES, MAX_TTL_MS, MAX_VALUE, MGET, MSET, NX,
     OP_NAMES, PERSIST, PING, ROUTERS, SCAN, SET, SHARD, SNAPSHOT_CLOSE, SNAPSHOT_READ, STATS, STATUS,
     TTL, XX, ErrorReply,
@@ -57,6 +57,10 @@ class ClusterView(Protocol):
 
     def uptime(self) -> float:
         """Seconds since this router process started."""
+        ...
+
+    def resp(self) -> str | None:
+        """Where the routers speak the Redis protocol (HOST:PORT; None: off)."""
         ...
 
 
@@ -143,7 +147,7 @@ def _plan_get(ring: Ring, cmd: list) -> Plan:
     return [(ring.shard(_key(cmd[1])), cmd)], None
 
 
-_plan_exists = _plan_persist = _plan_ttl = _plan_get
+_plan_exists = _plan_persist = _plan_ttl = _plan_getdel = _plan_get
 
 
 def _plan_set(ring: Ring, cmd: list) -> Plan:
@@ -151,8 +155,11 @@ def _plan_set(ring: Ring, cmd: list) -> Plan:
     _, key, value, ttl, flags = cmd
     _value(value)
     _ttl(ttl)
-    if type(flags) is not int or flags not in (0, NX, XX):  # 1.0 == True == NX, but not an int
-        raise Invalid("flags must be 0, NX (1) or XX (2)")
+    if (type(flags) is not int or not 0 <= flags <= NX | XX | GET_OLD | KEEP_TTL
+            or flags & (NX | XX) == NX | XX):  # 1.0 == True == NX, but not an int
+        raise Invalid("flags must be 0, NX (1) or XX (2), with GET_OLD (4) and KEEP_TTL (8)")
+    if flags & KEEP_TTL and ttl is not None:
+        raise Invalid("KEEP_TTL takes no ttl")
     return [(ring.shard(_key(key)), cmd)], None
 
 
@@ -311,7 +318,7 @@ def _plan_status(ring: Ring, view: ClusterView) -> Plan:
                             "deaths": known.get("deaths", 0)})
         router = {**routers[me], "uptime": view.uptime()}
         return {"router": router, "routers": routers, "supervisor": sup.get("supervisor"),
-                "shards": shards}
+                "shards": shards, "resp": view.resp()}
     return [(s, [PING]) for s in range(ring.shards)], finish
 
 
@@ -374,7 +381,7 @@ _PLANNERS: dict[int, Callable[[Ring, list], Plan]] = {
     PING: _plan_ping, GET: _plan_get, SET: _plan_set, DEL: _plan_del,
     EXISTS: _plan_exists, MGET: _plan_mget, MSET: _plan_mset, INCR: _plan_incr,
     EXPIRE: _plan_expire, PERSIST: _plan_persist, TTL: _plan_ttl, CAS: _plan_cas,
-    SCAN: _plan_scan, COMPACT: _plan_compact, SHARD: _plan_shard,
+    SCAN: _plan_scan, COMPACT: _plan_compact, SHARD: _plan_shard, GETDEL: _plan_getdel,
 }
 
 

@@ -70,7 +70,8 @@ def router_snapshot(router: Any) -> dict:
                       "replies_waiting": router.out.total},
             "errors": {_code_name(c): n for c, n in st.errors.items()},
             "queues": queues, "latency": latency, "ring": router.ring.params(),
-            "read_cache": None if router.cache is None else router.cache.stats()}
+            "read_cache": None if router.cache is None else router.cache.stats(),
+            "resp": None if router.resp is None else router.resp.stats()}
 
 
 class RouterView:
@@ -111,3 +112,6 @@ class RouterView:
 
     def uptime(self) -> float:
         return time.monotonic() - self.router.stats.started  # type: ignore[no-any-return]
+
+    def resp(self) -> str | None:
+        return self.router.cfg.resp  # type: ignore[no-any-return]

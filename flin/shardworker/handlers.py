@@ -7,7 +7,7 @@ any other. An opcode missing here is answered ``BadRequest`` by the shard.
 from __future__ import annotations
 
 from ..protocol import (
-    CAS, COMPACT, DEL, EXISTS, EXPIRE, GET, INCR, MGET, MSET, PERSIST, PING, SCAN, SET,
+    CAS, COMPACT, DEL, EXISTS, EXPIRE, GET, GETDEL, INCR, MGET, MSET, PERSIST, PING, SCAN, SET,
     SNAPSHOT_CLOSE, SNAPSHOT_OPEN, SNAPSHOT_READ, STATS, TTL,
 )
 from . import admin, reads, writes
@@ -19,7 +19,7 @@ HANDLERS: dict[int, Handler] = {
     TTL: reads.ttl, SCAN: reads.scan,
     # writes
     SET: writes.set_, MSET: writes.mset, DEL: writes.delete, INCR: writes.incr,
-    EXPIRE: writes.expire, PERSIST: writes.persist, CAS: writes.cas,
+    EXPIRE: writes.expire, PERSIST: writes.persist, CAS: writes.cas, GETDEL: writes.getdel,
     # admin
     STATS: admin.stats, COMPACT: admin.compact, SNAPSHOT_OPEN: admin.snapshot_open,
     SNAPSHOT_READ: admin.snapshot_read, SNAPSHOT_CLOSE: admin.snapshot_close,

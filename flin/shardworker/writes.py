@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 from .. import errors
-from ..protocol import INT64_MAX, INT64_MIN, NX, XX, ErrorReply
+from ..protocol import GET_OLD, INT64_MAX, INT64_MIN, KEEP_TTL, NX, XX, ErrorReply
 from .encoding import DATA, EXPIRING, MISSING, UID, expiry_key, expiry_of, value_of
 from .store import Store
 
@@ -17,18 +17,33 @@ UID_KEEP_MS = 10 * 60 * 1000          # how long a request uid is remembered, ms
 _INT = re.compile(rb"-?(0|[1-9][0-9]{0,18})")
 
 
-def set_(store: Store, op: list) -> bool | None:
-    """[SET, key, value, ttl_ms, flags]: None, or whether it wrote with NX/XX."""
+def set_(store: Store, op: list) -> bytes | bool | None:
+    """[SET, key, value, ttl_ms, flags]: None, or whether it wrote with NX/XX;
+    with GET_OLD the value before (nil if none), whether or not it wrote."""
     _, key, value, ttl_ms, flags = op
     if type(value) is not bytes:
         raise TypeError("value must be bytes")
     dkey = DATA + key
-    if flags:
-        exists = store.live(dkey) is not None
-        if (flags & NX and exists) or (flags & XX and not exists):
-            return False
-    store.put(dkey, value, store.deadline(ttl_ms))
-    return True if flags else None
+    if not flags:
+        store.put(dkey, value, store.deadline(ttl_ms))
+        return None
+    raw = store.live(dkey)
+    old = None if raw is None or not flags & GET_OLD else value_of(raw)
+    if (flags & NX and raw is not None) or (flags & XX and raw is None):
+        return old if flags & GET_OLD else False
+    expiry = expiry_of(raw) if flags & KEEP_TTL and raw is not None else store.deadline(ttl_ms)
+    store.put(dkey, value, expiry)
+    return old if flags & GET_OLD else (True if flags & (NX | XX) else None)
+
+
+def getdel(store: Store, op: list) -> bytes | None:
+    """[GETDEL, key]: the value (nil if none), and the key is gone."""
+    dkey = DATA + op[1]
+    raw = store.live(dkey)
+    if raw is None:
+        return None
+    store.remove(dkey)
+    return value_of(raw)
 
 
 def delete(store: Store, op: list) -> int:

@@ -2,13 +2,16 @@
 and whether the CURVE key files are complete and load.
 
 A client endpoint other hosts can reach is refused unless CURVE is on (or
-``--insecure`` says the risk is accepted). SECURITY.md has the threat model.
+``--insecure`` says the risk is accepted); so is a RESP port other hosts can
+reach, unless AUTH and TLS are on. SECURITY.md has the threat model.
 """
 from __future__ import annotations
 
 import ipaddress
 import logging
 import os
+import socket
+import ssl
 
 from ..config import Config
 from ..curve import AUTHORIZED, BACK_CLIENT, BACK_SERVER, load_key_pair, load_public_key
@@ -32,12 +35,71 @@ def is_local(endpoint: str) -> bool:
         return False  # an interface name, a wildcard or a hostname: not provably local
 
 
+def check_resp(cfg: Config) -> str:
+    """The RESP port's rule, Redis's protected mode made strict: loopback, or
+    AUTH required and TLS on, or ``--insecure``. Checks the password and
+    certificate files load. Returns why it is allowed; ``ValueError`` if not."""
+    if cfg.resp is None:
+        return "off"
+    host, port = cfg.resp_address
+    if bool(cfg.resp_tls_cert) != bool(cfg.resp_tls_key):
+        raise ValueError("--resp-tls-cert and --resp-tls-key go together")
+    if cfg.resp_password_file:
+        from ..router.resp import read_password
+        read_password(cfg.resp_password_file)
+        _check_secret_mode(cfg.resp_password_file)
+    if cfg.resp_tls_cert:
+        from ..router.resp import tls_context
+        try:
+            tls_context(cfg.resp_tls_cert, cfg.resp_tls_key or "")
+        except ssl.SSLError as exc:
+            raise ValueError("cannot load the RESP TLS certificate and key: %s" % exc) from None
+        _check_secret_mode(cfg.resp_tls_key or "")
+    if is_local("tcp://%s:%d" % (host, port)):
+        return "local"
+    if cfg.resp_password_file and cfg.resp_tls_cert:
+        return "auth+tls"
+    if cfg.insecure:
+        log.warning("INSECURE: the Redis protocol on %s is reachable from other hosts "
+                    "without %s", cfg.resp, " and ".join(
+                        w for w, on in (("AUTH", cfg.resp_password_file),
+                                        ("TLS", cfg.resp_tls_cert)) if not on))
+        return "insecure"
+    raise ValueError(
+        "refusing the Redis protocol on %s: it is not loopback, and clients would not be "
+        "%s. Pass --resp-password-file FILE and --resp-tls-cert/--resp-tls-key; or "
+        "--resp 127.0.0.1:PORT; or --insecure to accept the risk." % (
+            cfg.resp, "authenticated or encrypted" if not (cfg.resp_password_file or
+                                                          cfg.resp_tls_cert)
+            else "encrypted" if cfg.resp_password_file else "authenticated"))
+
+
+def check_resp_free(cfg: Config) -> None:
+    """Fail clearly if something listens on the RESP port already (an
+    earlier Flin, a Redis): with SO_REUSEPORT the routers would share it."""
+    if cfg.resp is None:
+        return
+    host, port = cfg.resp_address
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+    except OSError as exc:
+        raise ValueError("cannot listen for the Redis protocol on %s: %s (another Flin or a "
+                         "Redis?); pass --resp HOST:PORT or --resp off"
+                         % (cfg.resp, exc.strerror)) from None
+    finally:
+        probe.close()
+
+
 def check_bind(cfg: Config) -> str:
     """Refuse a non-local client endpoint without authentication; check the
     key files before any process starts. Returns why the bind is allowed:
     ``"local"``, ``"curve"`` or ``"insecure"`` (accepted with a warning).
     Raises ``ValueError`` saying why not."""
     check_curve(cfg)
+    check_resp(cfg)
     if cfg.bind.startswith("ipc://"):
         folder = os.path.dirname(os.path.abspath(cfg.bind[len("ipc://"):]))
         try:

@@ -25,6 +25,7 @@ from ..router.sockets import check_ipc_free
 from ..config import Config
 from ..ring import Ring
 from . import metrics, processes
+from .bindcheck import check_resp_free
 from .datadir import (
     SUPERVISOR, Owner, StartError, check_or_write_manifest, missing_shards_message,
     shard_present, take, write_json,
@@ -137,8 +138,9 @@ class Supervisor:
             why = "exited with code %d" % os.WEXITSTATUS(status)
         if child.router is not None and os.WIFEXITED(status) \
                 and os.WEXITSTATUS(status) == router.EXIT_BIND and not self.announced:
-            raise StartError("the router cannot bind %s (in use? see the log)"
-                             % self.cfg.endpoints()[child.router])
+            raise StartError("the router cannot bind %s%s (in use? see the log)"
+                             % (self.cfg.endpoints()[child.router],
+                                " or listen on %s" % self.cfg.resp if self.cfg.resp else ""))
         if child.shard is not None and os.WIFEXITED(status) \
                 and os.WEXITSTATUS(status) == shardworker.EXIT_STORAGE:
             if not shard_present(self.cfg, child.shard):
@@ -184,7 +186,8 @@ class Supervisor:
             try:    # now that no earlier router of this folder can still be draining
                 for endpoint in cfg.endpoints():
                     check_ipc_free(endpoint)
-            except zmq.ZMQError as exc:
+                check_resp_free(cfg)
+            except (zmq.ZMQError, ValueError) as exc:
                 raise StartError(str(exc)) from None
         except OSError as exc:
             owner.release()
@@ -257,6 +260,8 @@ class Supervisor:
             line = ("flin: %d shards ready on %s%s in %.2fs (data %s, pid %d)"
                     % (self.cfg.shards, self.cfg.bind, pool, time.monotonic() - t0,
                        os.path.abspath(self.cfg.data), os.getpid()))
+            if self.cfg.resp:
+                line += "; Redis protocol on %s" % self.cfg.resp
             if self.cfg.metrics_port:
                 line += "; metrics on http://127.0.0.1:%d/metrics" % self.cfg.metrics_port
             if self.on_ready is None:   # in the foreground (a daemon's stdout is its log)

@@ -43,6 +43,9 @@ class View:
     def uptime(self) -> float:
         return self._uptime
 
+    def resp(self) -> str | None:
+        return None
+
 
 RING = Ring(4)
 P = Planner(RING, View())
