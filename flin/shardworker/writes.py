@@ -14,7 +14,7 @@ from .encoding import DATA, EXPIRING, MISSING, UID, expiry_key, expiry_of, value
 from .store import Store
 
 UID_KEEP_MS = 10 * 60 * 1000          # how long a request uid is remembered, ms
-_INT = re.compile(rb"-?(0|[1-9][0-9]{0,18})")
+_INT = re.compile(rb"0|-?[1-9][0-9]{0,18}")   # as Redis reads a counter: no "-0", no "01"
 
 
 def set_(store: Store, op: list) -> bytes | bool | None:

@@ -8,7 +8,8 @@ import platform
 from typing import Any
 
 from ... import __version__
-from .commands import REDIS_VERSION
+
+REDIS_VERSION = "7.0.0"        # the Redis whose commands Flin answers like (INFO, HELLO)
 
 SECTIONS = ("server", "clients", "stats", "keyspace", "flin")
 
