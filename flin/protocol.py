@@ -25,8 +25,7 @@ A command is an array that starts with its opcode::
 
     [PING]                                   -> True
     [GET, key]                               -> value | nil
-    [SET, key, value, ttl_ms|nil, flags]     -> nil, or bool with NX/XX, or with
-                                                GET_OLD the value before (nil: none)
+    [SET, key, value, ttl_ms|nil, flags]     -> nil, bool with NX/XX, value with GET_OLD
     [DEL, [key, ...]]                        -> number deleted
     [EXISTS, key]                            -> bool
     [MGET, [key, ...]]                       -> [value|nil, ...]
@@ -45,9 +44,8 @@ A command is an array that starts with its opcode::
                                                 router 0 first (answered by the router itself)
     [GETDEL, key]                            -> value | nil, and the key is deleted
 
-``STATS`` asks every shard for its counters (``flin.shardworker.admin``) and
-adds the router's own (``flin.router.stats``). ``SHARD`` addresses one shard without hashing,
-for the admin ops only (a data op there would bypass the ring)::
+``STATS``: every shard's counters and the router's own (``flin.router.stats``).
+``SHARD`` addresses one shard without hashing, for the admin ops only::
 
     [STATS]                                  -> the shard's counters
     [COMPACT]                                -> True if started, False if one runs
@@ -99,10 +97,9 @@ ROUTERS, GETDEL = 20, 21
 # which arguments are keys (the read cache forgets them on a write)
 NO_KEYS, ONE_KEY, KEY_LIST, KEY_VALUE_PAIRS = "none", "one", "list", "pairs"
 # may a request whose outcome is unknown (timeout, OutcomeUnknown) be sent again?
-RETRY_YES = "yes"        # same effect, same answer the second time
-RETRY_NO = "no"          # the effect is the same but the answer is not (DEL answers 0 again)
-RETRY_UID = "uid"        # carries a request uid the shard remembers: applied once
-RETRY_PLAIN = "plain"    # only without conditions (SET without NX/XX)
+# yes: same effect, same answer; no: the answer differs (DEL answers 0 again);
+# uid: a request uid the shard remembers (applied once); plain: only without flags
+RETRY_YES, RETRY_NO, RETRY_UID, RETRY_PLAIN = "yes", "no", "uid", "plain"
 
 
 class OpInfo(NamedTuple):
@@ -171,10 +168,8 @@ def retry_safe(cmd: list[Any]) -> bool:
     return info.retry in (RETRY_YES, RETRY_UID)
 
 
-# SET flags: NX and XX exclude each other; GET_OLD answers the value before the
-# SET (whether or not it wrote, as Redis's SET ... GET); KEEP_TTL keeps the key's
-# expiry (a ttl must then be nil)
-NX, XX, GET_OLD, KEEP_TTL = 1, 2, 4, 8
+# SET flags: NX or XX; GET_OLD answers the value before (wrote or not: SET..GET);
+NX, XX, GET_OLD, KEEP_TTL = 1, 2, 4, 8   # KEEP_TTL keeps the expiry (ttl nil)
 
 # -- limits (documented in README "Limits") -----------------------------------
 MAX_KEY = 64 * 1024                 # bytes per key

@@ -44,6 +44,7 @@ from .planner import Invalid, Planner
 from .readcache import MISS, ReadCache
 from .replies import RETRY_MS, ReplyQueue
 from .front import Front
+from .respfront import RespFront
 from .shards import STALLED, UP, Shards, error as _err
 from .sockets import Gatekeeper, frontend_socket
 
@@ -57,7 +58,7 @@ _QUEUED_BYTES = 512 << 20  # values queued or in flight to all shards
 _HELD_BYTES = 256 << 20  # results held by requests and MGETs that wait for more
 
 
-class Router(Front, Shards):
+class Router(Front, RespFront, Shards):
     def __init__(self, cfg: Config, ring: Ring, ready_fd: int | None = None) -> None:
         super().__init__(cfg, ring, ready_fd)
         n = ring.shards
@@ -182,52 +183,6 @@ class Router(Front, Shards):
         req = Request(ident, rid, len(cmds), stats.request_kind(cmds))
         self.stats.inflight += 1
         self.route_commands(req, cmds)
-
-    def on_resp(self, conn: Any, cmds: list) -> None:
-        """A RESP connection's commands of this loop turn, as one request:
-        each becomes its reply or Flin commands (``resp.commands``), and all
-        of those are planned and routed together."""
-        translate = self.resp_commands.translate
-        session = conn.session
-        parts: list = []
-        flin: list = []
-        for args in cmds:
-            if type(args) is bytes:            # an error line the parser made
-                parts.append(args)
-                continue
-            try:
-                part = translate(session, args)
-            except Exception:                  # a bug: answer it, stay up
-                log.exception("RESP: %r failed", args[:1])
-                part = b"-ERR internal error (see the router's log)\r\n"
-            if type(part) is bytes:
-                parts.append(part)
-            else:
-                ops, finish = part
-                parts.append((len(flin), len(ops), finish))
-                flin.extend(ops)
-            if session.quit:                   # QUIT: what follows it is not run
-                break
-        batch = RespBatch(conn, parts, len(flin), stats.request_kind(flin))
-        self.stats.inflight += 1
-        self.route_commands(batch, flin)
-
-    def resp_reply(self, batch: RespBatch) -> None:
-        """Write a finished RESP batch's replies, in order."""
-        results = batch.results
-        proto = batch.conn.session.proto
-        out = []
-        for part in batch.parts:
-            if type(part) is bytes:
-                out.append(part)
-                continue
-            start, n, finish = part
-            try:
-                out.append(finish(results[start:start + n], proto))
-            except Exception:
-                log.exception("RESP: a reply failed")
-                out.append(b"-ERR internal error (see the router's log)\r\n")
-        self.resp.answer(batch.conn, b"".join(out))
 
     def route_commands(self, req: Any, cmds: list) -> None:
         """Plan and route the commands of ``req`` (a ``Request`` or ``RespBatch``)."""
@@ -368,17 +323,6 @@ class Router(Front, Shards):
     def _drain_links(self, events: dict) -> None:
         """Handle what the workers sent (a method: no frame outlives the turn)."""
         self._handle_links(self.links.handle(events))
-
-    def _drain_resp(self) -> None:
-        """The RESP connections' commands of this turn (with other routers and
-        a read cache, after what the workers sent: as ``Front._drain_front_synced``)."""
-        got = self.resp.poll()
-        if not got:
-            return
-        if self.peers and self.cache is not None and self.cache.bytes:
-            self._drain_links_now()
-        for conn, cmds in got:
-            self.on_resp(conn, cmds)
 
     def _drain_links_now(self) -> None:
         """Handle what the workers have sent by now, outside the loop's poll."""

@@ -4,9 +4,8 @@
 done) and returns ``(subops, finish)``: the ``(shard, op)`` pairs to send,
 and a function that turns their answers, in the same order, into the
 command's result (``None`` when the one answer is the result as it is).
-Pure: no I/O, so the router's loop stays about sockets and this file about
-meaning. STATUS and STATS also report what the router knows of itself and
-the supervisor: the router passes that in as a ``ClusterView``.
+Pure: no I/O. STATUS and STATS also report what the router knows of itself
+and the supervisor: the router passes that in as a ``ClusterView``.
 """
 from __future__ import annotations
 
@@ -16,10 +15,10 @@ from typing import Any, Callable, Protocol
 
 from .. import errors
 from ..protocol import (
-    ADMIN_OPS, CAS, COMPACT, DEL, EXISTS, EXPIRE, GET, GET_OLD, GETDEL, INCR, KEEP_TTL, INT64_MAX, INT64_MIN, MAX_ITEMS,
-    MAX_KEY, MAX_REPLY, MAX_SCAN_LIMIT, MAX_SNAPSHOT_BYTES, MAX_TTL_MS, MAX_VALUE, MGET, MSET, NX,
-    OP_NAMES, PERSIST, PING, ROUTERS, SCAN, SET, SHARD, SNAPSHOT_CLOSE, SNAPSHOT_READ, STATS, STATUS,
-    TTL, XX, ErrorReply,
+    ADMIN_OPS, CAS, COMPACT, DEL, EXISTS, EXPIRE, GET, GET_OLD, GETDEL, INCR, INT64_MAX, INT64_MIN,
+    KEEP_TTL, MAX_ITEMS, MAX_KEY, MAX_REPLY, MAX_SCAN_LIMIT, MAX_SNAPSHOT_BYTES, MAX_TTL_MS,
+    MAX_VALUE, MGET, MSET, NX, OP_NAMES, PERSIST, PING, ROUTERS, SCAN, SET, SHARD, SNAPSHOT_CLOSE,
+    SNAPSHOT_READ, STATS, STATUS, TTL, XX, ErrorReply,
 )
 from ..ring import Ring
 
@@ -57,11 +56,9 @@ class ClusterView(Protocol):
 
     def uptime(self) -> float:
         """Seconds since this router process started."""
-        ...
 
     def resp(self) -> str | None:
         """Where the routers speak the Redis protocol (HOST:PORT; None: off)."""
-        ...
 
 
 class Invalid(Exception):
@@ -129,10 +126,6 @@ def _all_or_error(results: list) -> Any:
     return _first_error(results) or results
 
 
-def _none_or_error(results: list) -> Any:
-    return _first_error(results)
-
-
 def _sum_or_error(results: list) -> Any:
     return _first_error(results) or sum(results)
 
@@ -155,11 +148,9 @@ def _plan_set(ring: Ring, cmd: list) -> Plan:
     _, key, value, ttl, flags = cmd
     _value(value)
     _ttl(ttl)
-    if (type(flags) is not int or not 0 <= flags <= NX | XX | GET_OLD | KEEP_TTL
-            or flags & (NX | XX) == NX | XX):  # 1.0 == True == NX, but not an int
-        raise Invalid("flags must be 0, NX (1) or XX (2), with GET_OLD (4) and KEEP_TTL (8)")
-    if flags & KEEP_TTL and ttl is not None:
-        raise Invalid("KEEP_TTL takes no ttl")
+    if (type(flags) is not int or not 0 <= flags <= NX | XX | GET_OLD | KEEP_TTL  # not 1.0
+            or flags & (NX | XX) == NX | XX or (flags & KEEP_TTL and ttl is not None)):
+        raise Invalid("flags must be 0, NX (1) or XX (2), with GET_OLD (4) and KEEP_TTL (8, no ttl)")
     return [(ring.shard(_key(key)), cmd)], None
 
 
@@ -220,7 +211,7 @@ def _plan_mset(ring: Ring, cmd: list) -> Plan:
             parts[s] = part = []
         part.append(k)
         part.append(v)
-    return [(s, [MSET, part, ttl]) for s, part in parts.items()], _none_or_error
+    return [(s, [MSET, part, ttl]) for s, part in parts.items()], _first_error
 
 
 def _plan_incr(ring: Ring, cmd: list) -> Plan:

@@ -15,7 +15,7 @@ from flin.protocol import (
 def test_the_op_table_is_complete_and_consistent():
     codes = [op.code for op in protocol.OPS]
     assert codes == list(range(len(codes)))       # every opcode once, in order
-    assert protocol.WRITES == {SET, MSET, DEL, INCR, EXPIRE, PERSIST, CAS}
+    assert protocol.WRITES == {SET, MSET, DEL, INCR, EXPIRE, PERSIST, CAS, protocol.GETDEL}
     assert STATS in protocol.ADMIN_OPS and SNAPSHOT_OPEN in protocol.ADMIN_OPS
     assert GET not in protocol.ADMIN_OPS
     assert protocol.OP_NAMES[MGET] == "mget"
@@ -29,6 +29,7 @@ def test_the_op_table_is_complete_and_consistent():
     ([GET, b"k"], True), ([MGET, [b"k"]], True), ([PING], True),
     ([SET, b"k", b"v", None, 0], True), ([SET, b"k", b"v", None, NX], False),
     ([SET, b"k", b"v", None, XX], False), ([MSET, [b"k", b"v"], None], True),
+    ([SET, b"k", b"v", None, protocol.GET_OLD], False), ([protocol.GETDEL, b"k"], False),
     ([INCR, b"k", 1, b"uid"], True), ([CAS, b"k", None, b"v", b"uid"], True),
     ([DEL, [b"k"]], False), ([EXPIRE, b"k", 5], False), ([PERSIST, b"k"], False),
     ([99], False),
