@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from flin.protocol import CAS, DEL, EXPIRE, GET, INCR, MSET, PERSIST, SET, WRITES
+from flin.protocol import CAS, DEL, EXPIRE, GET, GETDEL, INCR, MSET, PERSIST, SET, WRITES
 from flin.router.readcache import MISS, ReadCache
 
 
@@ -42,6 +42,7 @@ def test_every_write_kind_drops_what_it_touches():
         SET: [SET, b"k", b"v", None, 0], INCR: [INCR, b"k", 1, None],
         EXPIRE: [EXPIRE, b"k", 5], PERSIST: [PERSIST, b"k"], CAS: [CAS, b"k", None, b"v", None],
         MSET: [MSET, [b"a", b"1", b"k", b"2"], None], DEL: [DEL, [b"x", b"k"]],
+        GETDEL: [GETDEL, b"k"],
     }
     assert set(ops) == WRITES                     # a new write op needs a case here
     for code, op in ops.items():
