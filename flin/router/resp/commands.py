@@ -29,8 +29,8 @@ from .keyspace import Keyspace, glob_matcher, literal_prefix
 # Known Redis commands that Flin refuses, and why (never half-done).
 _ATOMIC = "Flin cannot run commands atomically together across shards"
 REFUSED: dict[str, str] = {
-    **{c: "%s: %s; send the commands without %s" % (c.upper(), _ATOMIC, c.upper())
-       for c in ("multi", "exec", "discard", "watch", "unwatch")},
+    **{c: "%s: %s; send the commands without %s (redis-py: pipeline(transaction=False))"
+       % (c.upper(), _ATOMIC, c.upper()) for c in ("multi", "watch", "unwatch")},
     **{c: "%s: Flin runs no scripts (%s)" % (c.upper(), _ATOMIC)
        for c in ("eval", "evalsha", "eval_ro", "evalsha_ro", "script", "function", "fcall",
                  "fcall_ro")},
@@ -76,6 +76,8 @@ class Commands:
     def translate(self, s: Session, args: list) -> bytes | Plan:
         """Reply bytes, or ``(flin commands, finish)``."""
         name = args[0]
+        if s.multi:
+            return self._after_multi(s, name.lower())
         handler = self.table.get(name)
         if handler is None:
             lower = name.lower()
@@ -85,6 +87,33 @@ class Commands:
         if not s.authed and name.lower() not in (b"auth", b"hello", b"quit"):
             return R.error("NOAUTH Authentication required.")
         return handler(s, args)  # type: ignore[no-any-return]
+
+    def _after_multi(self, s: Session, lower: bytes) -> bytes:
+        """Between a refused MULTI and its EXEC or DISCARD nothing runs, so that
+        a transaction is never half done (redis-py's default pipeline sends
+        MULTI, its commands and EXEC in one write)."""
+        if lower == b"exec":
+            s.multi = False
+            return R.error("EXECABORT Transaction discarded: Flin refused its MULTI")
+        if lower == b"discard":
+            s.multi = False
+            return R.OK
+        if lower == b"quit":
+            return self.c_quit(s, [lower])
+        return R.error("ERR not run: it follows a MULTI, which Flin refuses (%s); "
+                       "EXEC or DISCARD ends it" % _ATOMIC)
+
+    def c_multi(self, s: Session, a: list) -> bytes:
+        if len(a) != 1:
+            return arity("multi")
+        s.multi = True
+        return R.error("ERR " + REFUSED["multi"])
+
+    def c_exec(self, s: Session, a: list) -> bytes:
+        return R.error("ERR EXEC without MULTI")
+
+    def c_discard(self, s: Session, a: list) -> bytes:
+        return R.error("ERR DISCARD without MULTI")
 
     def _unknown(self, s: Session, args: list, lower: str) -> bytes:
         if not s.authed:

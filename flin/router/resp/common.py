@@ -18,7 +18,7 @@ SYNTAX = R.error("ERR syntax error")
 class Session:
     """One connection's state: its id, name, protocol, whether it authenticated."""
 
-    __slots__ = ("id", "name", "proto", "authed", "lib", "addr", "created", "quit")
+    __slots__ = ("id", "name", "proto", "authed", "lib", "addr", "created", "quit", "multi")
 
     def __init__(self, cid: int, addr: str, authed: bool) -> None:
         self.id, self.addr, self.authed = cid, addr, authed
@@ -27,6 +27,7 @@ class Session:
         self.lib: dict[str, bytes] = {}
         self.created = time.time()
         self.quit = False                # close after this reply (QUIT)
+        self.multi = False               # after a (refused) MULTI, until EXEC or DISCARD
 
 
 def arity(name: str) -> bytes:
