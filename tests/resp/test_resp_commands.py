@@ -30,6 +30,7 @@ def r(cluster):
         yield conn
 
 
+@pytest.mark.filterwarnings("ignore:Call to deprecated:DeprecationWarning")   # setex, psetex
 def test_every_command_through_redis_py(r):
     assert r.ping() is True
     assert r.echo("hi") == b"hi"
