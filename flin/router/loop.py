@@ -291,13 +291,15 @@ class Router(Front, RespFront, Shards):
                     self._drain_front()  # what already came is answered ShuttingDown
                     self.send_replies()
                     break
-            events = dict(poller.poll(RETRY_MS if self.out.moving() else int(_TICK_S * 1000)))
+            resp = self.resp
+            events = dict(poller.poll(0 if resp is not None and resp.ready else
+                                      RETRY_MS if self.out.moving() else int(_TICK_S * 1000)))
             self._drain_links(events)
             if self.clients.monitor in events:   # before the requests those connections sent
                 self.clients.on_events()
             if self.front in events:
                 self._drain_front()
-            if self.resp is not None and self.resp.fd in events:
+            if resp is not None and (resp.ready or resp.fd in events):
                 self._drain_resp()
             if self.dirty:
                 dirty, self.dirty = self.dirty, set()

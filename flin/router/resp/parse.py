@@ -73,15 +73,17 @@ class Parser:
             reader = self.reader
             reader.feed(data)
             out: list = []
+            join = b"".join           # TypeError unless every argument is a bulk string (80 ns)
             try:
                 while True:
                     cmd = reader.gets()
                     if cmd is False:
                         break
-                    if type(cmd) is not list or not cmd or not all(type(a) is bytes for a in cmd):
+                    if type(cmd) is not list or not cmd:
                         return self._fallback(data, out)      # not a request: say why, slowly
+                    join(cmd)
                     out.append(cmd)
-            except hiredis.ProtocolError:
+            except (hiredis.ProtocolError, TypeError):
                 return self._fallback(data, out)
             if reader.has_data():                             # a command left half-read
                 return self._fallback(data, out)

@@ -1,0 +1,16 @@
+# Sourced by scripts/test: the system tools the suite runs for real, from
+# Debian/Ubuntu packages when missing (CI runs as root on a clean machine):
+# redis-server (the RESP tests compare Flin with it), redis-cli and
+# redis-benchmark (redis-tools), openssl (a certificate for the TLS test).
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null || need+=(redis-tools)
+command -v openssl >/dev/null || need+=(openssl)
+if [ "${#need[@]}" -gt 0 ]; then
+    SUDO=""
+    if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+    echo "scripts: installing ${need[*]} (apt-get)" >&2
+    $SUDO apt-get update -qq >&2
+    # the redis-server package may start a system-wide redis on 6379; the tests use their own ports
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
+fi
