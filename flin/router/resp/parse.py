@@ -8,16 +8,20 @@ completed so far, each a list of ``bytes``.
 Two paths:
 
 - the fast one, ``hiredis.Reader`` (the C parser redis-py uses), for data
-  read at a command boundary that starts with ``*``: whole pipelines, the
-  common case, are parsed in C and nothing else is done;
-- the careful one, in Python, for everything else: a command split over
-  reads (what is left in the reader is re-read from the first incomplete
-  command, whose offset is the sum of the encoded sizes of the ones before
-  it), inline commands, and anything the reader refuses or gives in a
-  shape that is not a request. It checks each header as soon as it is read,
-  so that a bulk length over ``MAX_VALUE`` or an argument count over
-  ``MAX_ARGS`` is refused before any of its bytes are buffered, and back at
-  a boundary it hands over to the fast path again.
+  read at a command boundary: whole pipelines, the common case, are parsed
+  in C. It is taken only when it is exact: the data starts with ``*``, has
+  no array header of 100,000 or more (hiredis allocates an array's list
+  when it reads the header) and no line that starts with ``+``, ``=`` or
+  ``(`` (hiredis gives those as bytes, as it does bulk strings); every
+  command is an array of bulk strings; and their encoded sizes add up to
+  the whole of the data, so no command was left half-read (hiredis keeps a
+  half-read array header or argument to itself, ``has_data()`` false).
+- the careful one, in Python, for everything else, from the start of the
+  data: a command split over reads, inline commands, anything the fast
+  path refused. It checks each header as soon as it is read, so that a bulk
+  length over ``MAX_VALUE`` or an argument count over ``MAX_ARGS`` is
+  refused before any of its bytes are buffered, and back at a boundary it
+  hands over to the fast path again.
 
 A refusal raises ``RespError`` with Redis's wording; the connection
 answers it and closes, as Redis does. What one connection buffers is at
@@ -25,6 +29,7 @@ most one command (``MAX_COMMAND`` bytes) plus what one read brings.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import hiredis
@@ -66,52 +71,52 @@ class Parser:
 
     def feed(self, data: bytes) -> list:
         """The commands ``data`` completes (``[]`` if none yet); raises ``RespError``."""
-        if self.slow is None:
-            if data[:1] != b"*":
-                self.slow = _Slow()
-                return self._slow(data, [])
-            reader = self.reader
-            reader.feed(data)
-            out: list = []
-            join = b"".join           # TypeError unless every argument is a bulk string (80 ns)
-            try:
-                while True:
-                    cmd = reader.gets()
-                    if cmd is False:
-                        break
-                    if type(cmd) is not list or not cmd:
-                        return self._fallback(data, out)      # not a request: say why, slowly
-                    join(cmd)
-                    out.append(cmd)
-            except (hiredis.ProtocolError, TypeError):
-                return self._fallback(data, out)
-            if reader.has_data():                             # a command left half-read
-                return self._fallback(data, out)
-            return out
-        return self._slow(data, [])
+        if self.slow is not None or data[:1] != b"*" or _BIG_ARRAY.search(data) is not None \
+                or ((b"+" in data or b"=" in data or b"(" in data)
+                    and _NOT_BULK.search(data) is not None):
+            return self._careful(data)
+        reader = self.reader
+        reader.feed(data)
+        out: list = []
+        join = b"".join           # TypeError unless every argument is bytes (80 ns)
+        try:
+            while True:
+                cmd = reader.gets()
+                if cmd is False:
+                    break
+                if type(cmd) is not list or not cmd:
+                    return self._careful(data)          # not a request: say why, slowly
+                join(cmd)
+                out.append(cmd)
+        except (hiredis.ProtocolError, TypeError, MemoryError):
+            return self._careful(data)
+        if sum(map(encoded_size, out)) != len(data):  # a command left half-read
+            return self._careful(data)
+        return out
 
     @property
     def idle(self) -> bool:
         """At a command boundary, nothing buffered."""
         return self.slow is None
 
-    def _fallback(self, data: bytes, out: list) -> list:
-        """Take what the reader did not finish back to the careful path."""
-        self.reader = hiredis.Reader()
-        self.slow = _Slow()
-        return self._slow(data[sum(map(encoded_size, out)):], out)
-
-    def _slow(self, data: bytes, out: list) -> list:
-        slow = self.slow
-        assert slow is not None
+    def _careful(self, data: bytes) -> list:
+        """``data`` through the careful path (from its start if it is at a boundary)."""
+        if self.slow is None:
+            self.reader = hiredis.Reader()              # nothing it half-read is kept
+            self.slow = _Slow()
+        out: list = []
         try:
-            slow.feed(data, out)
+            self.slow.feed(data, out)
         except RespError as exc:
             exc.commands = out
             raise
-        if slow.clean():
+        if self.slow.clean():
             self.slow = None
         return out
+
+
+_BIG_ARRAY = re.compile(rb"\*[0-9]{6}")         # an array header of 100,000 or more
+_NOT_BULK = re.compile(rb"\n[+=(]")             # a line hiredis reads as bytes but is no bulk
 
 
 class _Slow:
@@ -224,10 +229,12 @@ class _Slow:
 
 
 def _number(text: bytes) -> int | None:
-    """A header's decimal number (negative: -1), strictly; None if it is not one."""
-    if text[:1] == b"-":
-        return -1 if text[1:].isdigit() else None
-    return int(text) if text.isdigit() and len(text) < 19 else None
+    """A header's decimal number (negative: -1), as strictly as Redis's
+    ``string2ll``: no sign but ``-``, no leading zero; None if it is not one."""
+    digits = text[1:] if text[:1] == b"-" else text
+    if not digits.isdigit() or len(digits) > 18 or (digits[:1] == b"0" and text != b"0"):
+        return None
+    return -1 if text[:1] == b"-" else int(digits)
 
 
 def inline_args(line: bytes) -> list:
