@@ -123,11 +123,11 @@ class RespServer:
         got = []
         for conn in list(ready):
             ready.discard(conn)
-            if conn.fd in self.conns:
+            if self.conns.get(conn.fd) is conn:
                 cmds = self._read(conn)
                 if cmds:
                     got.append((conn, cmds))
-                elif conn.readable and conn.fd in self.conns:
+                elif conn.readable and self.conns.get(conn.fd) is conn:
                     ready.add(conn)           # a read stopped at _READ inside one command
         return got
 
@@ -232,8 +232,8 @@ class RespServer:
     def answer(self, conn: Conn, data: bytes) -> None:
         """The replies of ``conn``'s batch, in order; it is read again once they are out."""
         conn.busy = False
-        if conn.fd not in self.conns:
-            return                             # it went away meanwhile
+        if self.conns.get(conn.fd) is not conn:
+            return                 # it went away meanwhile (its number may be another's now)
         self._send(conn, data)
 
     def _send(self, conn: Conn, data: Any) -> None:
@@ -268,8 +268,9 @@ class RespServer:
             self.ready.add(conn)
 
     def close(self, conn: Conn) -> None:
-        if self.conns.pop(conn.fd, None) is None:
-            return
+        if self.conns.get(conn.fd) is not conn:
+            return                             # closed already
+        del self.conns[conn.fd]
         self.ready.discard(conn)
         try:
             self.ep.unregister(conn.fd)
