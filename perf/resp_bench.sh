@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Issue 14's figures: redis-benchmark (the C load generator) against Flin's
 # RESP port and against a redis-server that persists as Flin does (AOF,
-# appendfsync everysec), and flin bench (flin.Client) at the same shape:
-# 64 connections, 1 KiB values, SET then GET, -P 16 and -P 1. Flin and Redis
-# alternate within each round, so that the noise of a shared machine falls
-# on both; perf/resp_summary.py takes the medians and the ratios.
+# appendfsync everysec), and flin bench (flin.Client) at the same shape
+# against the same cluster, over TCP on loopback as RESP is: 64 connections,
+# 1 KiB values, SET then GET, -P 16 and -P 1. Flin and Redis alternate
+# within each round, so that the noise of a shared machine falls on both;
+# perf/resp_summary.py takes the medians and the ratios.
 #   perf/resp_bench.sh OUT [ROUNDS] [SHARDS] [ROUTERS]   (defaults: 3, 64, auto)
 set -euo pipefail
 out="$1"; rounds="${2:-3}"; shards="${3:-64}"; routers="${4:-auto}"
@@ -24,12 +25,17 @@ bench() {   # NAME PORT P N
         > "$out/$1-P$3-run$r.csv"
 }
 for r in $(seq 1 "$rounds"); do
-    fport="$(port)"; rm -rf "$tmp/data"
+    fport="$(port)"; zport="$(port)"; rm -rf "$tmp/data"
     "$py" -m flin start --data "$tmp/data" --shards "$shards" --routers "$routers" \
-        --bind "ipc://$tmp/f.sock" --resp "127.0.0.1:$fport" > "$tmp/ready" 2>"$tmp/flin.log" &
+        --bind "tcp://127.0.0.1:$zport" --resp "127.0.0.1:$fport" > "$tmp/ready" 2>"$tmp/flin.log" &
     fpid=$!
     until grep -q ready "$tmp/ready"; do sleep 0.2; kill -0 "$fpid"; done
     bench flin "$fport" 16 400000; bench flin "$fport" 1 100000
+    for p in 16 1; do     # flin.Client at the same shape: 64 workers, P requests in flight each
+        "$py" -m flin bench -e "tcp://127.0.0.1:$zport" --workers 64 --pipeline "$p" \
+            --value-size 1024 --duration 4 --no-progress --json "$out/client-P$p-run$r.json" \
+            > "$out/client-P$p-run$r.txt"
+    done
     kill "$fpid"; wait "$fpid" || true; fpid=""
 
     rport="$(port)"; rm -rf "$tmp/redis"; mkdir -p "$tmp/redis"
@@ -39,11 +45,5 @@ for r in $(seq 1 "$rounds"); do
     until redis-cli -p "$rport" ping >/dev/null 2>&1; do sleep 0.1; done
     bench redis "$rport" 16 400000; bench redis "$rport" 1 100000
     kill "$rpid"; wait "$rpid" || true; rpid=""
-
-    for p in 16 1; do     # flin.Client at the same shape: 64 workers, P requests in flight each
-        "$py" -m flin bench --shards "$shards" --routers "$routers" --workers 64 --pipeline "$p" \
-            --value-size 1024 --duration 4 --no-progress --json "$out/client-P$p-run$r.json" \
-            > "$out/client-P$p-run$r.txt"
-    done
 done
 "$py" "$root/perf/resp_summary.py" "$out" | tee "$out/summary.txt"
