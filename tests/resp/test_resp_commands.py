@@ -4,29 +4,18 @@ Redis on purpose (refusals that say why, SELECT, INFO, DBSIZE)."""
 from __future__ import annotations
 
 import asyncio
-import tempfile
 
 import pytest
 import redis
 import redis.asyncio
 
 from flin import Client
-from tests.support.resp import Raw, resp_cluster
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with tempfile.TemporaryDirectory(prefix="flin-", dir="/tmp") as d:
-        c, port = resp_cluster(d, shards=8)
-        try:
-            yield c, port
-        finally:
-            assert c.stop() == 0
+from tests.support.resp import Raw
 
 
 @pytest.fixture
-def r(cluster):
-    with redis.Redis(port=cluster[1], socket_timeout=10) as conn:
+def r(resp):
+    with redis.Redis(port=resp[1], socket_timeout=10) as conn:
         yield conn
 
 
@@ -75,9 +64,9 @@ def test_a_pipeline_is_one_request_and_answers_in_order(r):
     assert out[2::3] == list(range(1, 501))
 
 
-def test_the_same_keys_through_flin_client(cluster, r):
+def test_the_same_keys_through_flin_client(resp, r):
     r.set("both:a", "from-resp")
-    with Client(cluster[0].endpoint, timeout=10) as c:
+    with Client(resp[0].endpoint, timeout=10) as c:
         assert c.get(b"both:a") == b"from-resp"
         c.set(b"both:b", b"from-flin")
     assert r.get("both:b") == b"from-flin"
@@ -151,13 +140,13 @@ def test_info_dbsize_config_command(r):
     assert len(names) == r.command_count() and {"get", "set", "scan", "incrby"} <= names
 
 
-def test_resp3(cluster):
-    with redis.Redis(port=cluster[1], protocol=3, socket_timeout=10) as r3:
+def test_resp3(resp):
+    with redis.Redis(port=resp[1], protocol=3, socket_timeout=10) as r3:
         assert r3.set("r3:a", "1") is True and r3.get("r3:a") == b"1"
         assert r3.get("r3:none") is None
         assert r3.mget("r3:a", "r3:none") == [b"1", None]
         assert "redis_version" in r3.info()
-    with Raw(cluster[1]) as raw:
+    with Raw(resp[1]) as raw:
         hello = raw.call("HELLO", "3")
         assert hello[0] == "%"
         fields = dict(zip([v for _, v in hello[1][0::2]], hello[1][1::2]))
@@ -165,9 +154,9 @@ def test_resp3(cluster):
         assert raw.call("GET", "r3:none") == ("_", b"")
 
 
-def test_asyncio_redis_py_with_many_coroutines(cluster):
+def test_asyncio_redis_py_with_many_coroutines(resp):
     async def main() -> None:
-        pool = redis.asyncio.BlockingConnectionPool(port=cluster[1], socket_timeout=10,
+        pool = redis.asyncio.BlockingConnectionPool(port=resp[1], socket_timeout=10,
                                                     max_connections=50, timeout=10)
         r = redis.asyncio.Redis(connection_pool=pool)
         try:

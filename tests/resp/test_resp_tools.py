@@ -10,7 +10,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
@@ -27,18 +26,8 @@ def cli(port: int, *args: str, stdin: str | None = None) -> str:
     return out.stdout
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    with tempfile.TemporaryDirectory(prefix="flin-", dir="/tmp") as d:
-        c, port = resp_cluster(d, shards=8)
-        try:
-            yield c, port
-        finally:
-            assert c.stop() == 0
-
-
-def test_redis_cli(cluster):
-    _, port = cluster
+def test_redis_cli(resp):
+    _, port = resp
     assert cli(port, "set", "a", "b") == "OK\n"
     assert cli(port, "get", "a") == "b\n"
     assert cli(port, "get", "nothing") == "\n"
@@ -57,17 +46,17 @@ def test_redis_cli(cluster):
     assert cli(port, "--no-raw", "get", "e") == '""\n'
 
 
-def test_redis_cli_interactive_start_up(cluster):
+def test_redis_cli_interactive_start_up(resp):
     """redis-cli at its prompt asks COMMAND DOCS (refused: it falls back to its
     own hints) and COMMAND; then commands work as typed."""
-    _, port = cluster
+    _, port = resp
     out = subprocess.run(["redis-cli", "-p", str(port)], input="ping\nset k1 v1\nget k1\n",
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.split() == ["PONG", "OK", "v1"]
 
 
-def test_redis_benchmark_completes_without_errors(cluster):
-    _, port = cluster
+def test_redis_benchmark_completes_without_errors(resp):
+    _, port = resp
     out = subprocess.run(["redis-benchmark", "-p", str(port), "-t", "ping,set,get,incr,mset",
                           "-n", "20000", "-P", "16", "-q", "--csv"], capture_output=True,
                          text=True, timeout=300)
@@ -81,8 +70,8 @@ def test_redis_benchmark_completes_without_errors(cluster):
         assert r.call("GET", "counter:__rand_int__")[0] == "$"   # INCR's key, counted up
 
 
-def test_flin_status_names_the_port(cluster):
-    c, port = cluster
+def test_flin_status_names_the_port(resp):
+    c, port = resp
     env = {**os.environ, "PYTHONPATH": ROOT}
     out = subprocess.run([sys.executable, "-m", "flin", "status", "-e", c.endpoint, "--json"],
                          capture_output=True, text=True, timeout=60, env=env)
