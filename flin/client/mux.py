@@ -10,9 +10,15 @@ every coroutine of a client, requests multiplexed by id and coalesced.
   goes out in one frame (``protocol.encode_requests``), split only to stay
   under the router's limits (``MAX_ITEMS`` commands, ``MAX_MESSAGE`` bytes).
   A request whose caller is gone before the flush is never sent.
-- Timeouts and cancellation: the caller (``Mux.execute``) waits with
-  ``asyncio.wait_for``; whichever way it leaves, ``forget`` removes its future,
-  so nothing leaks and its late reply is dropped. The socket stays usable.
+- Timeouts and cancellation: a call's deadline goes into ``deadlines``, in the
+  order of the calls (one client timeout: in deadline order), and ONE timer
+  per client sweeps it (``_sweep``: every ``SWEEP_S`` while calls are
+  pending), failing the calls past their deadline; a call with a deadline
+  before the last one's (a shorter timeout) gets a timer of its own. A timer
+  per call cost ~15 % of the client's CPU per SET (``perf/aio_set.py``).
+  Whichever way a call leaves (result, timeout, cancellation), ``forget``
+  removes its future, so nothing leaks and its late reply is dropped. The
+  socket stays usable.
 - The reset rule: the sync client resets (Lazy Pirate) its thread's socket on
   a timeout so that no stale request of its reaches a restarted router. Here
   the socket is shared, so a timeout must not reset it under the other
@@ -32,6 +38,7 @@ every coroutine of a client, requests multiplexed by id and coalesced.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any, cast
 
 import zmq
@@ -41,6 +48,9 @@ from .. import errors, protocol
 from ..protocol import ErrorReply
 from .pool import RouterLost, join_pool
 from .transport import Owner, open_socket
+
+
+SWEEP_S = 0.1            # the deadline sweep's period while calls are pending
 
 
 class _Expired(Exception):
@@ -72,6 +82,8 @@ class Mux:
         self.mon: zmq.asyncio.Socket | None = None   # with other routers: their disconnections
         self.watcher: asyncio.Task[None] | None = None
         self.resendable: set[int] = set()   # ids whose callers may send them again
+        self.deadlines: deque[tuple[float, int]] = deque()   # (loop time, id), call order
+        self.sweeper: asyncio.TimerHandle | None = None
 
     def socket(self) -> zmq.asyncio.Socket:
         loop = asyncio.get_running_loop()
@@ -115,6 +127,35 @@ class Mux:
         self.stale = False
         self.asking = 0
         self.resendable.clear()
+        self._stop_sweeping()
+
+    def _stop_sweeping(self) -> None:
+        if self.sweeper is not None and not (self.loop is not None and self.loop.is_closed()):
+            self.sweeper.cancel()
+        self.sweeper = None
+        self.deadlines.clear()
+
+    def _sweep(self) -> None:
+        """Fail the calls past their deadline; come back while any is pending."""
+        self.sweeper = None
+        pending, deadlines = self.pending, self.deadlines
+        if not pending:
+            deadlines.clear()
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while deadlines:
+            at, rid = deadlines[0]
+            fut = pending.get(rid)
+            if fut is None or fut.done():
+                deadlines.popleft()        # answered (or gone) in time
+            elif at <= now:
+                deadlines.popleft()
+                fut.set_exception(_Expired())
+            else:
+                break
+        self.sweeper = loop.call_at(min(deadlines[0][0], now + SWEEP_S) if deadlines
+                                    else now + SWEEP_S, self._sweep)
 
     # -- sending --------------------------------------------------------------------
     def submit(self, commands: list[Any]) -> tuple[int, asyncio.Future[Any]]:
@@ -124,9 +165,10 @@ class Mux:
         loop = asyncio.get_running_loop()
         sock = self.socket()
         self.rid += 1
+        rid = self.rid
         fut: asyncio.Future[Any] = loop.create_future()
-        self.pending[self.rid] = fut
-        self.outbox.append((self.rid, commands))
+        self.pending[rid] = fut
+        self.outbox.append((rid, commands))
         if not self.asking and self.owner._pool.wanted():   # learn the pool in passing
             self.rid += 1
             self.asking = self.rid
@@ -141,7 +183,7 @@ class Mux:
             self.reader = loop.create_task(self._read(sock))
         if self.mon is not None and (self.watcher is None or self.watcher.done()):
             self.watcher = loop.create_task(self._watch(self.mon))
-        return self.rid, fut
+        return rid, fut                   # (not self.rid: a ROUTERS request may follow it)
 
     def _flush(self) -> None:
         self.flushing = False
@@ -294,9 +336,16 @@ class Mux:
         rid, fut = self.submit(commands)
         if resend:
             self.resendable.add(rid)
-        # one timer on the future itself: asyncio.wait_for wraps it in a task and
-        # two more futures, which was the largest cost of a call here
-        timer = asyncio.get_running_loop().call_later(timeout, _expire, fut)
+        loop = asyncio.get_running_loop()
+        at = loop.time() + timeout
+        deadlines = self.deadlines
+        timer = None
+        if deadlines and at < deadlines[-1][0]:   # sooner than a call before it: a timer of its own
+            timer = loop.call_at(at, _expire, fut)
+        else:
+            deadlines.append((at, rid))
+            if self.sweeper is None:
+                self.sweeper = loop.call_at(min(at, loop.time() + SWEEP_S), self._sweep)
         try:
             results = await fut
         except _Expired:
@@ -307,7 +356,8 @@ class Mux:
             raise errors.Timeout("no reply from %s within %.1fs"
                                  % (self.owner.endpoint, timeout)) from None
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             self.resendable.discard(rid)
             self.forget(rid)
         if type(results) is ErrorReply:

@@ -176,6 +176,28 @@ def test_a_stopped_shard_times_out_within_the_timeout_and_others_still_answer(tm
     assert took < 0.5 + 0.3, took
 
 
+def test_a_first_call_that_times_out_leaves_nothing_pending(tmp_short):
+    """A client's first call carries the ROUTERS request in passing: the call's
+    own id (not the one after it) is what times out and is forgotten."""
+    c = make_cluster(tmp_short, 2, ["--shard-timeout", "30"]).start()
+    mine = faultlib.keys_on(0, 2, 1)[0]
+    pid = faultlib.wait_worker(c, 0)
+    os.kill(pid, signal.SIGSTOP)
+
+    async def main():
+        async with _aclient(c, timeout=0.4, retries=0) as db:
+            t0 = time.monotonic()
+            with pytest.raises(errors.Timeout):
+                await db.get(mine)
+            return time.monotonic() - t0, dict(db._mux.pending)
+    try:
+        took, pending = asyncio.run(main())
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        assert c.stop() == 0
+    assert pending == {} and took < 0.4 + 0.3, (pending, took)
+
+
 def test_no_router_raises_connection_failed_and_a_new_loop_reconnects(shared_cluster, tmp_short):
     async def nowhere():
         async with flin.asyncio.Client("ipc://" + tmp_short + "/none.sock", timeout=0.3) as db:
