@@ -20,6 +20,7 @@ one event loop at a time. Each method's docstring is short: the full text
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, AsyncIterator, Iterable, Mapping, TypeVar
 
 from .. import errors
@@ -89,17 +90,25 @@ class Client(Settings):
         """``Client._run``, awaited: resend as ``retry`` allows, within ``timeout``."""
         cmd = call.cmd
         execute = self._mux.execute
-        attempts = retry.Attempts(cmd, self.retries, self.timeout)
         resend = retry_safe(cmd)
+        t0 = time.monotonic()
+        attempts = None                  # made at the first failure only (1 us a call)
         while True:
             try:
-                result = (await execute([cmd], attempts.left(), resend))[0]
+                result = (await execute([cmd], self.timeout if attempts is None
+                                        else attempts.left(), resend))[0]
             except errors.Timeout as exc:
+                attempts = attempts or self._attempts(cmd, t0)
                 attempts.timed_out(exc)
                 continue
             if type(result) is not ErrorReply:
                 return call.convert(result)
+            attempts = attempts or self._attempts(cmd, t0)
             await asyncio.sleep(attempts.refused(result))
+
+    def _attempts(self, cmd: list[Any], t0: float) -> retry.Attempts:
+        """A call's attempts, for one that started at ``t0`` (``time.monotonic``)."""
+        return retry.Attempts(cmd, self.retries, self.timeout - (time.monotonic() - t0))
 
     def pipeline(self) -> Pipeline:
         """A pipeline: queue commands, send them as one frame with ``await p.execute()``."""

@@ -158,18 +158,22 @@ class Mux:
                                     else now + SWEEP_S, self._sweep)
 
     # -- sending --------------------------------------------------------------------
-    def submit(self, commands: list[Any]) -> tuple[int, asyncio.Future[Any]]:
+    def submit(self, commands: list[Any], loop: asyncio.AbstractEventLoop | None = None
+               ) -> tuple[int, asyncio.Future[Any]]:
         """Queue one request for this turn's frame; its id and the future of its results."""
         if len(commands) > protocol.MAX_ITEMS:
             raise errors.TooLarge("more than %d commands in one frame" % protocol.MAX_ITEMS)
-        loop = asyncio.get_running_loop()
-        sock = self.socket()
+        if loop is None:
+            loop = asyncio.get_running_loop()
+        sock = self.sock
+        if sock is None or self.loop is not loop or not self.joined:
+            sock = self.socket()
         self.rid += 1
         rid = self.rid
         fut: asyncio.Future[Any] = loop.create_future()
         self.pending[rid] = fut
         self.outbox.append((rid, commands))
-        if not self.asking and self.owner._pool.wanted():   # learn the pool in passing
+        if not self.joined and not self.asking and self.owner._pool.wanted():   # learn the pool in passing
             self.rid += 1
             self.asking = self.rid
             asking = loop.create_future()
@@ -333,10 +337,10 @@ class Mux:
         ``ConnectionFailed`` if it could not even be sent by then. With
         ``resend`` (the caller may send it again): ``RouterLost`` as soon as a
         router of the pool goes away while it waits."""
-        rid, fut = self.submit(commands)
+        loop = asyncio.get_running_loop()
+        rid, fut = self.submit(commands, loop)
         if resend:
             self.resendable.add(rid)
-        loop = asyncio.get_running_loop()
         at = loop.time() + timeout
         deadlines = self.deadlines
         timer = None
