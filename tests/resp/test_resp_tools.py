@@ -55,6 +55,22 @@ def test_redis_cli_interactive_start_up(resp):
     assert out.returncode == 0 and out.stdout.split() == ["PONG", "OK", "v1"]
 
 
+def test_redis_cli_pipe_mass_insert(resp):
+    """`redis-cli --pipe` streams commands without waiting for replies (the
+    mass-insertion path): backpressure is TCP's, nothing is lost."""
+    _, port = resp
+    data = b"".join(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
+                    % (len(k), k, len(k), k) for k in (b"mass:%06d" % i for i in range(50_000)))
+    out = subprocess.run(["redis-cli", "-p", str(port), "--pipe"], input=data,
+                         capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert b"errors: 0, replies: 50000" in out.stdout, out.stdout
+    with Raw(port) as r:
+        assert r.call("MGET", "mass:000000", "mass:049999") == (
+            "*", [("$", b"mass:000000"), ("$", b"mass:049999")])
+    assert len(cli(port, "--scan", "--pattern", "mass:*").split()) == 50_000
+
+
 def test_redis_benchmark_completes_without_errors(resp):
     _, port = resp
     out = subprocess.run(["redis-benchmark", "-p", str(port), "-t", "ping,set,get,incr,mset",
