@@ -120,7 +120,7 @@ class Router(Front, RespFront, Shards):
         if not n:
             return
         if target.nbytes + n > target.cap:
-            err = _err(errors.TooLarge, "the results pass %d bytes (the reply limit)" % MAX_REPLY)
+            err = _err(errors.TooLarge, "the results pass %d bytes (the reply limit)" % target.cap)
             if type(target) is Gather:           # the command fails: let go of its parts
                 results = target.results
                 for i, r in enumerate(results):

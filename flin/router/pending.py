@@ -21,6 +21,9 @@ from ..protocol import MAX_REPLY
 from .stats import PIPELINE
 
 
+RESP_HELD = 256 << 20     # = loop._HELD_BYTES: results a RESP batch may hold (then Overloaded)
+
+
 def result_bytes(value: Any) -> int:
     """Bytes of keys and values in a result (bytes, nested lists of them)."""
     t = type(value)
@@ -72,7 +75,9 @@ class RespBatch:
         self.kind, self.t0 = kind, time.monotonic()
         self.results: list = [None] * n
         self.waiting = n
-        self.cap = MAX_REPLY if n > 1 else 0
+        # what one read of pipelined commands asks is not capped at one request's
+        # MAX_REPLY (Redis answers it all): only the router's budget for held results
+        self.cap = RESP_HELD if n > 1 else 0
         self.nbytes = 0
 
 

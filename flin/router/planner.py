@@ -224,8 +224,8 @@ def _plan_incr(ring: Ring, cmd: list) -> Plan:
 
 def _plan_expire(ring: Ring, cmd: list) -> Plan:
     _args(cmd, 3)
-    if type(cmd[2]) is not int or cmd[2] > MAX_TTL_MS:
-        raise Invalid("ttl must be an integer number of ms")
+    if type(cmd[2]) is not int or not INT64_MIN <= cmd[2] <= MAX_TTL_MS:
+        raise Invalid("ttl must be an integer number of ms")   # (<= 0: delete)
     return [(ring.shard(_key(cmd[1])), cmd)], None
 
 

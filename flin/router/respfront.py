@@ -46,6 +46,10 @@ class RespFront:
         session = conn.session
         parts: list = []
         flin: list = []
+        busy = self.resp.busy_reply(conn)
+        if busy is not None:                   # its replies wait unread: not run (as Overloaded)
+            self.resp.answer(conn, busy * len(cmds))
+            return
         for args in cmds:
             if type(args) is bytes:            # an error line the parser made
                 parts.append(args)

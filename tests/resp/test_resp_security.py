@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import redis
@@ -13,7 +14,14 @@ import redis
 from flin.config import Config
 from flin.supervisor.bindcheck import check_resp
 from tests.support.cluster import ROOT
+from tests.support.faults import router_pid
 from tests.support.resp import Raw, resp_cluster
+
+
+def _cpu_s(pid: int) -> float:
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _start(args: list, tmp: str) -> subprocess.CompletedProcess:
@@ -71,6 +79,15 @@ def test_auth(tmp_short, secrets):
         with Raw(port) as raw:
             assert raw.call("HELLO", "3", "AUTH", "default", "s3cret-pass")[0] == "%"
             assert raw.call("GET", "a") == ("$", b"1")
+        for header, why in ((b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$67108864\r\n", b"bulk"),
+                            (b"*11\r\n", b"multibulk")):
+            with Raw(port) as raw:               # before AUTH: Redis's limits, nothing buffered
+                raw.send(header)
+                assert raw.reply() == ("-", b"ERR Protocol error: unauthenticated %s length" % why)
+                assert raw.closed(5)
+        with Raw(port) as raw:                   # after AUTH: the full limits
+            assert raw.call("AUTH", "s3cret-pass") == ("+", b"OK")
+            assert raw.call("SET", "big", b"x" * (1 << 20)) == ("+", b"OK")
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(port=port, socket_timeout=10).get("a")
         with redis.Redis(port=port, password="s3cret-pass", socket_timeout=10) as r:
@@ -96,6 +113,13 @@ def test_tls(tmp_short, secrets):
         with Raw(port) as raw:                     # plain text on a TLS port: dropped, server up
             raw.send(b"*1\r\n$4\r\nPING\r\n")
             assert raw.closed(10)
+        pid = router_pid(c)
+        with Raw(port) as raw:                     # a handshake left half done costs no CPU
+            raw.send(b"\x16\x03\x01")
+            before = _cpu_s(pid)
+            time.sleep(1.0)
+            spent = _cpu_s(pid) - before
+        assert spent < 0.2, "the router spun %.2fs of CPU in 1s on a stalled handshake" % spent
         out = subprocess.run(["redis-cli", "-p", str(port), "--tls", "--insecure", "-a",
                               "s3cret-pass", "--no-auth-warning", "get", "t"],
                              capture_output=True, text=True, timeout=60)

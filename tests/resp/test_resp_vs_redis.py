@@ -74,6 +74,12 @@ CASES = [
      ["EXPIREAT", "{k}x", "1"], ["PEXPIRE", "{k}x", "1000"]],
     [["SET", "{k}a", "v"], ["EXPIREAT", "{k}a", "4102444800"], ["EXPIREAT", "{k}x", "4102444800"],
      ["SET", "{k}b", "v"], ["PEXPIRE", "{k}b", "100000"], ["TTL", "{k}b"]],
+    [["SET", "{k}h", "v"], ["EXPIRE", "{k}h", MIN], ["EXPIRE", "{k}h", "-9223372036854776"],
+     ["EXISTS", "{k}h"], ["EXPIRE", "{k}h", "-9223372036854775"], ["EXISTS", "{k}h"],
+     ["PEXPIRE", "{k}x", MIN]],
+    [["SET", "{k}r", "1", "EX", "10", "EX", "20"], ["TTL", "{k}r"],
+     ["SET", "{k}r", "1", "KEEPTTL", "KEEPTTL"], ["TTL", "{k}r"],
+     ["SET", "{k}r", "1", "PX", "5000", "EX", "20"], ["AUTH", "a", "b", "c"], ["AUTH"]],
     # binary safety: every byte value in keys and values
     [["SET", bytes(range(256)), bytes(range(255, -1, -1))], ["GET", bytes(range(256))],
      ["STRLEN", bytes(range(256))], ["SET", "{k}crlf", "a\r\nb\r\n"], ["GET", "{k}crlf"]],
@@ -120,3 +126,32 @@ def test_same_replies_one_command_at_a_time(servers):
         with Raw(redis_port) as r, Raw(flin_port) as f:
             for cmd in cmds:
                 assert f.call(*cmd) == r.call(*cmd), cmd
+
+
+GLOB_KEYS = ["g]", "g^", "ga", "g-", "gb", "a*b", "a?b", "axb", "ab", "a\\b", "[x", "x]"]
+GLOBS = ["g[a-]", "g[^a]", "g[ab]", "g[b-a]", "a\\*b", "a?b", "a*", "a[?]b", "g[", "[[]x", "x]",
+         "g[\\]]", "*b", "a\\\\b", "?", "g?"]
+
+
+@pytest.mark.parametrize("pattern", GLOBS)
+def test_globs_match_as_redis(servers, pattern):
+    """KEYS and SCAN MATCH over the same keys, under a prefix of their own."""
+    redis_port, flin_port = servers
+    tag = "glob%d:" % GLOBS.index(pattern)
+    keys = [tag + k for k in GLOB_KEYS]
+    found = []
+    for port in (redis_port, flin_port):
+        with Raw(port) as r:
+            r.pipeline([["SET", k, "v"] for k in keys])
+            kind, got = r.call("KEYS", tag + pattern)
+            assert kind == "*"
+            scanned, cursor = [], b"0"
+            while True:
+                _, (c, (_, page)) = r.call("SCAN", cursor, "MATCH", tag + pattern, "COUNT", "3")
+                scanned += [v for _, v in page]
+                cursor = c[1]
+                if cursor == b"0":
+                    break
+            assert sorted(scanned) == sorted(v for _, v in got)
+            found.append(sorted(v for _, v in got))
+    assert found[1] == found[0], (pattern, found)

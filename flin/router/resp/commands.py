@@ -149,8 +149,10 @@ class Commands:
         return R.OK if n == 0 else R.error("ERR DB index is out of range")
 
     def c_auth(self, s: Session, a: list) -> bytes:
-        if len(a) not in (2, 3):
+        if len(a) < 2:
             return arity("auth")
+        if len(a) > 3:
+            return R.error("ERR syntax error")
         if self.password is None:
             return R.error("ERR AUTH <password> called without any password configured for "
                            "the default user. Are you sure your configuration is correct?")
@@ -173,31 +175,32 @@ class Commands:
             if v not in (2, 3):
                 return R.error("NOPROTO unsupported protocol version")
             proto = v
-        i = 2
+        creds, name, i = None, None, 2          # every option is read before any is applied
         while i < len(a):
             opt = a[i].lower()
             if opt == b"auth" and i + 2 < len(a):
-                if self.password is None:
-                    return R.error("ERR AUTH <password> called without any password configured "
-                                   "for the default user. Are you sure your configuration is correct?")
-                out = self._login(s, a[i + 1], a[i + 2])
-                if out != R.OK:
-                    return out
+                creds = (a[i + 1], a[i + 2])
                 i += 3
             elif opt == b"setname" and i + 1 < len(a):
                 if not _name_ok(a[i + 1]):
                     return R.error("ERR Client names cannot contain spaces, newlines or special "
                                    "characters.")
-                s.name = a[i + 1]
+                name = a[i + 1]
                 i += 2
             else:
                 return R.error("ERR Syntax error in HELLO option '%s'"
                                % a[i].decode("utf-8", "replace"))
+        if creds is not None and self.password is not None:   # (none: the default user has none)
+            out = self._login(s, *creds)
+            if out != R.OK:
+                return out
         if not s.authed:
             return R.error("NOAUTH HELLO must be called with the client already authenticated, "
                            "otherwise the HELLO <proto> AUTH <user> <pass> option can be used to "
                            "authenticate the client and select the RESP protocol version at the "
                            "same time")
+        if name is not None:
+            s.name = name
         s.proto = proto
         return R.encode({"server": "redis", "version": REDIS_VERSION, "proto": proto,
                          "id": s.id, "mode": "standalone", "role": "master", "modules": [],
@@ -261,7 +264,8 @@ class Commands:
                      "port": str(self.port)}
             out: dict = {}
             for pattern in a[2:]:
-                m = glob_matcher(pattern.lower())
+                pattern = pattern.lower()
+                m = glob_matcher(pattern)
                 for k, v in known.items():
                     if (m(k.encode()) if m else k.encode().startswith(literal_prefix(pattern))):
                         out[k] = v

@@ -81,7 +81,7 @@ def _glob_class(pattern: bytes, j: int) -> tuple[int, bytes]:
         if pattern[j] == 0x5C and j + 1 < n:
             j += 1
             items += re.escape(pattern[j:j + 1])
-        elif j + 2 < n and pattern[j + 1] == 0x2D and pattern[j + 2] != 0x5D:
+        elif j + 2 < n and pattern[j + 1] == 0x2D:        # a-z; "a-]" too, as Redis reads it
             lo, hi = sorted((pattern[j], pattern[j + 2]))
             items += re.escape(bytes([lo])) + b"-" + re.escape(bytes([hi]))
             j += 2

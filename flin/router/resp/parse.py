@@ -30,7 +30,7 @@ most one command (``MAX_COMMAND`` bytes) plus what one read brings.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 import hiredis
 
@@ -40,6 +40,7 @@ MAX_ARGS = 2 * MAX_ITEMS + 1       # MSET of MAX_ITEMS pairs, with its name
 MAX_COMMAND = MAX_MESSAGE          # bytes of one command's arguments together
 MAX_INLINE = 64 * 1024             # an inline line (Redis's PROTO_INLINE_MAX_SIZE)
 _HEADER = 32                       # a header line longer than this is garbage
+UNAUTH_ARGS, UNAUTH_BULK = 10, 16384   # per command before AUTH (Redis's limits)
 
 
 class RespError(Exception):
@@ -63,15 +64,17 @@ def encoded_size(cmd: list) -> int:
 class Parser:
     """The requests of one connection, from the bytes it sends."""
 
-    __slots__ = ("reader", "slow")
+    __slots__ = ("reader", "slow", "guarded")
 
-    def __init__(self) -> None:
+    def __init__(self, guarded: Callable[[], bool] | None = None) -> None:
         self.reader: Any = hiredis.Reader()
         self.slow: _Slow | None = None      # set between a split command and the next boundary
+        self.guarded = guarded              # while it says so: the unauthenticated limits
 
     def feed(self, data: bytes) -> list:
         """The commands ``data`` completes (``[]`` if none yet); raises ``RespError``."""
         if self.slow is not None or data[:1] != b"*" or _BIG_ARRAY.search(data) is not None \
+                or (self.guarded is not None and self.guarded()) \
                 or ((b"+" in data or b"=" in data or b"(" in data)
                     and _NOT_BULK.search(data) is not None):
             return self._careful(data)
@@ -106,7 +109,7 @@ class Parser:
             self.slow = _Slow()
         out: list = []
         try:
-            self.slow.feed(data, out)
+            self.slow.feed(data, out, self.guarded is not None and self.guarded())
         except RespError as exc:
             exc.commands = out
             raise
@@ -122,9 +125,10 @@ _NOT_BULK = re.compile(rb"\n[+=(]")             # a line hiredis reads as bytes 
 class _Slow:
     """The careful parser: one command at a time, each header checked as read."""
 
-    __slots__ = ("buf", "pos", "args", "want", "need", "size")
+    __slots__ = ("buf", "pos", "args", "want", "need", "size", "strict")
 
     def __init__(self) -> None:
+        self.strict = False             # Redis's limits before AUTH
         self.buf = bytearray()
         self.pos = 0
         self.args: list | None = None   # the command being read
@@ -135,7 +139,12 @@ class _Slow:
     def clean(self) -> bool:
         return self.args is None and self.pos >= len(self.buf)
 
-    def feed(self, data: bytes, out: list) -> None:
+    def feed(self, data: bytes, out: list, strict: bool = False) -> None:
+        """Parse on; ``strict``: Redis's limits before AUTH (``UNAUTH_ARGS``,
+        ``UNAUTH_BULK``), for the commands of this read (an AUTH among them
+        takes effect after the read, so a big command pipelined right behind
+        it is refused: clients send AUTH and wait, as redis-py does)."""
+        self.strict = strict
         buf = self.buf
         if self.pos:
             del buf[:self.pos]
@@ -189,6 +198,8 @@ class _Slow:
         line = self._line(_HEADER)
         assert line
         n = _number(line[1:])
+        if self.strict and n is not None and n > UNAUTH_ARGS:
+            raise RespError("Protocol error: unauthenticated multibulk length")
         if n is None or n > MAX_ARGS:
             raise RespError("Protocol error: invalid multibulk length")
         if n <= 0:
@@ -211,6 +222,8 @@ class _Slow:
             line = self._line(_HEADER)
             assert line is not None
             n = _number(line[1:])
+            if self.strict and n is not None and n > UNAUTH_BULK:
+                raise RespError("Protocol error: unauthenticated bulk length")
             if n is None or n < 0 or n > MAX_VALUE:
                 raise RespError("Protocol error: invalid bulk length")
             self.size += n

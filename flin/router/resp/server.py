@@ -5,18 +5,31 @@ descriptor sits in the router's ZeroMQ poller beside its other sockets.
 ``poll()`` accepts, reads and writes what is ready and returns each
 connection's commands of this loop turn; the router routes them as one
 request (``respfront.RespFront.on_resp``) and gives the replies back in
-order with ``answer()``. A connection has one such batch at a time: while
-it is in flight or its replies are not all written, the connection is not
-read (its client's bytes wait in the kernel, and then come as the next
-batch), so what one connection costs is bounded: one command being parsed
-(``parse.MAX_COMMAND``), one read (``_READ``), one batch's replies.
+order with ``answer()``. A connection has one such batch in flight at a
+time (its client's next bytes wait in the kernel, and then come as the next
+batch), so replies stay in order without a queue. Its replies may wait to
+be written while the next batch is read: a client that sends a whole
+pipeline before reading (redis-py) is served as Redis serves it, up to
+``OUT_BUSY`` bytes of replies unread; past that its new commands are
+answered ``BUSY`` unrouted (the router's answer to a client that does not
+read, as for ZeroMQ clients), and past ``OUT_STOP`` it is not read at all
+until it reads. So what one connection costs is bounded: one command being
+parsed (``parse.MAX_COMMAND``), one read (``_READ``), one batch in flight,
+``OUT_STOP`` bytes of replies.
 
-Connections are registered edge-triggered, for input and output, once: an
-edge marks the connection ``readable`` (or writes what waits), and a
-readable connection with no batch out is read this turn or, once its
-replies are written, in the next (``ready``). So serving a batch costs no
-``epoll_ctl`` (two per batch, 3 % of the router under redis-benchmark -P 16,
-when interest was switched off and on).
+Connections are registered edge-triggered, for input, output and the
+peer's half-close, once: an edge marks the connection ``readable`` (or
+writes what waits), and a readable connection with no batch out is read
+this turn or, once its batch is answered, in the next (``ready``). So
+serving a batch costs no ``epoll_ctl`` (two per batch, 3 % of the router
+under redis-benchmark -P 16, when interest was switched off and on). A read
+stops at a short ``recv`` (the kernel had no more), unless the peer has
+half-closed: then it reads on to the end of the stream, which no edge would
+announce again.
+
+Before AUTH (with a password) the parser takes at most 10 arguments of
+16 KiB a command, as Redis does, so an unauthenticated client cannot make
+the router buffer a big command.
 
 Refused, as Redis does: past ``max_clients`` connections (``-ERR max number
 of clients reached``, then closed); input no request can be read from (the
@@ -33,6 +46,7 @@ import select
 import socket
 import ssl
 import time
+from collections import deque
 from typing import Any
 
 from . import reply as R
@@ -45,7 +59,12 @@ _READ = 256 * 1024         # bytes read from one connection per loop turn
 _ACCEPTS = 256             # connections accepted per loop turn
 _EMFILE_REST_S = 0.1       # the listener rests this long when out of descriptors
 _IN, _OUT, _ET = select.EPOLLIN, select.EPOLLOUT, select.EPOLLET
-_GONE = select.EPOLLHUP | select.EPOLLERR
+_GONE = select.EPOLLHUP | select.EPOLLERR | select.EPOLLRDHUP
+OUT_BUSY = 64 << 20        # replies unread by one connection past which its commands get BUSY
+OUT_STOP = 2 * OUT_BUSY    # ... and past which it is not read until it reads
+TOTAL_BUSY = 256 << 20     # replies unread by all connections past which new commands get BUSY
+TOTAL_STOP = 1 << 30       # ... and past which a connection with replies unread is not read
+_BUSY = b"-BUSY replies wait unread; not run, retry once they are read\r\n"
 
 
 def listen(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -68,18 +87,20 @@ def listen(host: str, port: int, reuse_port: bool) -> socket.socket:
 class Conn:
     """One RESP connection."""
 
-    __slots__ = ("sock", "fd", "parser", "out", "busy", "session", "last", "closing",
-                 "handshaking", "readable")
+    __slots__ = ("sock", "fd", "parser", "out", "out_bytes", "busy", "session", "last",
+                 "closing", "handshaking", "readable", "hup")
 
     def __init__(self, sock: Any, session: Session, tls: bool) -> None:
         self.sock, self.fd, self.session = sock, sock.fileno(), session
-        self.parser = Parser()
-        self.out: Any = b""           # reply bytes not yet written
+        self.parser = Parser(lambda: not session.authed)
+        self.out: deque = deque()     # reply bytes not yet written, in order
+        self.out_bytes = 0
         self.busy = False             # a batch is in flight
         self.last = time.monotonic()  # last input
         self.closing = False          # close once ``out`` is written
         self.handshaking = tls
         self.readable = False         # input may wait unread (an edge came, or a read stopped short)
+        self.hup = False              # the peer half-closed: read to the end of the stream
 
 
 class RespServer:
@@ -94,7 +115,8 @@ class RespServer:
         self.ep.register(self.listener.fileno(), _IN)
         self.fd = self.ep.fileno()
         self.conns: dict[int, Conn] = {}
-        self.ready: set[Conn] = set()      # readable, no batch out, nothing left to write
+        self.ready: set[Conn] = set()      # readable, no batch out, not past OUT_STOP
+        self.out_total = 0                 # reply bytes unread by all connections
         self.resting_until = 0.0
         self.next_id = 1
         self.counts = {"accepted": 0, "rejected": 0, "commands": 0, "bytes_in": 0,
@@ -116,7 +138,9 @@ class RespServer:
                 self._write(conn)
             if ev & (_IN | _GONE):
                 conn.readable = True
-                if not conn.busy and not conn.out:
+                if ev & _GONE:
+                    conn.hup = True
+                if self._may_read(conn):
                     ready.add(conn)
         if not ready:
             return []
@@ -127,9 +151,22 @@ class RespServer:
                 cmds = self._read(conn)
                 if cmds:
                     got.append((conn, cmds))
-                elif conn.readable and self.conns.get(conn.fd) is conn:
+                elif conn.readable and self._may_read(conn):
                     ready.add(conn)           # a read stopped at _READ inside one command
         return got
+
+    def _may_read(self, conn: Conn) -> bool:
+        out = conn.out_bytes
+        return (not conn.busy and not conn.closing and out < OUT_STOP
+                and (out == 0 or self.out_total < TOTAL_STOP)
+                and self.conns.get(conn.fd) is conn)
+
+    def busy_reply(self, conn: Conn) -> bytes | None:
+        """The BUSY error for new commands while ``conn`` (or all connections)
+        has too many replies unread; None if it may be served."""
+        if conn.out_bytes >= OUT_BUSY or (conn.out_bytes and self.out_total >= TOTAL_BUSY):
+            return _BUSY
+        return None
 
     def _accept(self) -> None:
         for _ in range(_ACCEPTS):
@@ -163,11 +200,12 @@ class RespServer:
             conn = Conn(sock, Session(cid, "%s:%s" % addr[:2], not self.password),
                         self.tls is not None)
             self.conns[conn.fd] = conn
-            self.ep.register(conn.fd, _IN | _OUT | _ET)
+            self.ep.register(conn.fd, _IN | _OUT | _ET | select.EPOLLRDHUP)
 
     def _read(self, conn: Conn) -> list:
         """Read and parse what ``conn`` sent; its commands (or none)."""
         if conn.handshaking and not self._handshake(conn):
+            conn.readable = False              # its next bytes come with an edge
             return []
         sock = conn.sock
         chunks: list = []
@@ -192,7 +230,7 @@ class RespServer:
                 break
             chunks.append(data)
             size += len(data)
-            if len(data) < 65536 and self.tls is None:
+            if len(data) < 65536 and self.tls is None and not conn.hup:
                 break                          # the kernel had no more: the next edge says when
             # (TLS gives a record at a time: read on until it wants more)
         if not chunks:
@@ -230,14 +268,16 @@ class RespServer:
 
     # -- replies -----------------------------------------------------------------------
     def answer(self, conn: Conn, data: bytes) -> None:
-        """The replies of ``conn``'s batch, in order; it is read again once they are out."""
+        """The replies of ``conn``'s batch, in order, after those still unwritten."""
         conn.busy = False
         if self.conns.get(conn.fd) is not conn:
             return                 # it went away meanwhile (its number may be another's now)
         self._send(conn, data)
 
-    def _send(self, conn: Conn, data: Any) -> None:
-        conn.out = data
+    def _send(self, conn: Conn, data: bytes) -> None:
+        conn.out.append(data)
+        conn.out_bytes += len(data)
+        self.out_total += len(data)
         self._write(conn)
 
     def _write(self, conn: Conn) -> None:
@@ -246,8 +286,10 @@ class RespServer:
                 conn.readable = True          # the client's first command may be here already
                 self.ready.add(conn)
             return
-        data = conn.out
-        while data:
+        out = conn.out
+        sent = 0
+        while out:
+            data = out[0]
             try:
                 n = conn.sock.send(data)
             except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError,
@@ -256,10 +298,18 @@ class RespServer:
             except (OSError, ssl.SSLError):
                 self.close(conn)
                 return
-            self.counts["bytes_out"] += n
-            data = memoryview(data)[n:] if n < len(data) else b""
-        conn.out = data
-        if data:
+            sent += n
+            if n < len(data):
+                out[0] = memoryview(data)[n:]
+                break
+            out.popleft()
+        if sent:
+            self.counts["bytes_out"] += sent
+            conn.out_bytes -= sent
+            self.out_total -= sent
+        if out:
+            if conn.out_bytes < OUT_STOP and conn.readable and self._may_read(conn):
+                self.ready.add(conn)
             return
         if conn.closing or conn.session.quit:
             self.close(conn)
@@ -272,6 +322,9 @@ class RespServer:
             return                             # closed already
         del self.conns[conn.fd]
         self.ready.discard(conn)
+        self.out_total -= conn.out_bytes
+        conn.out.clear()
+        conn.out_bytes = 0
         try:
             self.ep.unregister(conn.fd)
         except (OSError, ValueError):

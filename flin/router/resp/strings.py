@@ -47,10 +47,10 @@ def c_set(s: Session, a: list) -> bytes | Plan:
             flags |= XX
         elif opt == b"GET":
             flags |= GET_OLD
-        elif opt == b"KEEPTTL" and not seen:
+        elif opt == b"KEEPTTL" and seen in (b"", opt):     # (again: fine, as in Redis)
             flags |= KEEP_TTL
             seen = opt
-        elif opt in (b"EX", b"PX", b"EXAT", b"PXAT") and not seen and i + 1 < len(a):
+        elif opt in (b"EX", b"PX", b"EXAT", b"PXAT") and seen in (b"", opt) and i + 1 < len(a):
             seen = opt
             i += 1
             n = to_int(a[i])
@@ -233,9 +233,9 @@ def _ttl_of(unit: bytes, n: int, allow_past: bool = False) -> int | None:
     XX: for 1 ms)."""
     if unit in (b"EX", b"PX"):
         ms = n * 1000 if unit == b"EX" else n
-        if ms > MAX_TTL_MS or (ms <= 0 and not allow_past):
-            return None
-        return ms
+        if ms > MAX_TTL_MS or ms < INT64_MIN or (ms <= 0 and not allow_past):
+            return None                   # (below INT64_MIN: Redis's overflow check too)
+        return max(ms, 0)                 # in the past: EXPIRE deletes
     at = n * 1000 if unit == b"EXAT" else n
     if n <= 0 and not allow_past:
         return None
