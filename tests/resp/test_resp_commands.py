@@ -134,6 +134,8 @@ def test_info_dbsize_config_command(r):
     assert info["connected_clients"] >= 1 and info["total_commands_processed"] > 0
     assert info["db0"]["keys"] >= 20
     assert set(r.info("keyspace")) == {"db0"}
+    mem = r.info("memory")                 # the router and its 8 shards, resident
+    assert mem["flin_memory_processes"] == 9 and mem["used_memory"] > 9 * (10 << 20)
     assert r.dbsize() >= 20
     assert r.config_get("appendonly") == {"appendonly": "yes"}
     names = set(r.command())

@@ -11,7 +11,32 @@ from ... import __version__
 
 REDIS_VERSION = "7.0.0"        # the Redis whose commands Flin answers like (INFO, HELLO)
 
-SECTIONS = ("server", "clients", "stats", "keyspace", "flin")
+SECTIONS = ("server", "clients", "memory", "stats", "keyspace", "flin")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes(pids: list) -> int:
+    """Resident memory of these processes together (those still running)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/statm" % pid) as f:
+                total += int(f.read().split()[1]) * _PAGE
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def _human(n: int) -> str:
+    """Bytes as Redis's ``used_memory_human`` writes them (``1.50M``)."""
+    if n < 1024:
+        return "%dB" % n
+    x = n / 1024.0
+    for unit in "KM":
+        if x < 1024:
+            return "%.2f%s" % (x, unit)
+        x /= 1024
+    return "%.2fG" % x
 
 
 def info_text(stats: dict, wanted: set, port: int) -> str:
@@ -44,6 +69,10 @@ def info_text(stats: dict, wanted: set, port: int) -> str:
         ("maxclients", resp.get("max_clients", 0)),
         ("zmq_clients", (router.get("clients") or {}).get("connected", 0)),
         ("blocked_clients", 0)])
+    used = rss_bytes([router.get("pid", os.getpid())] + [sh["pid"] for sh in alive if sh.get("pid")])
+    section("memory", [       # Flin's: resident memory of this router and every live shard
+        ("used_memory", used), ("used_memory_human", _human(used)), ("used_memory_rss", used),
+        ("flin_memory_processes", 1 + len(alive))])
     section("stats", [
         ("total_connections_received", resp.get("accepted", 0)),
         ("total_commands_processed", resp.get("commands", 0)),
