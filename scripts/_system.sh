@@ -11,6 +11,15 @@ if [ "${#need[@]}" -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
     echo "scripts: installing ${need[*]} (apt-get)" >&2
     $SUDO apt-get update -qq >&2
-    # the redis-server package may start a system-wide redis on 6379; the tests use their own ports
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
+    # The redis-server package would start a system-wide redis on 6379 (the tests
+    # start their own on free ports): a policy-rc.d that says no keeps it stopped.
+    guard=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        guard=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$guard" >/dev/null && $SUDO chmod +x "$guard"
+    fi
+    status=0
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2 || status=$?
+    [ -n "$guard" ] && $SUDO rm -f "$guard"
+    [ "$status" = 0 ] || { echo "scripts: apt-get install ${need[*]} failed ($status)" >&2; exit "$status"; }
 fi
