@@ -76,9 +76,12 @@ def test_a_client_that_sends_everything_before_reading_is_not_deadlocked(resp):
         values = sum(1 for g in got if g == value)
         busy = [g for g in got if g != value]
         assert len(got) == 150_000 and values >= 60_000, values
-        assert all(isinstance(g, redis.ResponseError) and "replies wait unread" in str(g)
-                   for g in busy), [str(g) for g in busy[:1]]
-        assert got[:values] == [value] * values          # the values first, in order
+        # each reply is the value or BUSY (not run); once the client reads, what
+        # comes after is served again, so the two may alternate
+        odd = [g for g in busy
+               if not (isinstance(g, redis.ResponseError) and "replies wait unread" in str(g))]
+        assert not odd, [repr(g) for g in odd[:3]]
+        assert got[:60_000].count(value) == 60_000       # the first 64 MiB: values
         assert took < 30, took
         with r.pipeline(transaction=False) as p:
             for _ in range(1000):
