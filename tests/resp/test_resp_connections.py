@@ -54,7 +54,8 @@ def test_a_pipeline_past_one_requests_reply_limit_is_answered_whole(resp):
     with Raw(port, timeout=60) as r:
         r.pipeline([["SET", "bigp:%d" % i, big] for i in range(100)])
         got = r.pipeline([["GET", "bigp:%d" % i] for i in range(100)])   # 100 MiB of replies
-        assert got == [("$", big)] * 100
+        wrong = [i for i, g in enumerate(got) if g != ("$", big)]
+        assert len(got) == 100 and not wrong, [(got[i][0], got[i][1][:80]) for i in wrong[:3]]
         r.call("DEL", *["bigp:%d" % i for i in range(100)])
 
 
