@@ -42,11 +42,16 @@ class Front:
     def _reject(self, ident: bytes, rid: int, why: Any) -> None:
         raise NotImplementedError
 
+    def _cache_synced(self) -> bool:
+        """Must a turn's requests wait for what the workers sent meanwhile
+        (other routers, and a read cache holding something)?"""
+        return self.peers and self.cache is not None and bool(self.cache.bytes)
+
     def _drain_front(self) -> None:
         """Handle up to ``_DRAIN`` client frames already waiting."""
         if self.clients.near():
             return self._drain_front_refusing()
-        if self.peers and self.cache is not None and self.cache.bytes:
+        if self._cache_synced():
             return self._drain_front_synced()
         front = self.front
         for _ in range(_DRAIN):

@@ -18,7 +18,7 @@ Every request is answered: with results, or with a typed error. Memory is
 bounded in bytes: values queued for shards (``_SHARD_BYTES`` per shard,
 ``_QUEUED_BYTES`` in all, with what is in flight; past them ``Overloaded``),
 results held by requests that wait for more (``MAX_REPLY`` per request or
-MGET, past it ``TooLarge``; ``_HELD_BYTES`` in all, past it ``Overloaded``),
+MGET, past it ``TooLarge``; ``HELD_BYTES`` in all, past it ``Overloaded``),
 big shard frames being read (``links.READ_BYTES``) and replies a client has
 not read (``replies.py``).
 """
@@ -39,7 +39,7 @@ from ..ring import Ring
 from . import stats
 from .clients import ClientLimit
 from .links import links_for
-from .pending import CacheFill, Gather, Heartbeat, Request, RespBatch, flat_bytes
+from .pending import HELD_BYTES, CacheFill, Gather, Heartbeat, Request, RespBatch, flat_bytes
 from .planner import Invalid, Planner
 from .readcache import MISS, ReadCache
 from .replies import RETRY_MS, ReplyQueue
@@ -55,7 +55,6 @@ _TICK_S = 0.1            # timeout and heartbeat checks
 _BATCH_BYTES = 8 << 20   # flush a shard's outbox early past this size
 _SHARD_BYTES = 64 << 20  # values queued for one shard (one op always fits an empty outbox)
 _QUEUED_BYTES = 512 << 20  # values queued or in flight to all shards
-_HELD_BYTES = 256 << 20  # results held by requests and MGETs that wait for more
 
 
 class Router(Front, RespFront, Shards):
@@ -129,7 +128,7 @@ class Router(Front, RespFront, Shards):
                 self.held -= target.nbytes
                 target.nbytes, target.cap = 0, -1   # and of any part still to come
             target.results[slot] = err
-        elif self.held + n > _HELD_BYTES:
+        elif self.held + n > HELD_BYTES:
             target.results[slot] = _err(errors.Overloaded, "the router holds %d bytes of "
                                         "results waiting for others; retry" % self.held)
         else:
@@ -223,7 +222,7 @@ class Router(Front, RespFront, Shards):
                 continue
             code = cmd[0]
             g = (Gather(len(subops), req, i, finish, MAX_REPLY, flat_bytes) if code == MGET
-                 else Gather(len(subops), req, i, finish, _HELD_BYTES) if code == SCAN
+                 else Gather(len(subops), req, i, finish, HELD_BYTES) if code == SCAN
                  else Gather(len(subops), req, i, finish))
             for j, (shard, op) in enumerate(subops):
                 self.route(shard, op, g, j)

@@ -21,7 +21,7 @@ from ..protocol import MAX_REPLY
 from .stats import PIPELINE
 
 
-RESP_HELD = 256 << 20     # = loop._HELD_BYTES: results a RESP batch may hold (then Overloaded)
+HELD_BYTES = 256 << 20    # results held by requests and MGETs that wait for more (then Overloaded)
 
 
 def result_bytes(value: Any) -> int:
@@ -61,24 +61,20 @@ class Request:
         self.nbytes = 0
 
 
-class RespBatch:
+class RespBatch(Request):
     """The commands one RESP connection sent in one loop turn, routed as one
     request: ``parts`` holds, in order, each command's reply made already
     (bytes) or ``(start, n, finish)``: its results are ``results[start:start+n]``,
     and ``finish(them, proto)`` makes its reply (``flin.router.resp.commands``)."""
 
-    __slots__ = ("conn", "parts", "results", "waiting", "kind", "t0", "cap", "nbytes")
-    sizer = staticmethod(result_bytes)
+    __slots__ = ("conn", "parts")
 
     def __init__(self, conn: Any, parts: list, n: int, kind: int = PIPELINE) -> None:
+        super().__init__(b"", 0, n, kind)
         self.conn, self.parts = conn, parts
-        self.kind, self.t0 = kind, time.monotonic()
-        self.results: list = [None] * n
-        self.waiting = n
         # what one read of pipelined commands asks is not capped at one request's
         # MAX_REPLY (Redis answers it all): only the router's budget for held results
-        self.cap = RESP_HELD if n > 1 else 0
-        self.nbytes = 0
+        self.cap = HELD_BYTES if n > 1 else 0
 
 
 class Gather:

@@ -115,7 +115,7 @@ def _args(cmd: list, n: int) -> None:
                       % (OP_NAMES.get(cmd[0], str(cmd[0])).upper(), n - 1, len(cmd) - 1))
 
 
-def _first_error(results: list) -> ErrorReply | None:
+def first_error(results: list) -> ErrorReply | None:
     for r in results:
         if type(r) is ErrorReply:
             return r
@@ -123,11 +123,11 @@ def _first_error(results: list) -> ErrorReply | None:
 
 
 def _all_or_error(results: list) -> Any:
-    return _first_error(results) or results
+    return first_error(results) or results
 
 
 def _sum_or_error(results: list) -> Any:
-    return _first_error(results) or sum(results)
+    return first_error(results) or sum(results)
 
 
 # -- one planner per opcode --------------------------------------------------------
@@ -182,7 +182,7 @@ def _plan_mget(ring: Ring, cmd: list) -> Plan:
     positions = [pos for _, pos in groups.values()]
 
     def finish(results: list) -> Any:
-        err = _first_error(results)
+        err = first_error(results)
         if err:
             return err
         out: list = [None] * len(keys)
@@ -211,7 +211,7 @@ def _plan_mset(ring: Ring, cmd: list) -> Plan:
             parts[s] = part = []
         part.append(k)
         part.append(v)
-    return [(s, [MSET, part, ttl]) for s, part in parts.items()], _first_error
+    return [(s, [MSET, part, ttl]) for s, part in parts.items()], first_error
 
 
 def _plan_incr(ring: Ring, cmd: list) -> Plan:
@@ -260,7 +260,7 @@ def _merge_scan(results: list, limit: int, values: bool) -> Any:
     """The page: merged in key order, up to ``limit`` items and about
     ``MAX_REPLY`` bytes, and never past the lowest key a shard with more
     stopped at (its ``last``)."""
-    err = _first_error(results)
+    err = first_error(results)
     if err:
         return err
     streams = []

@@ -27,13 +27,16 @@ class RespFront:
     def _drain_links_now(self) -> None:
         raise NotImplementedError
 
+    def _cache_synced(self) -> bool:
+        raise NotImplementedError
+
     def _drain_resp(self) -> None:
         """The RESP connections' commands of this turn (with other routers and
         a read cache, after what the workers sent: as ``Front._drain_front_synced``)."""
         got = self.resp.poll()
         if not got:
             return
-        if self.peers and self.cache is not None and self.cache.bytes:
+        if self._cache_synced():             # as Front._drain_front_synced
             self._drain_links_now()
         for conn, cmds in got:
             self.on_resp(conn, cmds)

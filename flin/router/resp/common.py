@@ -7,6 +7,7 @@ import time
 from typing import Any, Callable
 
 from ...protocol import INT64_MAX, INT64_MIN, ErrorReply
+from ..planner import first_error
 from . import reply as R
 
 Finish = Callable[[list, int], bytes]
@@ -57,13 +58,6 @@ def one(conv: Callable[[Any, int], bytes]) -> Finish:
             return R.flin_error(r)
         return conv(r, proto)
     return finish
-
-
-def first_error(results: list) -> ErrorReply | None:
-    for r in results:
-        if type(r) is ErrorReply:
-            return r
-    return None
 
 
 fin_value = one(R.value_or_nil)

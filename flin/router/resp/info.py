@@ -11,7 +11,6 @@ from ... import __version__
 
 REDIS_VERSION = "7.0.0"        # the Redis whose commands Flin answers like (INFO, HELLO)
 
-SECTIONS = ("server", "clients", "memory", "stats", "keyspace", "flin")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
