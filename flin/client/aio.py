@@ -29,6 +29,7 @@ from . import commands as c
 from . import retry
 from .client import Settings
 from .commands import Call, Key, Value
+from .deadlines import Expired
 from .mux import Mux
 from .pipeline import Queue
 
@@ -87,20 +88,32 @@ class Client(Settings):
         return await self._mux.execute(commands, self.timeout if timeout is None else timeout)
 
     async def _run(self, call: Call[T]) -> T:
-        """``Client._run``, awaited: resend as ``retry`` allows, within ``timeout``."""
+        """``Client._run``, awaited: resend as ``retry`` allows, within
+        ``timeout``. ``Mux.execute`` inlined: one coroutine less per call."""
         cmd = call.cmd
-        execute = self._mux.execute
+        mux = self._mux
         resend = retry_safe(cmd)
         t0 = time.monotonic()
         attempts = None                  # made at the first failure only (1 us a call)
         while True:
+            timeout = self.timeout if attempts is None else attempts.left()
+            rid, fut, timer = mux.start([cmd], timeout, resend)
             try:
-                result = (await execute([cmd], self.timeout if attempts is None
-                                        else attempts.left(), resend))[0]
-            except errors.Timeout as exc:
+                results = await fut
+            except Expired:
+                exc = mux.expired(rid, timeout)
+                if not isinstance(exc, errors.Timeout):   # never sent: ConnectionFailed
+                    raise exc from None
                 attempts = attempts or self._attempts(cmd, t0)
                 attempts.timed_out(exc)
                 continue
+            except errors.Timeout as lost:   # RouterLost: a router went away
+                attempts = attempts or self._attempts(cmd, t0)
+                attempts.timed_out(lost)
+                continue
+            finally:
+                mux.done(rid, timer)
+            result = results if type(results) is ErrorReply else results[0]
             if type(result) is not ErrorReply:
                 return call.convert(result)
             attempts = attempts or self._attempts(cmd, t0)

@@ -1,22 +1,24 @@
-"""The asyncio client's transport: ONE ``zmq.asyncio`` DEALER socket shared by
-every coroutine of a client, requests multiplexed by id and coalesced.
+"""The asyncio client's transport: ONE DEALER socket shared by every coroutine
+of a client, requests multiplexed by id and coalesced.
 
-- Multiplexing: ``pending`` maps request id -> Future. One reader task,
-  started on demand while anything is pending, decodes each reply frame and
-  resolves the futures of the ids it carries; a reply whose id is not pending
-  (its caller timed out or was cancelled) is dropped.
+- The socket is a plain ``zmq.Socket`` whose ``FD`` is in the event loop
+  (``loop.add_reader``), not a ``zmq.asyncio`` one: zmq.asyncio costs a
+  Future, an enum conversion and a callback a frame (~15 % of the client's
+  CPU per GET under py-spy). ZeroMQ's FD is edge-triggered: it signals that
+  the socket's state changed, and ``EVENTS`` says how. So every wakeup, and
+  every send (a send may take an edge), reads ``EVENTS`` and drains the
+  socket while it is readable (``_ready``). Nothing else calls the socket:
+  the edge rule holds because no other code can take an edge unseen.
+- Multiplexing: ``pending`` maps request id -> Future. ``_ready`` decodes
+  each reply frame and resolves the futures of the ids it carries; a reply
+  whose id is not pending (its caller timed out or was cancelled) is dropped.
 - Coalescing: ``submit`` only queues the request and schedules ``_flush``
   with ``loop.call_soon``; every request issued in the same event-loop turn
   goes out in one frame (``protocol.encode_requests``), split only to stay
   under the router's limits (``MAX_ITEMS`` commands, ``MAX_MESSAGE`` bytes).
   A request whose caller is gone before the flush is never sent.
-- Timeouts and cancellation: a call's deadline goes into ``deadlines``, in the
-  order of the calls (one client timeout: in deadline order), and ONE timer
-  per client sweeps it (``_sweep``: every ``SWEEP_S`` while calls are
-  pending), failing the calls past their deadline; a call with a deadline
-  before the last one's (a shorter timeout) gets a timer of its own. A timer
-  per call cost ~15 % of the client's CPU per SET (``perf/aio_set.py``).
-  Whichever way a call leaves (result, timeout, cancellation), ``forget``
+- Timeouts and cancellation: ONE timer per client fails the calls past their
+  deadline (``deadlines``). Whichever way a call leaves (result, timeout, cancellation), ``forget``
   removes its future, so nothing leaks and its late reply is dropped. The
   socket stays usable.
 - The reset rule: the sync client resets (Lazy Pirate) its thread's socket on
@@ -27,39 +29,30 @@ every coroutine of a client, requests multiplexed by id and coalesced.
   same guarantee once the client is idle, without failing healthy calls. A
   router that restarts drops its connection, and with ``IMMEDIATE`` libzmq
   keeps no queue for a peer that is gone, so requests already handed to
-  libzmq do not reach the new router either. A frame never sent (no router to
-  connect to within the timeout) is withdrawn: the call raises
+  libzmq do not reach the new router either. A frame the socket does not take
+  (no connection yet: ``IMMEDIATE``) waits in ``unsent`` and goes out, in
+  order, when ``EVENTS`` says the socket can send. One never sent (no router
+  to connect to within the timeout) is withdrawn: the call raises
   ``ConnectionFailed``, as the sync client does, and so does every other
   request waiting in that unsent queue, which would never be sent either.
 - Loops: the socket belongs to the loop that opened it; a call from another
-  loop (a second ``asyncio.run``) opens a new one. Works on uvloop (pyzmq
-  uses the loop's ``add_reader``).
+  loop (a second ``asyncio.run``) opens a new one. Works on uvloop (it has
+  ``add_reader``).
 """
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any, cast
+from typing import Any
 
 import zmq
-import zmq.asyncio
 
 from .. import errors, protocol
 from ..protocol import ErrorReply
-from .pool import RouterLost, join_pool
+from ..zmqflags import NOBLOCK
+from .deadlines import Deadlines, Expired
+from .pool import RouterLost, Watch, join_pool
 from .transport import Owner, open_socket
-
-
-SWEEP_S = 0.1            # the deadline sweep's period while calls are pending
-
-
-class _Expired(Exception):
-    """A call's timer ran out (``Mux.execute`` turns it into ``Timeout``)."""
-
-
-def _expire(fut: "asyncio.Future[Any]") -> None:
-    if not fut.done():
-        fut.set_exception(_Expired())
 
 
 class Mux:
@@ -67,44 +60,44 @@ class Mux:
 
     def __init__(self, owner: Owner) -> None:
         self.owner = owner
-        self.sock: zmq.asyncio.Socket | None = None
+        self.sock: zmq.Socket[bytes] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.rid = 0
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.outbox: list[tuple[int, list[Any]]] = []
         self.flushing = False
-        self.unsent: list[tuple[asyncio.Future[Any], list[int]]] = []   # (send future, ids)
-        self.reader: asyncio.Task[None] | None = None
+        self.unsent: deque[tuple[bytes, list[int]]] = deque()   # (frame, ids) not yet taken
         self.stale = False
         self.frames = 0          # frames sent: one per flush unless split (tests read it)
         self.asking = 0          # the id of our ROUTERS request in flight (``transport.Pool``)
         self.joined = False      # the socket is connected to the other routers
-        self.mon: zmq.asyncio.Socket | None = None   # with other routers: their disconnections
-        self.watcher: asyncio.Task[None] | None = None
+        self.mon: Watch | None = None   # with other routers: their disconnections
+        self.watching = False    # ``mon`` is in the loop (while calls are pending)
         self.resendable: set[int] = set()   # ids whose callers may send them again
-        self.deadlines: deque[tuple[float, int]] = deque()   # (loop time, id), call order
-        self.sweeper: asyncio.TimerHandle | None = None
+        self.deadlines = Deadlines(self.pending)
 
-    def socket(self) -> zmq.asyncio.Socket:
+    def socket(self) -> zmq.Socket[bytes]:
         loop = asyncio.get_running_loop()
         if self.sock is not None and self.loop is not loop:
             self.reset()   # a socket of a loop that is gone (or another one)
         if self.sock is None:
-            self.sock, self.loop = open_socket(zmq.asyncio.Context.instance(), self.owner), loop
+            sock: zmq.Socket[bytes] = open_socket(zmq.Context.instance(), self.owner)
+            self.sock, self.loop = sock, loop
+            loop.add_reader(sock.FD, self._ready)
             self.joined = False
         if not self.joined and self.owner._pool.others is not None:
             self.joined = True
             if self.owner._pool.others:
                 join_pool(self.sock, self.owner._pool)
-                self.mon = cast("zmq.asyncio.Socket",
-                                self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED))
+                self.mon = Watch(self.sock)
         return self.sock
+
+    def _live_loop(self) -> asyncio.AbstractEventLoop | None:
+        loop = self.loop
+        return loop if loop is not None and not loop.is_closed() else None
 
     def reset(self) -> None:
         """Close the socket, failing whatever is still pending or unsent."""
-        if self.reader is not None and not self.reader.get_loop().is_closed():
-            self.reader.cancel()
-        self.reader = None
         for fut in self.pending.values():   # (none left of a loop that has ended)
             if not fut.done() and not fut.get_loop().is_closed():
                 fut.set_exception(errors.ConnectionFailed("the client was closed"))
@@ -112,50 +105,20 @@ class Mux:
         self.outbox.clear()
         self.unsent.clear()
         self._unwatch()
+        loop = self._live_loop()
         if self.mon is not None:
-            if self.sock is not None:
-                try:
-                    self.sock.disable_monitor()
-                except zmq.ZMQError:
-                    pass
-            self.mon.close(linger=0)
+            self.mon.close()
             self.mon = None
         if self.sock is not None:
+            if loop is not None:
+                loop.remove_reader(self.sock.FD)
             self.sock.close(linger=0)
             self.sock = None
             self.owner._pool.forget()
         self.stale = False
         self.asking = 0
         self.resendable.clear()
-        self._stop_sweeping()
-
-    def _stop_sweeping(self) -> None:
-        if self.sweeper is not None and not (self.loop is not None and self.loop.is_closed()):
-            self.sweeper.cancel()
-        self.sweeper = None
-        self.deadlines.clear()
-
-    def _sweep(self) -> None:
-        """Fail the calls past their deadline; come back while any is pending."""
-        self.sweeper = None
-        pending, deadlines = self.pending, self.deadlines
-        if not pending:
-            deadlines.clear()
-            return
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        while deadlines:
-            at, rid = deadlines[0]
-            fut = pending.get(rid)
-            if fut is None or fut.done():
-                deadlines.popleft()        # answered (or gone) in time
-            elif at <= now:
-                deadlines.popleft()
-                fut.set_exception(_Expired())
-            else:
-                break
-        self.sweeper = loop.call_at(min(deadlines[0][0], now + SWEEP_S) if deadlines
-                                    else now + SWEEP_S, self._sweep)
+        self.deadlines.clear(loop)
 
     # -- sending --------------------------------------------------------------------
     def submit(self, commands: list[Any], loop: asyncio.AbstractEventLoop | None = None
@@ -183,10 +146,8 @@ class Mux:
         if not self.flushing:
             self.flushing = True
             loop.call_soon(self._flush)
-        if self.reader is None or self.reader.done():
-            self.reader = loop.create_task(self._read(sock))
-        if self.mon is not None and (self.watcher is None or self.watcher.done()):
-            self.watcher = loop.create_task(self._watch(self.mon))
+        if self.mon is not None and not self.watching:
+            self._watch(loop, self.mon)
         return rid, fut                   # (not self.rid: a ROUTERS request may follow it)
 
     def _flush(self) -> None:
@@ -218,39 +179,62 @@ class Mux:
                     "request of %d bytes exceeds the %d-byte message limit (values are "
                     "limited to %d bytes)" % (len(frame), protocol.MAX_MESSAGE, protocol.MAX_VALUE)))
             return
-        if self.sock is None:
+        sock = self.sock
+        if sock is None:
             return
         self.frames += 1
-        sent = cast("asyncio.Future[Any]", self.sock.send(frame))
-        if not sent.done():   # no connection yet (IMMEDIATE): queued until there is one
-            entry = (sent, [rid for rid, _ in chunk])
-            self.unsent.append(entry)
+        if not self.unsent:
+            try:
+                sock.send(frame, NOBLOCK)
+            except zmq.Again:   # no connection yet (IMMEDIATE): queued until there is one
+                self.unsent.append((frame, [rid for rid, _ in chunk]))
+            except zmq.ZMQError as exc:
+                self._fail_all(errors.ConnectionFailed("%s: %s" % (self.owner.endpoint, exc)))
+                return
+        else:
+            self.unsent.append((frame, [rid for rid, _ in chunk]))
+        self._ready()   # the send may have taken the FD's edge: look at EVENTS now
 
-            def gone(_: object) -> None:
-                if entry in self.unsent:
-                    self.unsent.remove(entry)
-            sent.add_done_callback(gone)
+    def _send_unsent(self, sock: zmq.Socket[bytes]) -> None:
+        """Send the queued frames, in order, while the socket takes them."""
+        unsent = self.unsent
+        while unsent:
+            try:
+                sock.send(unsent[0][0], NOBLOCK)
+            except zmq.Again:
+                return
+            unsent.popleft()
 
     def _withdraw_unsent(self, endpoint: str) -> None:
-        """Cancel every frame still waiting for a connection and fail its
+        """Drop every frame still waiting for a connection and fail its
         requests with ``ConnectionFailed``."""
-        unsent, self.unsent = self.unsent, []
+        unsent, self.unsent = self.unsent, deque()
         exc = errors.ConnectionFailed("cannot reach %s%s" % (
             endpoint, " (or the CURVE handshake failed: check the keys)"
             if self.owner._curve else ""))
-        for sent, rids in unsent:
-            sent.cancel()
+        for _, rids in unsent:
             for rid in rids:
                 fut = self.pending.pop(rid, None)
                 if fut is not None and not fut.done():
                     fut.set_exception(exc)
 
     # -- receiving ------------------------------------------------------------------
-    async def _read(self, sock: zmq.asyncio.Socket) -> None:
+    def _ready(self) -> None:
+        """The socket's FD fired, or we sent: send what waits while it can be
+        sent, and take every reply frame there is (``EVENTS`` until it says
+        neither), resolving their futures."""
+        sock = self.sock
         pending = self.pending
-        while pending:
+        while sock is not None and sock is self.sock:
             try:
-                frame = await sock.recv()
+                events = sock.get(zmq.EVENTS)
+                if self.unsent and events & zmq.POLLOUT:  # type: ignore[operator,arg-type]
+                    self._send_unsent(sock)
+                if not events & zmq.POLLIN:  # type: ignore[operator,arg-type]
+                    return
+                frame = sock.recv(NOBLOCK)
+            except zmq.Again:
+                return
             except zmq.ZMQError as exc:   # the socket failed under us: nobody will be answered
                 self._fail_all(errors.ConnectionFailed("%s: %s" % (self.owner.endpoint, exc)))
                 return
@@ -278,30 +262,31 @@ class Mux:
             if self.sock is not None:
                 self.socket()
 
-    async def _watch(self, mon: zmq.asyncio.Socket) -> None:
-        """While requests are pending: when a router connection drops, fail
-        those whose callers may resend them with ``RouterLost`` (a
-        ``Timeout``: ``retry`` resends them to the routers that are up)."""
-        while True:                      # what dropped while nothing was pending is old news
-            try:
-                await mon.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-        while self.pending:
-            frames = await mon.recv_multipart()
-            if int.from_bytes(frames[0][:2], "little") != zmq.EVENT_DISCONNECTED:
-                continue
-            lost = RouterLost("a router went away with the request in flight")
-            for rid in list(self.resendable):
-                fut = self.pending.pop(rid, None)
-                if fut is not None and not fut.done():
-                    fut.set_exception(lost)
-            self.resendable.clear()
+    def _watch(self, loop: asyncio.AbstractEventLoop, mon: Watch) -> None:
+        """While requests are pending, the monitor is in the loop: when a
+        router connection drops, those whose callers may resend them fail
+        with ``RouterLost`` (a ``Timeout``: ``retry`` resends them to the
+        routers that are up). What dropped while nothing was pending is old
+        news: it is read and dropped first."""
+        mon.lost()
+        self.watching = True
+        loop.add_reader(mon.mon.FD, self._on_monitor)
+
+    def _on_monitor(self) -> None:
+        if self.mon is None or not self.mon.lost():
+            return
+        lost = RouterLost("a router went away with the request in flight")
+        for rid in list(self.resendable):
+            fut = self.pending.pop(rid, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(lost)
+        self.resendable.clear()
 
     def _unwatch(self) -> None:
-        if self.watcher is not None and not self.watcher.get_loop().is_closed():
-            self.watcher.cancel()
-        self.watcher = None
+        loop = self._live_loop()
+        if self.watching and self.mon is not None and loop is not None:
+            loop.remove_reader(self.mon.mon.FD)
+        self.watching = False
 
     def _fail_all(self, exc: Exception) -> None:
         for fut in self.pending.values():
@@ -321,15 +306,41 @@ class Mux:
             self._idle()
 
     def _idle(self) -> None:
-        if self.reader is not None and self.reader is not asyncio.current_task():
-            self.reader.cancel()
-        self.reader = None
-        if self.watcher is not asyncio.current_task():
-            self._unwatch()
+        self._unwatch()
         if self.stale and not self.outbox:
             self.reset()   # nobody else is using it: drop whatever it still queued
 
     # -- one request ----------------------------------------------------------------
+    def start(self, commands: list[Any], timeout: float, resend: bool = False
+              ) -> tuple[int, "asyncio.Future[Any]", asyncio.TimerHandle | None]:
+        """Queue ``commands`` as one request (coalesced with this turn's
+        others) with its deadline: ``(id, future of the raw results, its own
+        timer or None)``. The caller awaits the future, turns ``Expired``
+        into ``expired()``'s error, and calls ``done()`` however it ends.
+        ``execute`` is the whole of it; ``aio.Client._run`` inlines it (one
+        coroutine less per call)."""
+        loop = asyncio.get_running_loop()
+        rid, fut = self.submit(commands, loop)
+        if resend:
+            self.resendable.add(rid)
+        return rid, fut, self.deadlines.add(loop, loop.time() + timeout, rid, fut)
+
+    def expired(self, rid: int, timeout: float) -> errors.TransportError:
+        """What a request whose deadline passed raises: ``ConnectionFailed``
+        if its frame never went out, else ``Timeout``."""
+        self.stale = True
+        if any(rid in rids for _, rids in self.unsent):
+            self._withdraw_unsent(self.owner.endpoint)
+            return errors.ConnectionFailed("cannot reach %s" % self.owner.endpoint)
+        return errors.Timeout("no reply from %s within %.1fs" % (self.owner.endpoint, timeout))
+
+    def done(self, rid: int, timer: asyncio.TimerHandle | None) -> None:
+        """Request ``rid`` has ended (result, error, timeout or cancellation)."""
+        if timer is not None:
+            timer.cancel()
+        self.resendable.discard(rid)
+        self.forget(rid)
+
     async def execute(self, commands: list[Any], timeout: float,
                       resend: bool = False) -> list[Any]:
         """Send ``commands`` as one request (coalesced with this turn's others)
@@ -337,33 +348,13 @@ class Mux:
         ``ConnectionFailed`` if it could not even be sent by then. With
         ``resend`` (the caller may send it again): ``RouterLost`` as soon as a
         router of the pool goes away while it waits."""
-        loop = asyncio.get_running_loop()
-        rid, fut = self.submit(commands, loop)
-        if resend:
-            self.resendable.add(rid)
-        at = loop.time() + timeout
-        deadlines = self.deadlines
-        timer = None
-        if deadlines and at < deadlines[-1][0]:   # sooner than a call before it: a timer of its own
-            timer = loop.call_at(at, _expire, fut)
-        else:
-            deadlines.append((at, rid))
-            if self.sweeper is None:
-                self.sweeper = loop.call_at(min(at, loop.time() + SWEEP_S), self._sweep)
+        rid, fut, timer = self.start(commands, timeout, resend)
         try:
             results = await fut
-        except _Expired:
-            self.stale = True
-            if any(rid in rids for _, rids in self.unsent):
-                self._withdraw_unsent(self.owner.endpoint)
-                raise errors.ConnectionFailed("cannot reach %s" % self.owner.endpoint) from None
-            raise errors.Timeout("no reply from %s within %.1fs"
-                                 % (self.owner.endpoint, timeout)) from None
+        except Expired:
+            raise self.expired(rid, timeout) from None
         finally:
-            if timer is not None:
-                timer.cancel()
-            self.resendable.discard(rid)
-            self.forget(rid)
+            self.done(rid, timer)
         if type(results) is ErrorReply:
             return [results] * len(commands)
         return results  # type: ignore[no-any-return]

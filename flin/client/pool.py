@@ -98,7 +98,7 @@ class Watch:
         mon = self.mon
         # asked before every send: EVENTS (~1.3 us) instead of a recv raising Again (~4 us)
         while mon.get(zmq.EVENTS) & zmq.POLLIN:  # type: ignore[operator,arg-type]
-            # [uint16 event, uint32 value][endpoint] (zmq.utils.monitor imports zmq.asyncio)
+            # [uint16 event, uint32 value][endpoint] (zmq.utils.monitor would import zmq.asyncio)
             frames = mon.recv_multipart(NOBLOCK)
             event = int.from_bytes(frames[0][:2], "little")
             dropped = dropped or event == zmq.EVENT_DISCONNECTED

@@ -56,9 +56,9 @@ S = TypeVar("S", bound="zmq.Socket[Any]")
 
 
 def open_socket(ctx: "zmq.Context[S]", owner: Owner) -> S:
-    """A DEALER socket of ``ctx`` (sync or ``zmq.asyncio``) connected to the
-    owner's endpoint, CURVE-secured if it has keys; ``InvalidArgument`` for an
-    endpoint ZeroMQ cannot use, ``ConnectionFailed`` if it cannot connect."""
+    """A DEALER socket of ``ctx`` connected to the owner's endpoint,
+    CURVE-secured if it has keys; ``InvalidArgument`` for an endpoint ZeroMQ
+    cannot use, ``ConnectionFailed`` if it cannot connect."""
     endpoint = owner.endpoint
     s = ctx.socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)

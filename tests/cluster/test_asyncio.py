@@ -203,7 +203,7 @@ def test_no_router_raises_connection_failed_and_a_new_loop_reconnects(shared_clu
         async with flin.asyncio.Client("ipc://" + tmp_short + "/none.sock", timeout=0.3) as db:
             with pytest.raises(errors.ConnectionFailed):
                 await db.get("k")
-            return dict(db._mux.pending), db._mux.unsent
+            return dict(db._mux.pending), list(db._mux.unsent)
     assert asyncio.run(nowhere()) == ({}, [])
     db = _aclient(shared_cluster)
     assert asyncio.run(db.ping()) is True
