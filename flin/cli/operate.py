@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..client import Client
-from ..config import Config
+from ..config import MAX_SHARDS, Config
 from .common import EXIT_USAGE, Seconds, data_opt, endpoint_opt, run_client, timeout_opt
 from .statsview import render
 
@@ -122,20 +122,25 @@ def backup(endpoint: str, timeout: float, dest: str, progress: bool | None) -> N
 @click.command()
 @click.argument("src", type=click.Path(exists=True, file_okay=False))
 @data_opt
+@click.option("--shards", type=click.IntRange(1, MAX_SHARDS),
+              help="Restore into this many shards instead of the backup's (each key goes "
+                   "where the new ring puts it).")
 @click.option("--jobs", type=click.IntRange(1), help="Shards written at once [default: cores, at most 8].")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr [default: when stderr is a terminal].")
-def restore(src: str, data: str, jobs: int | None, progress: bool | None) -> None:
+def restore(src: str, data: str, shards: int | None, jobs: int | None,
+            progress: bool | None) -> None:
     """Rebuild the data folder DATA (absent or empty) from the backup in SRC,
-    verifying every file's checksum. Start a cluster on it afterwards."""
+    verifying every file's checksum, into the backup's shard count or
+    --shards. Start a cluster on it afterwards."""
     from ..ops.restore import BackupError, read_manifest, restore as run_restore
     show = sys.stderr.isatty() if progress is None else progress
     t0 = time.monotonic()
     try:
-        shards = read_manifest(src)["shards"]
-        with _bar(show, shards, "restore") as bar:
+        total = shards or read_manifest(src)["shards"]
+        with _bar(show, total, "restore") as bar:
             m = run_restore(src, data, lambda done, entries, size: bar.update(
-                1, "%d entries, %.1f MB" % (entries, _mb(size))), jobs)
+                1, "%d entries" % entries), jobs, shards)
     except BackupError as exc:
         click.echo("flin: %s" % exc, err=True)
         sys.exit(EXIT_USAGE)

@@ -29,6 +29,7 @@ from ..supervisor.datadir import (
     FORMAT_VERSION, LOCK, MANIFEST as DATA_MANIFEST, RESTORE, StartError, take,
     write_manifest,
 )
+from .rehash import rehash
 from .dumpfile import (
     CHECKSUM, MAGIC, MANIFEST, MANIFEST_FORMAT, BackupError, Progress, dump_name,
     manifest_checksum, not_empty, records, sha256_of,
@@ -165,43 +166,36 @@ def restore_shard(src: str, entry: dict, shard_dir: str) -> int:
 
 
 def restore(src: str, data: str, progress: Progress | None = None,
-            jobs: int | None = None) -> dict:
+            jobs: int | None = None, shards: int | None = None) -> dict:
     """Rebuild the data folder ``data`` (absent or empty) from the backup in
-    ``src``; returns the manifest. Raises ``BackupError``, leaving ``data``
-    as it found it."""
+    ``src``; returns the manifest (with ``shards`` and ``entries`` as
+    written). ``shards``: another shard count than the backup's (each
+    record goes where that ring puts it: ``rehash``). Raises
+    ``BackupError``, leaving ``data`` as it found it."""
     manifest = read_manifest(src)
     check_files(src, manifest)
     if not_empty(data):
         raise BackupError("%s is not empty; restore into a new folder" % data)
-    shards = manifest["shards"]
-    ring = Ring(shards)
-    jobs = max(1, min(jobs or os.cpu_count() or 1, 8, shards))
-    done = entries = size = 0
+    if shards is not None and not 1 <= shards <= MAX_SHARDS:
+        raise BackupError("--shards %d is outside 1..%d" % (shards, MAX_SHARDS))
+    source = manifest["shards"]
+    target = source if shards is None else shards
+    jobs = max(1, min(jobs or os.cpu_count() or 1, 8, target))
     try:
         stage = _Stage(data)
     except OSError as exc:
         raise BackupError("cannot make a folder for %s: %s: %s"
                           % (data, exc.filename, exc.strerror or exc)) from None
     try:
-        cfg = Config(data=stage.path, shards=shards)
-        with concurrent.futures.ProcessPoolExecutor(
-                jobs, mp_context=multiprocessing.get_context("fork")) as pool:
-            futures = {pool.submit(restore_shard, src, f, cfg.shard_dir(f["shard"])): f
-                       for f in manifest["files"]}
-            try:
-                for fut in concurrent.futures.as_completed(futures):
-                    entries += fut.result()
-                    size += futures[fut]["bytes"]
-                    done += 1
-                    if progress is not None:
-                        progress(done, entries, size)
-            except BaseException:
-                for fut in futures:            # the shards not started yet need not be
-                    fut.cancel()
-                raise
+        cfg = Config(data=stage.path, shards=target)
+        if target == source:
+            entries = _restore_each(src, manifest, cfg, jobs, progress)
+        else:
+            entries, _ = rehash(src, manifest, target, stage.path, jobs, progress)
         # last: a folder that a crash left half restored has no flin.json, and won't start
-        write_manifest(cfg, ring, restored_from=os.path.abspath(src),
-                       backup_started=manifest["started"])
+        extra = {} if target == source else {"resharded_from": source}
+        write_manifest(cfg, Ring(target), restored_from=os.path.abspath(src),
+                       backup_started=manifest["started"], **extra)
         stage.commit()
     except concurrent.futures.process.BrokenProcessPool:
         stage.abort()
@@ -213,7 +207,29 @@ def restore(src: str, data: str, progress: Progress | None = None,
     except BaseException:
         stage.abort()
         raise
-    return manifest
+    return {**manifest, "shards": target, "entries": entries}
+
+
+def _restore_each(src: str, manifest: dict, cfg: Config, jobs: int,
+                  progress: Progress | None) -> int:
+    """Each dump into its own shard, as it was; the entries written."""
+    done = entries = size = 0
+    with concurrent.futures.ProcessPoolExecutor(
+            jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+        futures = {pool.submit(restore_shard, src, f, cfg.shard_dir(f["shard"])): f
+                   for f in manifest["files"]}
+        try:
+            for fut in concurrent.futures.as_completed(futures):
+                entries += fut.result()
+                size += futures[fut]["bytes"]
+                done += 1
+                if progress is not None:
+                    progress(done, entries, size)
+        except BaseException:
+            for fut in futures:            # the shards not started yet need not be
+                fut.cancel()
+            raise
+    return entries
 
 
 class _Stage:

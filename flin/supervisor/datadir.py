@@ -287,9 +287,10 @@ def check_or_write_manifest(cfg: Config, ring: Ring) -> dict:
                          % (cfg.data, manifest.get("format"), FORMAT_VERSION))
     if manifest.get("shards") != cfg.shards:
         raise StartError(
-            "%s was made with %s shards, not %d. Start with --shards %s "
-            "(resharding an existing folder is not supported yet)."
-            % (cfg.data, manifest.get("shards"), cfg.shards, manifest.get("shards")))
+            "%s was made with %s shards, not %d. Start with --shards %s; to change the "
+            "count, `flin backup` it and `flin restore BACKUP --data NEW --shards %d` "
+            "(a live reshard is not supported yet)."
+            % (cfg.data, manifest.get("shards"), cfg.shards, manifest.get("shards"), cfg.shards))
     if manifest.get("ring") != ring.params():
         raise StartError("%s was made with ring %r, not %r"
                          % (cfg.data, manifest.get("ring"), ring.params()))
