@@ -22,7 +22,7 @@ tells a stalled shard from a busy one by it). The worker's end is
 ``flin.shardworker.link``; the framing is in ``protocol``.
 
 Reading is bounded in bytes on the Unix link: a frame of
-``protocol.BIG_FRAME`` or more is read (into a buffer of its size) only
+``linkframe.BIG_FRAME`` or more is read (into a buffer of its size) only
 while all such frames read or being read in this loop turn fit in
 ``READ_BYTES`` (one always may; ``release`` at the end of a turn); another
 waits, unread, in its socket (its worker waits in ``send``), and counts as
@@ -40,7 +40,7 @@ import zmq
 
 from .. import protocol
 from ..config import Config
-from ..protocol import LinkReader, link_header
+from ..linkframe import LinkReader, link_header
 from ..zmqflags import NOBLOCK, NOBLOCK_MORE
 from .sockets import backend_socket
 

@@ -1,6 +1,6 @@
 """A shard worker's end of its link to the router, of the kind the router uses:
 a Unix stream socket in the owner-only ``DATA/run`` folder (frames as in
-``protocol.LinkReader``), or a ZeroMQ DEALER, a CURVE client of the router,
+``linkframe.LinkReader``), or a ZeroMQ DEALER, a CURVE client of the router,
 with ``--backend-keys`` (the router's end is ``flin.router.links``).
 
 ``WorkerLink`` is the link to one router; ``Links`` holds one per router of
@@ -24,7 +24,7 @@ import zmq
 from .. import protocol
 from ..config import Config
 from ..curve import backend_client_keys, secure_client
-from ..protocol import LinkReader, link_header
+from ..linkframe import LinkReader, link_header
 from ..zmqflags import NOBLOCK
 
 log = logging.getLogger("flin.shard")

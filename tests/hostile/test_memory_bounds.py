@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from flin import errors, protocol
+from flin import errors, linkframe, protocol
 from flin.protocol import GET, SET, ErrorReply
 from tests.support import faults as faultlib
 from tests.support.cluster import make_cluster
@@ -261,6 +261,6 @@ def test_link_frame_refuses_four_gib():
     huge = mmap.mmap(-1, 1 << 32)
     try:
         with pytest.raises(ValueError, match="4 GiB"):
-            protocol.link_frame(huge)  # type: ignore[arg-type]
+            linkframe.link_frame(huge)  # type: ignore[arg-type]
     finally:
         huge.close()

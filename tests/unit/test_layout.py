@@ -108,7 +108,7 @@ def _reaches(graph: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
-FLOOR = {"flin.protocol", "flin.ring", "flin.errors", "flin.config", "flin.curve",
+FLOOR = {"flin.protocol", "flin.linkframe", "flin.ring", "flin.errors", "flin.config", "flin.curve",
          "flin.figures", "flin.zmqflags"}
 # what each layer may import (besides the floor and its own package)
 ALLOWED = {

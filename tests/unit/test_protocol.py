@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from flin import protocol
+from flin import linkframe, protocol
 from flin.protocol import (
     CAS, DEL, EXPIRE, GET, INCR, MGET, MSET, NX, PERSIST, PING, SET, SNAPSHOT_OPEN, STATS,
     XX, ErrorReply,
@@ -46,15 +46,15 @@ def test_written_keys():
 
 def test_link_framing_keeps_partial_frames_for_the_next_read():
     payloads = [b"", b"x", b"y" * 70_000]
-    stream = b"".join(protocol.link_frame(p) for p in payloads)
+    stream = b"".join(linkframe.link_frame(p) for p in payloads)
     buf = bytearray()
     got = []
     for i in range(0, len(stream), 7):            # in small, unaligned pieces
         buf += stream[i:i + 7]
-        got += protocol.link_frames(buf)
+        got += linkframe.link_frames(buf)
     assert got == payloads and buf == bytearray()
-    buf = bytearray(protocol.link_frame(b"whole") + protocol.link_frame(b"half")[:5])
-    assert protocol.link_frames(buf) == [b"whole"] and len(buf) == 5
+    buf = bytearray(linkframe.link_frame(b"whole") + linkframe.link_frame(b"half")[:5])
+    assert linkframe.link_frames(buf) == [b"whole"] and len(buf) == 5
 
 
 def test_link_reader_reads_a_big_frame_in_place_between_small_ones():
@@ -62,9 +62,9 @@ def test_link_reader_reads_a_big_frame_in_place_between_small_ones():
     bytes, a frame of BIG_FRAME or more as one bytearray of its own size."""
     import socket
     import threading
-    big = bytes(range(256)) * (protocol.BIG_FRAME // 128)       # 2 MiB
-    payloads = [b"a", big, b"", b"z" * 1000, big[:protocol.BIG_FRAME]]
-    stream = b"".join(protocol.link_frame(p) for p in payloads)
+    big = bytes(range(256)) * (linkframe.BIG_FRAME // 128)       # 2 MiB
+    payloads = [b"a", big, b"", b"z" * 1000, big[:linkframe.BIG_FRAME]]
+    stream = b"".join(linkframe.link_frame(p) for p in payloads)
     a, b = socket.socketpair()
 
     def write():
@@ -74,7 +74,7 @@ def test_link_reader_reads_a_big_frame_in_place_between_small_ones():
 
     t = threading.Thread(target=write)
     t.start()
-    reader, got = protocol.LinkReader(), []
+    reader, got = linkframe.LinkReader(), []
     while reader.read(b):
         got += reader.frames()
     t.join()
