@@ -108,6 +108,14 @@ class ShuttingDown(ServerError):
     retryable = True
 
 
+class Moved(ShardUnavailable):
+    """The shard does not own the key at its epoch (a reshard moved it, or is
+    moving it): not applied. The router re-routes it; a caller that sees it
+    may resend."""
+
+    code = 11
+
+
 class InternalError(ServerError):
     """A bug: the server caught an unexpected exception. It stays up."""
 
@@ -118,7 +126,7 @@ _BY_CODE: dict[int, type[ServerError]] = {
     cls.code: cls
     for cls in (
         BadRequest, TooLarge, NotAnInteger, Overflow, ShardUnavailable,
-        OutcomeUnknown, Overloaded, StorageError, ShuttingDown, InternalError,
+        OutcomeUnknown, Overloaded, StorageError, ShuttingDown, InternalError, Moved,
     )
 }
 

@@ -92,6 +92,9 @@ PING, GET, SET, DEL, EXISTS, MGET, MSET, INCR = 0, 1, 2, 3, 4, 5, 6, 7
 EXPIRE, PERSIST, TTL, CAS, SCAN, STATUS = 8, 9, 10, 11, 12, 13
 STATS, SHARD, COMPACT, SNAPSHOT_OPEN, SNAPSHOT_READ, SNAPSHOT_CLOSE = 14, 15, 16, 17, 18, 19
 ROUTERS, GETDEL = 20, 21
+# resharding (``flin reshard``): a source's and a target's steps, and the router's own
+MOVE_BEGIN, MOVE_READ, MOVE_DIRTY, MOVE_FENCE, MOVE_IMPORT = 22, 23, 24, 25, 26
+MOVE_SWITCH, MOVE_ABORT, RESHARD = 27, 28, 29
 
 # which arguments are keys (the read cache forgets them on a write)
 NO_KEYS, ONE_KEY, KEY_LIST, KEY_VALUE_PAIRS = "none", "one", "list", "pairs"
@@ -136,13 +139,21 @@ OPS: tuple[OpInfo, ...] = (
     OpInfo(SNAPSHOT_CLOSE, "snapshot_close", False, RETRY_NO, NO_KEYS, True),
     OpInfo(ROUTERS, "routers", False, RETRY_YES, NO_KEYS, False),
     OpInfo(GETDEL, "getdel", True, RETRY_NO, ONE_KEY, False),
+    OpInfo(MOVE_BEGIN, "move_begin", False, RETRY_NO, NO_KEYS, True),
+    OpInfo(MOVE_READ, "move_read", False, RETRY_YES, NO_KEYS, True),
+    OpInfo(MOVE_DIRTY, "move_dirty", False, RETRY_NO, NO_KEYS, True),
+    OpInfo(MOVE_FENCE, "move_fence", False, RETRY_YES, NO_KEYS, True),
+    OpInfo(MOVE_IMPORT, "move_import", False, RETRY_YES, NO_KEYS, True),
+    OpInfo(MOVE_SWITCH, "move_switch", False, RETRY_YES, NO_KEYS, True),
+    OpInfo(MOVE_ABORT, "move_abort", False, RETRY_YES, NO_KEYS, True),
+    OpInfo(RESHARD, "reshard", False, RETRY_NO, NO_KEYS, False),
 )
 OP_INFO: dict[int, OpInfo] = {op.code: op for op in OPS}
 OP_NAMES: dict[int, str] = {op.code: op.name for op in OPS}
 WRITES = frozenset(op.code for op in OPS if op.writes)
 ADMIN_OPS = frozenset(op.code for op in OPS if op.admin)
 DATA_OP_NAMES = frozenset(op.name for op in OPS
-                          if not op.admin and op.code not in (STATUS, SHARD, ROUTERS))
+                          if not op.admin and op.code not in (STATUS, SHARD, ROUTERS, RESHARD))
 
 
 def written_keys(op: list[Any]) -> list[bytes]:

@@ -7,10 +7,11 @@ any other. An opcode missing here is answered ``BadRequest`` by the shard.
 from __future__ import annotations
 
 from ..protocol import (
-    CAS, COMPACT, DEL, EXISTS, EXPIRE, GET, GETDEL, INCR, MGET, MSET, PERSIST, PING, SCAN, SET,
+    CAS, COMPACT, DEL, EXISTS, EXPIRE, GET, GETDEL, INCR, MGET, MOVE_ABORT, MOVE_BEGIN, MOVE_DIRTY,
+    MOVE_FENCE, MOVE_IMPORT, MOVE_READ, MOVE_SWITCH, MSET, PERSIST, PING, SCAN, SET,
     SNAPSHOT_CLOSE, SNAPSHOT_OPEN, SNAPSHOT_READ, STATS, TTL,
 )
-from . import admin, reads, writes
+from . import admin, moving, reads, writes
 from .store import Handler
 
 HANDLERS: dict[int, Handler] = {
@@ -23,4 +24,8 @@ HANDLERS: dict[int, Handler] = {
     # admin
     STATS: admin.stats, COMPACT: admin.compact, SNAPSHOT_OPEN: admin.snapshot_open,
     SNAPSHOT_READ: admin.snapshot_read, SNAPSHOT_CLOSE: admin.snapshot_close,
+    # resharding
+    MOVE_BEGIN: moving.move_begin, MOVE_READ: moving.move_read, MOVE_DIRTY: moving.move_dirty,
+    MOVE_FENCE: moving.move_fence, MOVE_IMPORT: moving.move_import,
+    MOVE_SWITCH: moving.move_switch, MOVE_ABORT: moving.move_abort,
 }

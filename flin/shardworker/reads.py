@@ -94,6 +94,7 @@ def scan(store: Store, op: list) -> Any:
     found = examined = size = 0
     last = None
     now = store.now
+    owns = store.owner.owns if store.owner is not None else None   # (a resharded shard)
     try:
         for dkey, raw in store.db.iterator(start=start, verify_checksums=True):
             if not dkey.startswith(dprefix):
@@ -103,6 +104,8 @@ def scan(store: Store, op: list) -> Any:
             examined += 1
             last = dkey[1:]
             if raw[0] == EXPIRING and int.from_bytes(raw[1:9], "big") <= now:
+                continue
+            if owns is not None and not owns(last):
                 continue
             found += 1
             out.append(last)

@@ -82,6 +82,14 @@ class Store:
         self.compaction: dict[str, Any] = {"running": False, "runs": 0}
         self.compact_thread: threading.Thread | None = None
         self.key_count: tuple[float, int, bool] = (-1e9, 0, False)   # (when, count, estimated)
+        # resharding (moving.py): the ring of the shard's epoch, what it owns
+        # (None: no check), a move in progress, the cleanup's position
+        self.ring: Any = None
+        self.epoch = 1
+        self.owner: Any = None
+        self.move: Any = None
+        self.cleanup_at: bytes | None = None
+        self.gate: Callable[[Store, list], Any] | None = None   # moving.fence, when on
 
     def error(self, cls: type[errors.ServerError], msg: str) -> ErrorReply:
         """An error result, counted for STATS."""
@@ -138,6 +146,7 @@ class Store:
         self._results, self._dirty = results, dirty
         handlers = self.handlers
         counts = self.op_counts
+        gate = self.gate
         end = min(len(ops), start + most)
         for i in range(start, end):
             op = ops[i]
@@ -147,8 +156,14 @@ class Store:
                 if handler is None:
                     results.append(self.error(errors.BadRequest, "unknown shard op %r" % (op[0],)))
                     continue
+                if gate is not None:
+                    refused = gate(self, op)
+                    if refused is not None:
+                        results.append(refused)
+                        continue
                 counts[op[0]] += 1
                 results.append(handler(self, op))
+                gate = self.gate                 # (a reshard op may have set it)
             except (TypeError, IndexError, ValueError, AttributeError) as exc:
                 results.append(self.error(errors.BadRequest, "bad arguments: %s" % exc))
             except plyvel.Error as exc:

@@ -33,7 +33,8 @@ import plyvel
 from .. import protocol
 from ..config import Config
 from ..errors import BadRequest, InternalError
-from . import admin
+from ..ring import Ring
+from . import admin, moving
 from .handlers import HANDLERS
 from .link import Links
 from .store import Store
@@ -46,6 +47,7 @@ _SWEEP_EVERY_MS = 500     # between idle sweeps of expired keys
 _MAX_MERGE = 16           # queued batches applied as one write batch
 _SEGMENT_BYTES = 8 << 20  # values read or written before those ops are committed and answered
 _SEGMENT_OPS = 10_000     # ops applied before they are committed and answered
+_CLEANUP_EVERY_S = 0.02   # between cleanup steps after a reshard (each looks at 2,000 keys)
 
 
 def _open_files_allowed(wanted: int) -> int:
@@ -123,9 +125,11 @@ def serve(store: Store, frames: list[tuple[int, bytes]], shard: int,
             yield origin, protocol.encode(batch_id, failure)
 
 
-def run(cfg: Config, shard: int) -> int:
+def run(cfg: Config, shard: int, ring: Ring | None = None, epoch: int = 1) -> int:
     """The worker process's main loop (the supervisor has named the process
-    and set its signals up); returns the process exit code."""
+    and set its signals up); returns the process exit code. ``ring`` and
+    ``epoch``: the topology the shard acts on (``moving.py``; the ring of
+    ``cfg.shards`` at epoch 1 if not given)."""
     stopping = False
 
     def on_term(signum: int, frame: Any) -> None:
@@ -145,6 +149,7 @@ def run(cfg: Config, shard: int) -> int:
                   "`flin repair --data %s --shard %d`.", shard, cfg.shard_dir(shard),
                   exc, cfg.data, shard)
         return EXIT_STORAGE
+    moving.on_start(store, ring or Ring(cfg.shards), epoch)
     tracker = Tracker(cfg.routers) if cfg.routers > 1 else None
     links = Links(cfg, shard, tracker.reset if tracker is not None else None)
     if not links.connect(lambda: stopping):
@@ -152,7 +157,7 @@ def run(cfg: Config, shard: int) -> int:
         store.close()
         return 0
     log.debug("shard %d: serving %s", shard, cfg.shard_dir(shard))
-    next_sweep = 0.0
+    next_sweep = next_cleanup = 0.0
     try:
         while not stopping:
             now = time.monotonic()
@@ -163,9 +168,15 @@ def run(cfg: Config, shard: int) -> int:
                 store.recover()
                 store.sweep()
                 admin.expire_snapshots(store)
+            wait = _SWEEP_EVERY_MS / 1000
+            if store.cleanup_at is not None:   # after a reshard: keys it no longer owns
+                wait = _CLEANUP_EVERY_S
+                if now >= next_cleanup:
+                    next_cleanup = now + _CLEANUP_EVERY_S
+                    moving.cleanup_step(store)
             # one message, and whatever else is queued (from any router) joins its
             # write batch; a router that went away is reconnected meanwhile
-            frames = links.recv(_SWEEP_EVERY_MS / 1000, _MAX_MERGE)
+            frames = links.recv(wait, _MAX_MERGE)
             if not frames:
                 continue
             if store.write_failed_at and store.recover():

@@ -1,0 +1,312 @@
+"""A shard's part in a live reshard (``flin reshard``): which keys it owns at
+its epoch (the fence), the keys it sends away, the ones it takes in, and the
+cleanup of those it no longer owns.
+
+The fence (``Owner``): once a folder has been resharded (epoch > 1), or
+while a shard holds keys it does not own (it took some in, or gave some
+away), every keyed op is checked against the ring of the shard's epoch, and
+one on a key it does not own is refused with ``Moved``, never served: the
+router re-routes it (``router.moves``). SCAN skips such keys. A folder never
+resharded checks nothing.
+
+A source, from ``MOVE_BEGIN`` on (``Move``): a LevelDB snapshot taken in the
+same step as it starts recording the moving keys its writes touch
+(``dirty``), so that the snapshot and the dirty keys together are every
+change. ``MOVE_READ`` pages the snapshot's moving entries (a value with its
+expiry header; every remembered request uid, and its expiry entry, which go
+to every target: a uid does not say its key); ``MOVE_DIRTY`` hands out the
+current value of dirty keys (nil: deleted or gone). After ``MOVE_FENCE``
+its writes to moving keys are refused with ``Moved`` (the router holds and
+resends them) so that the last catch-up is the last. ``MOVE_SWITCH`` takes
+the new epoch: from then on the shard owns only the new ring's keys.
+
+A target takes entries in with ``MOVE_IMPORT`` (plain puts in the message's
+write batch: nothing routes to it for those keys before the switch).
+
+Cleanup: a shard that may hold keys it does not own has a marker file
+(``CLEANUP`` in its folder, written before it takes any key in, and at the
+switch); the worker then deletes, a bounded number per turn, every data key
+its ring does not give it, and removes the marker at the end of a pass. A
+crash in between runs the pass again. Until then the fence hides those keys.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .. import errors
+from ..protocol import (
+    MAX_SCAN_LIMIT, MAX_SNAPSHOT_BYTES, NO_KEYS, OP_INFO, WRITES, written_keys,
+)
+from ..ring import Ring
+from .encoding import DATA, EXPIRING, EXPIRY, UID, expiry_key
+from .store import Store
+
+CLEANUP = "CLEANUP"           # the marker file in a shard's folder
+_CLEANUP_BUDGET = 2000        # keys looked at per cleanup step
+
+
+class Owner:
+    """The keys a shard owns at an epoch: those its ring gives it."""
+
+    __slots__ = ("ring", "shard", "epoch")
+
+    def __init__(self, ring: Ring, shard: int, epoch: int) -> None:
+        self.ring, self.shard, self.epoch = ring, shard, epoch
+
+    def owns(self, key: bytes) -> bool:
+        return self.ring.shard(key) == self.shard
+
+    def refuse(self, store: Store, op: list) -> Any:
+        """None if every key of ``op`` is this shard's, else the ``Moved`` error."""
+        info = OP_INFO.get(op[0])
+        if info is None or info.admin:
+            return None
+        try:
+            keys = written_keys(op) if info.keys != NO_KEYS else ()
+        except (IndexError, TypeError):
+            return None                     # malformed: the handler answers that
+        shard = self.ring.shard
+        for k in keys:
+            if type(k) is bytes and shard(k) != self.shard:
+                return store.error(errors.Moved, "shard %d does not own that key at epoch %d"
+                                   % (self.shard, self.epoch))
+        return None
+
+
+class Move:
+    """A source's state while its keys move to the ring of ``to`` shards."""
+
+    def __init__(self, store: Store, to: int, epoch: int) -> None:
+        self.next = Ring(to)
+        self.to, self.epoch = to, epoch
+        self.snapshot = store.db.snapshot()
+        self.dirty: dict[bytes, None] = {}     # moving keys written since the snapshot
+        self.fenced = False
+        self.shard = store.shard
+
+    def moving(self, key: bytes) -> bool:
+        return self.next.shard(key) != self.shard
+
+    def track(self, store: Store, op: list) -> Any:
+        """Record the moving keys a write touches; once fenced, refuse it."""
+        keys = [k for k in written_keys(op) if type(k) is bytes and self.moving(k)]
+        if not keys:
+            return None
+        if self.fenced:
+            return store.error(errors.Moved, "shard %d: that key is moving to shard %d "
+                               "(epoch %d)" % (self.shard, self.next.shard(keys[0]), self.epoch))
+        for k in keys:
+            self.dirty[k] = None
+        return None
+
+
+def fence(store: Store, op: list) -> Any:
+    """The check ``Store.apply_some`` runs before a keyed op when the shard has
+    an owner or a move: None, or the error that refuses it."""
+    if store.owner is not None:
+        refused = store.owner.refuse(store, op)
+        if refused is not None:
+            return refused
+    if store.move is not None and op[0] in WRITES:
+        try:
+            return store.move.track(store, op)
+        except (IndexError, TypeError, KeyError):
+            return None
+    return None
+
+
+# -- the ops ------------------------------------------------------------------------
+def _settled(store: Store) -> Any:
+    return store.settle() if store.pend else None
+
+
+def move_begin(store: Store, op: list) -> Any:
+    """[MOVE_BEGIN, to, epoch] -> True: snapshot now, and record from now on."""
+    _, to, epoch = op
+    failure = _settled(store)
+    if failure is not None:
+        return failure
+    if store.move is not None:
+        store.move.snapshot.close()
+    store.move = Move(store, int(to), int(epoch))
+    store.gate = fence
+    return True
+
+
+def _move_of(store: Store) -> Move:
+    if store.move is None:
+        raise ValueError("shard %d has no reshard in progress (it restarted?)" % store.shard)
+    return store.move
+
+
+def move_read(store: Store, op: list) -> Any:
+    """[MOVE_READ, after|nil, limit, max_bytes] -> [[target, key, value, ...], last|nil]:
+    the snapshot's entries that move (target -1: every target)."""
+    _, after, limit, max_bytes = op
+    move = _move_of(store)
+    limit = max(1, min(int(limit), MAX_SCAN_LIMIT))
+    max_bytes = max(1, min(int(max_bytes), MAX_SNAPSHOT_BYTES))
+    snap = move.snapshot
+    it = snap.iterator(verify_checksums=True) if after is None else \
+        snap.iterator(start=after, include_start=False, verify_checksums=True)
+    out: list = []
+    size = looked = 0
+    nxt = move.next.shard
+    with it:
+        for key, value in it:
+            looked += 1
+            kind = key[:1]
+            if kind == DATA:
+                target = nxt(key[1:])
+                if target == move.shard:
+                    target = -2
+            elif kind == UID:
+                target = -1
+            elif kind == EXPIRY:   # a value's comes with it; a uid's goes everywhere
+                target = -2 if key[9:10] == DATA else -1
+            else:
+                target = -2
+            if target != -2:
+                out += (target, key, value)
+                size += len(key) + len(value)
+            if len(out) >= 3 * limit or size >= max_bytes or looked >= 20 * limit:
+                store.moved += size
+                return [out, key]
+    store.moved += size
+    return [out, None]
+
+
+def move_dirty(store: Store, op: list) -> Any:
+    """[MOVE_DIRTY, limit] -> [[target, key, value|nil, ...], dirty keys left]: the
+    current value of moving keys written since the snapshot (nil: not there)."""
+    _, limit = op
+    move = _move_of(store)
+    failure = _settled(store)
+    if failure is not None:
+        return failure
+    out: list = []
+    dirty = move.dirty
+    db = store.db
+    for k in list(dirty)[:max(1, min(int(limit), MAX_SCAN_LIMIT))]:
+        del dirty[k]
+        dkey = DATA + k
+        out += (move.next.shard(k), dkey, db.get(dkey, verify_checksums=True))
+    return [out, len(dirty)]
+
+
+def move_fence(store: Store, op: list) -> Any:
+    """[MOVE_FENCE] -> dirty keys left: from now on, writes to moving keys are refused."""
+    _move_of(store).fenced = True
+    return len(store.move.dirty) if store.move is not None else 0
+
+
+def move_import(store: Store, op: list) -> Any:
+    """[MOVE_IMPORT, [key, value|nil, ...]] -> entries taken: raw entries from a
+    source, in this message's write batch."""
+    _, flat = op
+    mark_cleanup(store)
+    pend = store.pend
+    for i in range(0, len(flat), 2):
+        key, value = flat[i], flat[i + 1]
+        if type(key) is not bytes or (value is not None and type(value) is not bytes):
+            raise TypeError("entries are bin keys and bin values or nil")
+        store.touched = True
+        if value is None:
+            pend[key] = None
+            continue
+        pend[key] = value
+        store.moved += len(value)
+        if key[:1] == DATA and value[0] == EXPIRING:
+            pend[expiry_key(int.from_bytes(value[1:9], "big"), key)] = b""
+    return len(flat) // 2
+
+
+def move_switch(store: Store, op: list) -> Any:
+    """[MOVE_SWITCH, to, epoch] -> True: own the keys of the ring of ``to`` shards."""
+    _, to, epoch = op
+    mark_cleanup(store)
+    move = store.move
+    ring = move.next if move is not None and move.to == to else Ring(int(to))
+    if move is not None:
+        move.snapshot.close()
+        store.move = None
+    store.owner = Owner(ring, store.shard, int(epoch))
+    store.ring, store.epoch = ring, int(epoch)
+    store.gate = fence
+    store.cleanup_at = b""
+    return True
+
+
+def move_abort(store: Store, op: list) -> Any:
+    """[MOVE_ABORT] -> True: the reshard is off; what was taken in is cleaned up."""
+    if store.move is not None:
+        store.move.snapshot.close()
+        store.move = None
+    if os.path.exists(os.path.join(store.path, CLEANUP)):
+        store.cleanup_at = b""
+    return True
+
+
+# -- cleanup ------------------------------------------------------------------------
+def on_start(store: Store, ring: Ring, epoch: int) -> None:
+    """The topology a (re)started worker acts on; fenced if the folder was
+    resharded, cleaning up if its marker says a pass is owed."""
+    store.ring, store.epoch = ring, epoch
+    if epoch > 1:
+        store.owner = Owner(ring, store.shard, epoch)
+        store.gate = fence
+    if os.path.exists(os.path.join(store.path, CLEANUP)):
+        mark_cleanup(store)
+
+
+def mark_cleanup(store: Store) -> None:
+    """This shard may hold keys it does not own: fence it, and clean up (the
+    marker survives a crash, so that a restart cleans up too)."""
+    if store.owner is None:
+        store.owner = Owner(store.ring, store.shard, store.epoch)
+    store.gate = fence
+    if store.cleanup_at is None:
+        path = os.path.join(store.path, CLEANUP)
+        if not os.path.exists(path):
+            with open(path, "w") as f:
+                f.write("%d\n" % store.epoch)
+                f.flush()
+                os.fsync(f.fileno())
+        store.cleanup_at = b""
+
+
+def cleanup_step(store: Store, budget: int = _CLEANUP_BUDGET) -> int:
+    """Delete up to ``budget`` data keys this shard does not own (from where
+    the last step stopped); at the end of a pass remove the marker. Returns
+    the keys looked at. Not while a reshard is moving keys in or out."""
+    start = store.cleanup_at
+    if start is None or store.owner is None or store.move is not None or store.write_failed_at:
+        return 0
+    owns = store.owner.owns
+    n = gone = 0
+    last = None
+    wb = store.db.write_batch(sync=store.sync)
+    it = store.db.iterator(start=DATA + start, stop=b"e", include_value=False)
+    with it:
+        for dkey in it:
+            if dkey == DATA + start and start:
+                continue
+            n += 1
+            last = dkey[1:]
+            if not owns(last):
+                wb.delete(dkey)
+                gone += 1
+            if n >= budget:
+                break
+    if gone:
+        wb.write()
+    if n < budget:                           # the pass is done
+        try:
+            os.unlink(os.path.join(store.path, CLEANUP))
+        except FileNotFoundError:
+            pass
+        store.cleanup_at = None
+    else:
+        store.cleanup_at = last
+    return n
