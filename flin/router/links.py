@@ -299,6 +299,10 @@ class UnixLinks:
             self.by_shard[conn.shard] = None
         self._drop(conn)
 
+    def grow(self, shards: int) -> None:
+        """Take links from ``shards`` workers (a reshard's new ones)."""
+        self.by_shard += [None] * (shards - len(self.by_shard))
+
     def close(self) -> None:
         for conn in list(self.conns.values()):
             self._drop(conn)
@@ -321,6 +325,10 @@ class ZmqLinks:
 
     def register(self, poller: zmq.Poller) -> None:
         poller.register(self.sock, zmq.POLLIN)
+
+    def grow(self, shards: int) -> None:
+        self.idents += [b"shard-%d" % s for s in range(len(self.idents), shards)]
+        self.shards = max(self.shards, shards)
 
     def heard(self, shard: int, now: float) -> float:
         return 0.0                  # whole messages only: the router's own clock tells

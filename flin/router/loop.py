@@ -34,7 +34,9 @@ import zmq
 
 from .. import errors, protocol
 from ..config import Config
-from ..protocol import CAS, GET, MAX_REPLY, MGET, MSET, PING, SCAN, SET, WRITES, ErrorReply
+from ..protocol import (
+    CAS, GET, MAX_REPLY, MGET, MSET, PING, RESHARD, SCAN, SET, WRITES, ErrorReply,
+)
 from ..ring import Ring
 from . import stats
 from .clients import ClientLimit
@@ -45,6 +47,7 @@ from .readcache import MISS, ReadCache
 from .replies import RETRY_MS, ReplyQueue
 from .front import Front
 from .respfront import RespFront
+from .resharding import MOVED_RETRY_S, Resharding
 from .shards import STALLED, UP, Shards, error as _err
 from .sockets import Gatekeeper, frontend_socket
 
@@ -57,9 +60,11 @@ _SHARD_BYTES = 64 << 20  # values queued for one shard (one op always fits an em
 _QUEUED_BYTES = 512 << 20  # values queued or in flight to all shards
 
 
-class Router(Front, RespFront, Shards):
-    def __init__(self, cfg: Config, ring: Ring, ready_fd: int | None = None) -> None:
+class Router(Front, RespFront, Resharding, Shards):
+    def __init__(self, cfg: Config, ring: Ring, ready_fd: int | None = None,
+                 epoch: int = 1) -> None:
         super().__init__(cfg, ring, ready_fd)
+        self.init_resharding(epoch)
         n = ring.shards
         self.held = 0                            # result bytes held by waiting targets
         self.dirty: set[int] = set()
@@ -192,6 +197,8 @@ class Router(Front, RespFront, Shards):
             self.fail_all([(req, i) for i in range(len(cmds))],
                           _err(errors.ShuttingDown, "the cluster is shutting down"))
             return
+        if self.paused_at is not None and self.parks(req, cmds):   # a reshard's switch
+            return
         cache = self.cache
         for i, cmd in enumerate(cmds):
             if (cache is not None and type(cmd) is list and len(cmd) == 2 and cmd[0] == GET
@@ -207,6 +214,14 @@ class Router(Front, RespFront, Shards):
                 else:
                     self.deliver(req, i, value)
                 continue
+            if type(cmd) is list and cmd and (cmd[0] == RESHARD or self.resharding):
+                refused = self.refuses_during_reshard(cmd)
+                if refused is not None or cmd[0] == RESHARD:
+                    if refused is None:
+                        self.on_reshard(req, i, cmd)
+                    else:
+                        self.deliver(req, i, refused)
+                    continue
             try:
                 subops, finish = self.planner.plan(cmd)
             except Invalid as exc:
@@ -279,7 +294,7 @@ class Router(Front, RespFront, Shards):
         next_tick = 0.0
         deadline = None
         now = time.monotonic()
-        for shard in range(self.ring.shards):  # find the workers already running
+        for shard in range(self.slots):  # find the workers already running
             self.heard[shard] = now
             self.send_batch(shard, [[PING]], [(Heartbeat(), 0)])
         while True:
@@ -292,7 +307,9 @@ class Router(Front, RespFront, Shards):
                     break
             resp = self.resp
             events = dict(poller.poll(0 if resp is not None and resp.ready else
-                                      RETRY_MS if self.out.moving() else int(_TICK_S * 1000)))
+                                      RETRY_MS if self.out.moving() else
+                                      int(MOVED_RETRY_S * 1000) if self.moved else
+                                      int(_TICK_S * 1000)))
             self._drain_links(events)
             if self.clients.monitor in events:   # before the requests those connections sent
                 self.clients.on_events()
@@ -300,10 +317,14 @@ class Router(Front, RespFront, Shards):
                 self._drain_front()
             if resp is not None and (resp.ready or resp.fd in events):
                 self._drain_resp()
+            if self.moved:
+                self.send_moved(time.monotonic())
             if self.dirty:
                 dirty, self.dirty = self.dirty, set()
                 for shard in dirty:
                     self.flush(shard)
+            if self.pause_waiters:
+                self.check_drained()
             if self.replies:
                 self.send_replies()
             elif self.out.waiting:
@@ -313,10 +334,11 @@ class Router(Front, RespFront, Shards):
             if now >= next_tick:
                 next_tick = now + _TICK_S
                 self.tick(now)
+                self.reshard_tick(now)
                 self.clients.tick(now)
                 if self.resp is not None:
                     self.resp.tick(now)
-        for shard in range(self.ring.shards):
+        for shard in range(self.slots):
             self._fail_inflight(shard, "router stopped")
             self._fail_queued(shard)
         self.send_replies()
@@ -348,11 +370,12 @@ class Router(Front, RespFront, Shards):
         self.ctx.term()
 
 
-def run(cfg: Config, ring: Ring, ready_fd: int | None = None) -> int:
+def run(cfg: Config, ring: Ring, ready_fd: int | None = None, epoch: int = 1) -> int:
     """The router process's main (the supervisor has named the process and
-    set its signals up); returns its exit code."""
+    set its signals up); returns its exit code. ``epoch``: the topology's
+    (``resharding.py``)."""
     try:
-        router = Router(cfg, ring, ready_fd)
+        router = Router(cfg, ring, ready_fd, epoch)
     except zmq.ZMQError as exc:
         log.error("router %d: cannot bind %s: %s", cfg.router_id, cfg.endpoint, exc)
         return EXIT_BIND

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import os
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 from .. import errors
 from ..protocol import (
@@ -21,44 +21,10 @@ from ..protocol import (
     SNAPSHOT_READ, STATS, STATUS, TTL, XX, ErrorReply,
 )
 from ..ring import Ring
+from .view import ClusterView
 
 Finish = Callable[[list], Any]
 Plan = tuple[list, "Finish | None"]
-
-
-class ClusterView(Protocol):
-    """What STATUS and STATS report besides the shards' answers."""
-
-    def supervisor_state(self) -> dict:
-        """The supervisor's view: ``{"supervisor": pid, "routers": [{"id", "pid", "deaths",
-        "endpoint"}], "shards": [{"pid", "deaths", "broken"}]}`` ({} if unknown)."""
-        ...
-
-    def me(self) -> int:
-        """This router's id in the pool (0 for the first)."""
-        ...
-
-    def endpoints(self) -> list[str]:
-        """Every router's client endpoint, router 0's first."""
-        ...
-
-    def alive(self, pid: int) -> bool:
-        """Whether process ``pid`` runs."""
-        ...
-
-    def router_stats(self) -> dict:
-        """The router's own figures (``flin.router.stats``)."""
-        ...
-
-    def cache_stats(self, shard: int) -> dict | None:
-        """Read-cache hits and misses for a shard's keys (None: no cache)."""
-        ...
-
-    def uptime(self) -> float:
-        """Seconds since this router process started."""
-
-    def resp(self) -> str | None:
-        """Where the routers speak the Redis protocol (HOST:PORT; None: off)."""
 
 
 class Invalid(Exception):
@@ -287,7 +253,7 @@ def _merge_scan(results: list, limit: int, values: bool) -> Any:
     return [items, cutoff]
 
 
-def _plan_status(ring: Ring, view: ClusterView) -> Plan:
+def _plan_status(slots: int, view: ClusterView) -> Plan:
     def finish(results: list) -> dict:
         sup = view.supervisor_state()
         sup_shards = sup.get("shards") or [{}] * len(results)
@@ -309,8 +275,9 @@ def _plan_status(ring: Ring, view: ClusterView) -> Plan:
                             "deaths": known.get("deaths", 0)})
         router = {**routers[me], "uptime": view.uptime()}
         return {"router": router, "routers": routers, "supervisor": sup.get("supervisor"),
-                "shards": shards, "resp": view.resp()}
-    return [(s, [PING]) for s in range(ring.shards)], finish
+                "shards": shards, "resp": view.resp(), "epoch": view.epoch(),
+                "reshard": sup.get("reshard")}
+    return [(s, [PING]) for s in range(slots)], finish
 
 
 def _plan_routers(view: ClusterView, cmd: list) -> Plan:
@@ -320,7 +287,7 @@ def _plan_routers(view: ClusterView, cmd: list) -> Plan:
     return [], lambda _: list(endpoints)
 
 
-def _plan_stats(ring: Ring, view: ClusterView, cmd: list) -> Plan:
+def _plan_stats(slots: int, view: ClusterView, cmd: list) -> Plan:
     _args(cmd, 1)
 
     def finish(results: list) -> dict:
@@ -333,20 +300,20 @@ def _plan_stats(ring: Ring, view: ClusterView, cmd: list) -> Plan:
                 why = (known[s].get("broken") if s < len(known) else None) or getattr(r, "message", r)
                 shards.append({"id": s, "alive": False, "error": why})
         return {"router": view.router_stats(), "shards": shards}
-    return [(s, cmd) for s in range(ring.shards)], finish
+    return [(s, cmd) for s in range(slots)], finish
 
 
-def _plan_compact(ring: Ring, cmd: list) -> Plan:
+def _plan_compact(slots: int, cmd: list) -> Plan:
     _args(cmd, 1)
-    return [(s, cmd) for s in range(ring.shards)], _all_or_error
+    return [(s, cmd) for s in range(slots)], _all_or_error
 
 
-def _plan_shard(ring: Ring, cmd: list) -> Plan:
+def _plan_shard(slots: int, cmd: list) -> Plan:
     """[SHARD, shard_id, admin_op]: one shard, no hashing, admin ops only."""
     _args(cmd, 3)
     _, shard, op = cmd
-    if type(shard) is not int or not 0 <= shard < ring.shards:
-        raise Invalid("shard must be an integer in 0..%d" % (ring.shards - 1))
+    if type(shard) is not int or not 0 <= shard < slots:
+        raise Invalid("shard must be an integer in 0..%d" % (slots - 1))
     if type(op) is not list or not op or type(op[0]) is not int or op[0] not in ADMIN_OPS:
         raise Invalid("SHARD takes an admin op: PING, STATS, COMPACT or SNAPSHOT_*")
     if op[0] == SNAPSHOT_READ:
@@ -372,7 +339,7 @@ _PLANNERS: dict[int, Callable[[Ring, list], Plan]] = {
     PING: _plan_ping, GET: _plan_get, SET: _plan_set, DEL: _plan_del,
     EXISTS: _plan_exists, MGET: _plan_mget, MSET: _plan_mset, INCR: _plan_incr,
     EXPIRE: _plan_expire, PERSIST: _plan_persist, TTL: _plan_ttl, CAS: _plan_cas,
-    SCAN: _plan_scan, COMPACT: _plan_compact, SHARD: _plan_shard, GETDEL: _plan_getdel,
+    SCAN: _plan_scan, GETDEL: _plan_getdel,
 }
 
 
@@ -381,6 +348,7 @@ class Planner:
 
     def __init__(self, ring: Ring, view: ClusterView) -> None:
         self.ring, self.view = ring, view
+        self.slots = ring.shards   # shards STATUS, STATS, COMPACT and SHARD reach (a reshard: both rings')
 
     def plan(self, cmd: Any) -> Plan:
         """Validate ``cmd`` and split it; raises ``Invalid`` with the reason."""
@@ -389,10 +357,14 @@ class Planner:
         planner = _PLANNERS.get(cmd[0])
         if planner is not None:
             return planner(self.ring, cmd)
+        if cmd[0] == SHARD:
+            return _plan_shard(self.slots, cmd)
+        if cmd[0] == COMPACT:
+            return _plan_compact(self.slots, cmd)
         if cmd[0] == STATUS:
-            return _plan_status(self.ring, self.view)
+            return _plan_status(self.slots, self.view)
         if cmd[0] == STATS:
-            return _plan_stats(self.ring, self.view, cmd)
+            return _plan_stats(self.slots, self.view, cmd)
         if cmd[0] == ROUTERS:
             return _plan_routers(self.view, cmd)
         raise Invalid("unknown command %d" % cmd[0])

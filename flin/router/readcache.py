@@ -57,6 +57,11 @@ class ReadCache:
         self.notices = 0                     # keys-written notices from shards (other routers' writes)
         self._d: OrderedDict[bytes, tuple[bytes, float]] = OrderedDict()
 
+    def grow(self, shards: int) -> None:
+        """Counters for ``shards`` shards (a reshard's new ones)."""
+        for counts in (self.writes, self.hits, self.misses):
+            counts += [0] * (shards - len(counts))
+
     def get(self, shard: int, key: bytes) -> Any:
         """The cached value, or ``MISS``."""
         entry = self._d.get(key)
@@ -103,6 +108,12 @@ class ReadCache:
             for k in keys:
                 if type(k) is bytes:
                     self._drop(k)
+
+    def clear(self) -> None:
+        """Drop every entry, and every fill in flight (a reshard switched rings)."""
+        self.writes = [w + 1 for w in self.writes]
+        self._d.clear()
+        self.bytes = 0
 
     def forget_shard(self, shard: int, shard_of: Any) -> None:
         """Drop every entry of ``shard`` (``shard_of(key)`` names a key's shard)."""

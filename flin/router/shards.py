@@ -32,6 +32,7 @@ from .pending import Heartbeat
 log = logging.getLogger("flin.router")
 
 UNKNOWN, UP, DOWN, STALLED = "unknown", "up", "down", "stalled"
+MOVED = errors.Moved.code
 HEARTBEAT_S = 1.0        # ping a shard not heard from for this long
 
 
@@ -49,7 +50,7 @@ class Shards:
 
     def __init__(self, cfg: Config, ring: Ring, ready_fd: int | None) -> None:
         self.cfg, self.ring = cfg, ring
-        n = ring.shards
+        n = self.slots = ring.shards             # shards linked (a reshard: both rings')
         self.ready_fd = ready_fd
         self.state = [UNKNOWN] * n
         self.heard = [0.0] * n                   # last time the shard was heard from
@@ -57,7 +58,7 @@ class Shards:
         self.out_sinks: list[list] = [[] for _ in range(n)]
         self.out_bytes = [0] * n                 # bytes of values in the outbox
         self.queued_bytes = 0                    # out_bytes, plus the bytes of batches in flight
-        # batch id -> [sinks, how many answered by parts so far, bytes of its values]
+        # batch id -> [sinks, how many answered by parts so far, bytes of its values, ops]
         self.inflight: list[dict[int, list]] = [{} for _ in range(n)]
         # a random start, so that a late reply to a dead router's batch can
         # never match a batch of this one
@@ -65,6 +66,24 @@ class Shards:
 
     def deliver(self, target: Any, slot: int, value: Any) -> None:
         raise NotImplementedError
+
+    def on_moved(self, op: list, target: Any, slot: int) -> None:
+        raise NotImplementedError
+
+    def grow(self, n: int) -> None:
+        """Link to ``n`` shards (a reshard's new ones connect as they start)."""
+        more = n - len(self.state)
+        if more > 0:
+            self.state += [UNKNOWN] * more
+            self.heard += [time.monotonic()] * more
+            self.out_ops += [[] for _ in range(more)]
+            self.out_sinks += [[] for _ in range(more)]
+            self.out_bytes += [0] * more
+            self.inflight += [{} for _ in range(more)]
+            self.links.grow(n)
+            if self.cache is not None:
+                self.cache.grow(n)
+        self.slots = max(self.slots, n)
 
     def fail_all(self, sinks: list, error: ErrorReply) -> None:
         for target, slot in sinks:
@@ -93,7 +112,7 @@ class Shards:
         batches = self.inflight[shard]
         if not batches:                # the silence that counts starts now
             self.heard[shard] = time.monotonic()
-        batches[bid] = [sinks, 0, size]
+        batches[bid] = [sinks, 0, size, ops]
 
     def on_shard_message(self, shard: int, frame: bytes) -> None:
         try:
@@ -121,9 +140,9 @@ class Shards:
         self._mark_up(shard)
         if entry is None:  # already failed by timeout; its outcome was reported unknown
             return
-        sinks, done = entry[0], entry[1]
+        sinks, done, ops = entry[0], entry[1], entry[3]
         if done:                       # parts came before: these results are for the rest
-            sinks = sinks[done:]
+            sinks, ops = sinks[done:], ops[done:]
         if type(results) is not list or (len(results) > len(sinks) if more
                                          else len(results) != len(sinks)):
             err = results if type(results) is ErrorReply else error(
@@ -134,7 +153,10 @@ class Shards:
             self.fail_all(sinks, err)
         else:
             deliver = self.deliver
-            for (target, slot), value in zip(sinks, results):
+            for (target, slot), value, op in zip(sinks, results, ops):
+                if type(value) is ErrorReply and value.code == MOVED:   # resharding.py
+                    self.on_moved(op, target, slot)
+                    continue
                 deliver(target, slot, value)
             if more:
                 entry[1] = done + len(results)
@@ -162,14 +184,14 @@ class Shards:
         batches = self.inflight[shard]
         self.inflight[shard] = {}
         err = error(errors.OutcomeUnknown, why + "; outcome unknown")
-        for sinks, done, size in batches.values():
+        for sinks, done, size, _ in batches.values():
             self.queued_bytes -= size
             self.fail_all(sinks[done:] if done else sinks, err)
 
     def tick(self, now: float) -> None:
         timeout = self.cfg.shard_timeout
         links = self.links
-        for shard in range(self.ring.shards):
+        for shard in range(self.slots):
             batches = self.inflight[shard]
             if batches:
                 # silence, not slowness: a frame, a part of one or a byte read is progress

@@ -52,10 +52,10 @@ def router_snapshot(router: Any) -> dict:
     """The router's figures, for STATS (reads the router's state, changes nothing)."""
     st: RouterStats = router.stats
     queues = []
-    for s in range(router.ring.shards):
+    for s in range(router.slots):
         batches = router.inflight[s]
         queues.append({"queued": len(router.out_ops[s]), "batches": len(batches),
-                       "in_flight": sum(len(sinks) - done for sinks, done, _ in batches.values()),
+                       "in_flight": sum(len(sinks) - done for sinks, done, *_ in batches.values()),
                        "queued_bytes": router.out_bytes[s], "state": router.state[s]})
     latency = {("pipeline" if op == PIPELINE else OP_NAMES.get(op, str(op))): h.summary()
                for op, h in st.latency.items()}
@@ -76,7 +76,7 @@ def router_snapshot(router: Any) -> dict:
 
 class RouterView:
     """What STATUS and STATS report besides the shards' answers (the
-    planner's ``ClusterView``), read from the router and the supervisor's file."""
+    ``view.ClusterView``), read from the router and the supervisor's file."""
 
     def __init__(self, router: Any) -> None:
         self.router = router
@@ -112,6 +112,9 @@ class RouterView:
 
     def uptime(self) -> float:
         return time.monotonic() - self.router.stats.started  # type: ignore[no-any-return]
+
+    def epoch(self) -> int:
+        return self.router.epoch  # type: ignore[no-any-return]
 
     def resp(self) -> str | None:
         return self.router.cfg.resp  # type: ignore[no-any-return]

@@ -43,6 +43,9 @@ class View:
     def uptime(self) -> float:
         return self._uptime
 
+    def epoch(self) -> int:
+        return 1
+
     def resp(self) -> str | None:
         return None
 

@@ -1,0 +1,193 @@
+"""The router's part of a live reshard (``flin reshard``; the driver is
+``supervisor.migrate``): ``[RESHARD, action, ...]`` commands it answers
+itself, and what it does with a ``Moved`` answer.
+
+- ``prepare TO``: link to the shards of both rings (the router's per-shard
+  state grows to ``max(N, TO)``: new workers connect as they start) and build
+  the next ring. A backup (``SNAPSHOT_OPEN``) is refused from now to
+  ``finish``: its shards would not be one cut.
+- ``pause``: new requests are held, unplanned (``parked``), and the answer
+  comes once no shard op is queued or in flight: then no op routed by the
+  old ring is anywhere. The driver fences the sources, takes the last
+  changes and switches the shards meanwhile. A pause that outlives
+  ``PAUSE_MAX_S`` ends by itself (the shards' fence keeps the data right;
+  what it refuses is re-routed or answered ``Moved``).
+- ``switch TO EPOCH``: route by the next ring (built now if this router has
+  none: it restarted); the read cache is emptied.
+- ``resume``: plan the held requests, in order, and take new ones.
+- ``finish``: the shards past the ring are let go (a shrink's retired
+  ones); ``abort``: the next ring is dropped and the pause ends.
+
+A shard op answered ``Moved`` (the shard does not own the key at its epoch,
+or the key is fenced while it moves) is sent again after ``MOVED_RETRY_S``
+by the current ring, for up to ``MOVED_FOR_S``, then the error goes to the
+caller (retryable: it was not applied). An op with keys of several shards
+under the current ring is answered ``Moved`` at once.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import Any
+
+from .. import errors
+from ..protocol import (
+    OP_INFO, RESHARD, SHARD, SNAPSHOT_OPEN, ErrorReply, written_keys,
+)
+from ..ring import Ring
+from .planner import Invalid
+from .shards import error as _err
+
+log = logging.getLogger("flin.router")
+
+PAUSE_MAX_S = 5.0            # a pause longer than this ends by itself
+MOVED_RETRY_S = 0.005        # before a Moved op is sent again
+MOVED_FOR_S = 2.0            # ... for at most this long
+PARKED_MAX = 100_000         # requests held while paused; past it: Overloaded
+
+
+class Resharding:
+    """Mixed into ``loop.Router``: the reshard commands and the Moved rule."""
+
+    ring: Ring
+    slots: int
+    planner: Any
+    cache: Any
+    state: list
+    inflight: list
+    out_ops: list
+    stats: Any
+
+    def init_resharding(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.next_ring: Ring | None = None
+        self.resharding = False
+        self.paused_at: float | None = None
+        self.parked: list[tuple[Any, list]] = []
+        self.pause_waiters: list[tuple[Any, int]] = []
+        self.moved: deque[tuple[float, list, Any, int]] = deque()   # (due, op, target, slot)
+        self.moved_since: dict[int, float] = {}   # id(op) -> when it was first answered Moved
+
+    # -- the commands ---------------------------------------------------------------
+    def parks(self, req: Any, cmds: list) -> bool:
+        """While paused, hold a request that is not itself a RESHARD command."""
+        if self.paused_at is None or any(type(c) is list and c and c[0] == RESHARD for c in cmds):
+            return False
+        if len(self.parked) >= PARKED_MAX:
+            self.fail_all([(req, i) for i in range(len(cmds))], _err(  # type: ignore[attr-defined]
+                errors.Overloaded, "the router holds %d requests during a reshard's switch; "
+                "retry" % len(self.parked)))
+            return True
+        self.parked.append((req, cmds))
+        return True
+
+    def refuses_during_reshard(self, cmd: list) -> ErrorReply | None:
+        """A backup's snapshot cannot be one cut while keys move."""
+        if (self.resharding and cmd[0] == SHARD and len(cmd) == 3 and type(cmd[2]) is list
+                and cmd[2][:1] == [SNAPSHOT_OPEN]):
+            return _err(errors.BadRequest, "a reshard is in progress: back up after it "
+                        "(`flin status` shows its progress)")
+        return None
+
+    def on_reshard(self, req: Any, slot: int, cmd: list) -> None:
+        try:
+            result = self._reshard(req, slot, cmd)
+        except Invalid as exc:
+            result = _err(exc.cls, str(exc))
+        if result is not None:
+            self.deliver(req, slot, result)  # type: ignore[attr-defined]
+
+    def _reshard(self, req: Any, slot: int, cmd: list) -> Any:
+        action = cmd[1] if len(cmd) > 1 else None
+        if action == "prepare" and len(cmd) == 3 and type(cmd[2]) is int:
+            to = cmd[2]
+            if self.next_ring is None or self.next_ring.shards != to:
+                self.next_ring = Ring(to)
+            self.grow(max(len(self.state), to))  # type: ignore[attr-defined]
+            self.planner.slots = self.slots  # type: ignore[attr-defined]
+            self.resharding = True
+            return True
+        if action == "pause" and len(cmd) == 2:
+            if self.paused_at is None:
+                self.paused_at = time.monotonic()
+            self.pause_waiters.append((req, slot))
+            self.check_drained()
+            return None
+        if action == "switch" and len(cmd) == 4 and type(cmd[2]) is int and type(cmd[3]) is int:
+            _, _, to, epoch = cmd
+            if self.epoch < epoch:
+                ring = self.next_ring if self.next_ring is not None and \
+                    self.next_ring.shards == to else Ring(to)
+                self.grow(max(len(self.state), to))  # type: ignore[attr-defined]
+                self.planner.slots = self.slots  # type: ignore[attr-defined]
+                self.ring, self.epoch, self.next_ring = ring, epoch, None
+                self.planner.ring = ring
+                if self.cache is not None:
+                    self.cache.clear()
+                log.info("router: now on epoch %d, %d shards", epoch, to)
+            return True
+        if action == "resume" and len(cmd) == 2:
+            self.resume()
+            return True
+        if action == "finish" and len(cmd) == 2:
+            self.resharding = False
+            self.next_ring = None
+            self.slots = self.planner.slots = self.ring.shards  # type: ignore[attr-defined]
+            return True
+        if action == "abort" and len(cmd) == 2:
+            self.resharding = False
+            self.next_ring = None
+            self.slots = self.planner.slots = self.ring.shards  # type: ignore[attr-defined]
+            self.resume()
+            return True
+        raise Invalid("RESHARD takes prepare TO, pause, switch TO EPOCH, resume, finish or abort")
+
+    def check_drained(self) -> None:
+        """Answer the pause once nothing is queued for or in flight to a shard."""
+        if not self.pause_waiters or any(self.inflight) or any(self.out_ops):
+            return
+        waiters, self.pause_waiters = self.pause_waiters, []
+        for req, slot in waiters:
+            self.deliver(req, slot, True)  # type: ignore[attr-defined]
+
+    def resume(self) -> None:
+        if self.paused_at is None:
+            return
+        self.paused_at = None
+        waiters, self.pause_waiters = self.pause_waiters, []
+        for req, slot in waiters:
+            self.deliver(req, slot, _err(errors.ShardUnavailable,  # type: ignore[attr-defined]
+                                         "the pause ended before the shards were idle"))
+        parked, self.parked = self.parked, []
+        for req, cmds in parked:
+            self.route_commands(req, cmds)  # type: ignore[attr-defined]
+
+    def reshard_tick(self, now: float) -> None:
+        if self.paused_at is not None and now - self.paused_at > PAUSE_MAX_S:
+            log.warning("router: a reshard's pause lasted %.0fs: resuming", PAUSE_MAX_S)
+            self.resume()
+        self.send_moved(now)
+
+    # -- Moved ----------------------------------------------------------------------
+    def on_moved(self, op: list, target: Any, slot: int) -> None:
+        """A shard answered ``Moved`` for ``op``: send it again soon, by the ring then."""
+        now = time.monotonic()
+        self.moved_since.setdefault(id(op), now)
+        self.moved.append((now + MOVED_RETRY_S, op, target, slot))
+
+    def send_moved(self, now: float) -> None:
+        moved, since = self.moved, self.moved_since
+        while moved and moved[0][0] <= now:
+            _, op, target, slot = moved.popleft()
+            info = OP_INFO.get(op[0])
+            shards = {self.ring.shard(k) for k in written_keys(op)} if info is not None else set()
+            if now - since.get(id(op), now) > MOVED_FOR_S or len(shards) != 1:
+                since.pop(id(op), None)
+                self.deliver(target, slot, _err(  # type: ignore[attr-defined]
+                    errors.Moved, "the key moved during a reshard; retry"))
+                continue
+            self.route(shards.pop(), op, target, slot)  # type: ignore[attr-defined]
+        if len(since) > 1000:     # (an op answered at last leaves its entry: let old ones go)
+            for key in [k for k, t in since.items() if now - t > 2 * MOVED_FOR_S]:
+                del since[key]
