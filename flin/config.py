@@ -129,6 +129,11 @@ class Config:
         written by it and read by the router for STATUS."""
         return os.path.join(self.run_dir, "children.json")
 
+    @property
+    def reshard_path(self) -> str:
+        """A reshard's request and progress (``supervisor.reshard``), while one runs."""
+        return os.path.join(self.run_dir, "reshard.json")
+
     def shard_dir(self, shard: int) -> str:
         """The LevelDB folder of ``shard``."""
         return os.path.join(os.path.abspath(self.data), "shard-%02d" % shard)

@@ -4,14 +4,14 @@ can come from a ``FLIN_*`` environment variable.
 Owns: the ``flin`` group (here), the options every command shares
 (``common.py``) and one module per command family: ``server`` (start, stop,
 status, keygen), ``data`` (get, set, ...), ``operate`` (stats, backup,
-restore, compact, repair), ``bench``. May import every other package; none
+restore, compact, repair), ``reshard``, ``bench``. May import every other package; none
 imports it. Exit codes are in ``common.py``.
 """
 from __future__ import annotations
 
 import click
 
-from . import bench, data, operate, server
+from . import bench, data, operate, reshard, server
 
 
 @click.group(context_settings={"auto_envvar_prefix": "FLIN", "help_option_names": ["-h", "--help"]})
@@ -20,5 +20,6 @@ def main() -> None:
     """Flin: a persistent, sharded key-value store."""
 
 
-for _command in (*server.COMMANDS, *data.COMMANDS, *operate.COMMANDS, bench.bench):
+for _command in (*server.COMMANDS, *data.COMMANDS, *operate.COMMANDS, *reshard.COMMANDS,
+                 bench.bench):
     main.add_command(_command)

@@ -9,6 +9,7 @@ import click
 
 from ..config import MAX_SHARDS, Config, endpoint_of, resp_address
 from ..protocol import DEFAULT_ENDPOINT, DEFAULT_RESP
+from ..supervisor.datadir import load_manifest
 from .common import (
     EXIT_SERVER, EXIT_UNREACHABLE, EXIT_USAGE, MiB, Routers, Seconds, abspath, data_opt, endpoint_opt,
     key_file, run_client, timeout_opt,
@@ -17,8 +18,9 @@ from .common import (
 
 @click.command()
 @data_opt
-@click.option("--shards", default=64, show_default=True, envvar="FLIN_SHARDS", type=click.IntRange(1, MAX_SHARDS),
-              help="Shard worker processes (fixed once the data folder exists).")
+@click.option("--shards", default=None, envvar="FLIN_SHARDS", type=click.IntRange(1, MAX_SHARDS),
+              help="Shard worker processes [default: the data folder's count; 64 for a new "
+                   "folder]. `flin reshard` changes it on a running cluster.")
 @click.option("--bind", default=DEFAULT_ENDPOINT, show_default=True, envvar="FLIN_BIND",
               help="Client endpoint: tcp://HOST:PORT or ipc://PATH.")
 @click.option("--routers", default="auto", show_default=True, envvar="FLIN_ROUTERS", type=Routers(),
@@ -88,6 +90,9 @@ def start(data: str, shards: int, bind: str, routers: int, sync: bool, read_cach
         endpoint_of(bind, routers - 1)
     except ValueError as exc:
         raise click.UsageError(str(exc))
+    if shards is None:
+        known = load_manifest(Config(data=data)) if os.path.isdir(data) else None
+        shards = known["shards"] if known and type(known.get("shards")) is int else 64
     cfg = Config(data=data, shards=shards, bind=bind, routers=routers, sync=sync,
                  read_cache_mb=read_cache_mb,
                  shard_timeout=shard_timeout, shard_queue=shard_queue, shard_depth=shard_depth,

@@ -214,14 +214,9 @@ class Router(Front, RespFront, Resharding, Shards):
                 else:
                     self.deliver(req, i, value)
                 continue
-            if type(cmd) is list and cmd and (cmd[0] == RESHARD or self.resharding):
-                refused = self.refuses_during_reshard(cmd)
-                if refused is not None or cmd[0] == RESHARD:
-                    if refused is None:
-                        self.on_reshard(req, i, cmd)
-                    else:
-                        self.deliver(req, i, refused)
-                    continue
+            if (self.resharding or (type(cmd) is list and cmd and cmd[0] == RESHARD)) \
+                    and self.takes(req, i, cmd):      # resharding.py
+                continue
             try:
                 subops, finish = self.planner.plan(cmd)
             except Invalid as exc:
@@ -370,12 +365,16 @@ class Router(Front, RespFront, Resharding, Shards):
         self.ctx.term()
 
 
-def run(cfg: Config, ring: Ring, ready_fd: int | None = None, epoch: int = 1) -> int:
+def run(cfg: Config, ring: Ring, ready_fd: int | None = None, epoch: int = 1,
+        slots: int | None = None) -> int:
     """The router process's main (the supervisor has named the process and
-    set its signals up); returns its exit code. ``epoch``: the topology's
-    (``resharding.py``)."""
+    set its signals up); returns its exit code. ``epoch``: the topology's;
+    ``slots``: the shards to link to, more than the ring's while a reshard
+    runs (``resharding.py``)."""
     try:
         router = Router(cfg, ring, ready_fd, epoch)
+        if slots is not None and slots > ring.shards:
+            router.link_both(slots)
     except zmq.ZMQError as exc:
         log.error("router %d: cannot bind %s: %s", cfg.router_id, cfg.endpoint, exc)
         return EXIT_BIND

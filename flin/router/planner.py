@@ -17,7 +17,8 @@ from .. import errors
 from ..protocol import (
     ADMIN_OPS, CAS, COMPACT, DEL, EXISTS, EXPIRE, GET, GET_OLD, GETDEL, INCR, INT64_MAX, INT64_MIN,
     KEEP_TTL, MAX_ITEMS, MAX_KEY, MAX_REPLY, MAX_SCAN_LIMIT, MAX_SNAPSHOT_BYTES, MAX_TTL_MS,
-    MAX_VALUE, MGET, MSET, NX, OP_NAMES, PERSIST, PING, ROUTERS, SCAN, SET, SHARD, SNAPSHOT_CLOSE,
+    MAX_VALUE, MGET, MOVE_BEGIN, MOVE_DIRTY, MOVE_IMPORT, MOVE_READ, MOVE_SWITCH, MSET, NX,
+    OP_NAMES, PERSIST, PING, ROUTERS, SCAN, SET, SHARD, SNAPSHOT_CLOSE,
     SNAPSHOT_READ, STATS, STATUS, TTL, XX, ErrorReply,
 )
 from ..ring import Ring
@@ -328,11 +329,13 @@ def _plan_shard(slots: int, cmd: list) -> Plan:
     elif op[0] == SNAPSHOT_CLOSE:
         _args(op, 2)
     else:
-        _args(op, 1)
+        _args(op, _MOVE_ARGS.get(op[0], 1))   # the reshard driver's (its shards check the rest)
     if op[0] in (SNAPSHOT_READ, SNAPSHOT_CLOSE) and (type(op[1]) is not int or op[1] < 0):
         raise Invalid("a snapshot id is a non-negative integer")
     return [(shard, op)], None
 
+
+_MOVE_ARGS = {MOVE_BEGIN: 3, MOVE_READ: 4, MOVE_DIRTY: 2, MOVE_IMPORT: 2, MOVE_SWITCH: 3}
 
 # the planners that need only the ring; STATUS and STATS also need the view
 _PLANNERS: dict[int, Callable[[Ring, list], Plan]] = {

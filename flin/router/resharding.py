@@ -6,7 +6,8 @@ itself, and what it does with a ``Moved`` answer.
   state grows to ``max(N, TO)``: new workers connect as they start) and build
   the next ring. A backup (``SNAPSHOT_OPEN``) is refused from now to
   ``finish``: its shards would not be one cut.
-- ``pause``: new requests are held, unplanned (``parked``), and the answer
+- ``pause``: new requests are held, unplanned (``parked``: those with a
+  command the ring routes; the driver's own steps are not), and the answer
   comes once no shard op is queued or in flight: then no op routed by the
   old ring is anywhere. The driver fences the sources, takes the last
   changes and switches the shards meanwhile. A pause that outlives
@@ -33,7 +34,7 @@ from typing import Any
 
 from .. import errors
 from ..protocol import (
-    OP_INFO, RESHARD, SHARD, SNAPSHOT_OPEN, ErrorReply, written_keys,
+    NO_KEYS, OP_INFO, RESHARD, SCAN, SHARD, SNAPSHOT_OPEN, written_keys,
 )
 from ..ring import Ring
 from .planner import Invalid
@@ -45,6 +46,14 @@ PAUSE_MAX_S = 5.0            # a pause longer than this ends by itself
 MOVED_RETRY_S = 0.005        # before a Moved op is sent again
 MOVED_FOR_S = 2.0            # ... for at most this long
 PARKED_MAX = 100_000         # requests held while paused; past it: Overloaded
+
+
+def _by_ring(cmd: Any) -> bool:
+    """Is ``cmd`` routed by the ring (it has keys, or is a SCAN)?"""
+    if type(cmd) is not list or not cmd:
+        return False
+    info = OP_INFO.get(cmd[0])
+    return info is not None and (info.keys != NO_KEYS or cmd[0] == SCAN)
 
 
 class Resharding:
@@ -71,8 +80,10 @@ class Resharding:
 
     # -- the commands ---------------------------------------------------------------
     def parks(self, req: Any, cmds: list) -> bool:
-        """While paused, hold a request that is not itself a RESHARD command."""
-        if self.paused_at is None or any(type(c) is list and c and c[0] == RESHARD for c in cmds):
+        """While paused, hold a request that has a command routed by the ring
+        (a keyed op or SCAN); RESHARD, SHARD, STATUS and the like go on (the
+        driver's own steps are among them)."""
+        if self.paused_at is None or not any(_by_ring(c) for c in cmds):
             return False
         if len(self.parked) >= PARKED_MAX:
             self.fail_all([(req, i) for i in range(len(cmds))], _err(  # type: ignore[attr-defined]
@@ -82,13 +93,21 @@ class Resharding:
         self.parked.append((req, cmds))
         return True
 
-    def refuses_during_reshard(self, cmd: list) -> ErrorReply | None:
-        """A backup's snapshot cannot be one cut while keys move."""
+    def takes(self, req: Any, slot: int, cmd: Any) -> bool:
+        """Answer a RESHARD command, or refuse a backup's snapshot during a
+        reshard (its shards would not be one cut); False: plan it as usual."""
+        if type(cmd) is not list or not cmd:
+            return False
+        if cmd[0] == RESHARD:
+            self.on_reshard(req, slot, cmd)
+            return True
         if (self.resharding and cmd[0] == SHARD and len(cmd) == 3 and type(cmd[2]) is list
                 and cmd[2][:1] == [SNAPSHOT_OPEN]):
-            return _err(errors.BadRequest, "a reshard is in progress: back up after it "
-                        "(`flin status` shows its progress)")
-        return None
+            self.deliver(req, slot, _err(  # type: ignore[attr-defined]
+                errors.BadRequest, "a reshard is in progress: back up after it "
+                "(`flin status` shows its progress)"))
+            return True
+        return False
 
     def on_reshard(self, req: Any, slot: int, cmd: list) -> None:
         try:
@@ -104,9 +123,7 @@ class Resharding:
             to = cmd[2]
             if self.next_ring is None or self.next_ring.shards != to:
                 self.next_ring = Ring(to)
-            self.grow(max(len(self.state), to))  # type: ignore[attr-defined]
-            self.planner.slots = self.slots  # type: ignore[attr-defined]
-            self.resharding = True
+            self.link_both(to)
             return True
         if action == "pause" and len(cmd) == 2:
             if self.paused_at is None:
@@ -142,6 +159,12 @@ class Resharding:
             self.resume()
             return True
         raise Invalid("RESHARD takes prepare TO, pause, switch TO EPOCH, resume, finish or abort")
+
+    def link_both(self, to: int) -> None:
+        """Link to the shards of both rings (a router restarted mid-reshard too)."""
+        self.grow(max(len(self.state), to))  # type: ignore[attr-defined]
+        self.planner.slots = self.slots
+        self.resharding = True
 
     def check_drained(self) -> None:
         """Answer the pause once nothing is queued for or in flight to a shard."""

@@ -74,6 +74,15 @@ def router_snapshot(router: Any) -> dict:
             "resp": None if router.resp is None else router.resp.stats()}
 
 
+def _read_json(path: str) -> dict:
+    try:
+        with open(path) as f:
+            got = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return got if type(got) is dict else {}
+
+
 class RouterView:
     """What STATUS and STATS report besides the shards' answers (the
     ``view.ClusterView``), read from the router and the supervisor's file."""
@@ -82,11 +91,11 @@ class RouterView:
         self.router = router
 
     def supervisor_state(self) -> dict:
-        try:
-            with open(self.router.cfg.children_path) as f:
-                return json.load(f)  # type: ignore[no-any-return]
-        except (OSError, ValueError):
-            return {}
+        state = _read_json(self.router.cfg.children_path)
+        progress = _read_json(self.router.cfg.reshard_path)   # a reshard's, while it runs
+        if progress:
+            state["reshard"] = progress
+        return state
 
     def router_stats(self) -> dict:
         return router_snapshot(self.router)

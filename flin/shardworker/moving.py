@@ -205,7 +205,7 @@ def move_import(store: Store, op: list) -> Any:
     """[MOVE_IMPORT, [key, value|nil, ...]] -> entries taken: raw entries from a
     source, in this message's write batch."""
     _, flat = op
-    mark_cleanup(store)
+    mark_cleanup(store, now=False)     # (a stat when it is there)
     pend = store.pend
     for i in range(0, len(flat), 2):
         key, value = flat[i], flat[i + 1]
@@ -243,7 +243,7 @@ def move_abort(store: Store, op: list) -> Any:
     if store.move is not None:
         store.move.snapshot.close()
         store.move = None
-    if os.path.exists(os.path.join(store.path, CLEANUP)):
+    if os.path.exists(os.path.join(store.path, CLEANUP)) and store.cleanup_at is None:
         store.cleanup_at = b""
     return True
 
@@ -260,19 +260,21 @@ def on_start(store: Store, ring: Ring, epoch: int) -> None:
         mark_cleanup(store)
 
 
-def mark_cleanup(store: Store) -> None:
-    """This shard may hold keys it does not own: fence it, and clean up (the
-    marker survives a crash, so that a restart cleans up too)."""
+def mark_cleanup(store: Store, now: bool = True) -> None:
+    """This shard may hold keys it does not own: fence it, and clean up, now
+    or (``now`` False: it is taking keys in for a switch to come) once the
+    switch or an abort says so. The marker survives a crash, so that a
+    restart cleans up (a worker restarted during a reshard aborts it)."""
     if store.owner is None:
         store.owner = Owner(store.ring, store.shard, store.epoch)
     store.gate = fence
-    if store.cleanup_at is None:
-        path = os.path.join(store.path, CLEANUP)
-        if not os.path.exists(path):
-            with open(path, "w") as f:
-                f.write("%d\n" % store.epoch)
-                f.flush()
-                os.fsync(f.fileno())
+    path = os.path.join(store.path, CLEANUP)
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            f.write("%d\n" % store.epoch)
+            f.flush()
+            os.fsync(f.fileno())
+    if now and store.cleanup_at is None:
         store.cleanup_at = b""
 
 

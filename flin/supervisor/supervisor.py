@@ -30,6 +30,7 @@ from .datadir import (
     SUPERVISOR, Owner, StartError, check_or_write_manifest, missing_shards_message,
     shard_present, take, write_json,
 )
+from .reshard import RETIRED, Reshards, recover
 
 log = logging.getLogger("flin.supervisor")
 
@@ -54,10 +55,12 @@ class Child:
         self.link_alarm = 0.0            # a router: when it was last restarted for its link
 
 
-class Supervisor:
+class Supervisor(Reshards):
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.ring = Ring(cfg.shards)
+        self.epoch = 1                      # the manifest's, once read (``prepare``)
+        self.init_reshards()
         self.routers = [Child("router" if cfg.routers == 1 else "router-%d" % i, None, i)
                         for i in range(cfg.routers)]
         self.workers = [Child("shard-%d" % s, s) for s in range(cfg.shards)]
@@ -70,6 +73,9 @@ class Supervisor:
         self.next_check = 0.0
 
     # -- processes ----------------------------------------------------------------
+    def _new_child(self, name: str, shard: int | None) -> Child:
+        return Child(name, shard)
+
     def _fork(self, child: Child) -> None:
         ready_w = None
         if child.router is not None and not self.announced:  # a (new) router reports readiness
@@ -86,11 +92,13 @@ class Supervisor:
                         os.close(r.ready_r)
                 if child is self.metrics:
                     code = metrics.run(self.cfg)
+                elif child is self.migrator:
+                    code = self.run_migrator()
                 elif child.router is not None:
                     code = router.run(dataclasses.replace(self.cfg, router_id=child.router),
-                                      self.ring, ready_w)
+                                      self.ring, ready_w, self.epoch, self.slots())
                 elif child.shard is not None:
-                    code = shardworker.run(self.cfg, child.shard)
+                    code = shardworker.run(self.cfg, child.shard, self.ring, self.epoch)
             except BaseException:
                 log.exception("%s crashed", child.name)
             finally:
@@ -122,6 +130,9 @@ class Supervisor:
                 return
             if pid == 0:
                 return
+            if self.migrator is not None and pid == self.migrator.pid:
+                self.migrator_exited(status)
+                continue
             for child in self._children():
                 if child.pid == pid:
                     self._died(child, status)
@@ -130,7 +141,7 @@ class Supervisor:
 
     def _died(self, child: Child, status: int) -> None:
         child.pid = None
-        if self.stopping:
+        if self.stopping or child.broken == RETIRED:
             return
         if os.WIFSIGNALED(status):
             why = "killed by signal %d" % os.WTERMSIG(status)
@@ -181,7 +192,8 @@ class Supervisor:
         try:
             os.makedirs(cfg.run_dir, mode=0o700, exist_ok=True)
             os.chmod(cfg.run_dir, 0o700)
-            check_or_write_manifest(cfg, self.ring)
+            recover(cfg)                  # a reshard a crash interrupted, first
+            self.epoch = check_or_write_manifest(cfg, self.ring).get("epoch", 1)
             processes.raise_open_file_limit()
             try:    # now that no earlier router of this folder can still be draining
                 for endpoint in cfg.endpoints():
@@ -204,12 +216,15 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_stop)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR1, self.on_reshard_signal)   # `flin reshard`
         for child in self._children():
             self._fork(child)
         self._write_state()
         try:
             while not self.stopping:
                 self._wait_ready(t0)
+                if self.reshard_asked and self.announced:
+                    self.start_reshard()
                 self._reap()
                 self._restart_due()
                 self._check_link()
@@ -298,6 +313,8 @@ class Supervisor:
         self.stopping = True
         log.info("stopping: the router%s first, then %d shards",
                  "s" if len(self.routers) > 1 else "", len(self.workers))
+        if self.migrator is not None:       # a reshard stopped half-way: the next start settles it
+            self._stop([self.migrator], 5)
         if self.metrics is not None:
             self._stop([self.metrics], 5)
         self._stop(self.routers, self.cfg.shard_timeout + 5)

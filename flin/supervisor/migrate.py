@@ -1,0 +1,265 @@
+"""The driver of a live reshard: a child of the supervisor, a client of every
+router, that moves the keys whose owner changes from N shards to M.
+
+The steps (``run``), each through the routers (``[SHARD, s, op]``):
+
+1. ``RESHARD prepare M`` on every router; wait until each sees every shard of
+   both rings up; remember the workers' pids.
+2. ``MOVE_BEGIN`` on every shard: the sources (growing: every old shard;
+   shrinking: the shards past M) snapshot and record the moving keys
+   written from then on; every shard builds the next ring now, not at the
+   switch.
+3. Copy: one round trip pages every source's snapshot (``MOVE_READ``), the
+   next takes the pages in (``MOVE_IMPORT`` to each target; a remembered
+   request uid to every target), at most ``--rate`` MB/s.
+4. Catch up: ``MOVE_DIRTY`` (what was written since) until little is left.
+5. The switch, short: ``RESHARD pause`` on every router (answered once
+   nothing is in flight), ``MOVE_FENCE`` on the sources (writes to moving
+   keys refused), the last ``MOVE_DIRTY``, the CLEANUP marker of every
+   source, then the **commit**: the manifest says epoch E+1 and M shards
+   (durably). Then ``MOVE_SWITCH`` on every shard, and ``RESHARD switch``,
+   ``resume`` and ``finish`` on every router.
+
+Before the commit any failure aborts: ``MOVE_ABORT`` and ``RESHARD abort``
+everywhere (the supervisor removes a grow's new shards; a shrink's targets
+clean up what they took in). A worker that restarted meanwhile (its pid
+changed) aborts it too: its move state, or its fence, is gone. After the
+commit the reshard only goes forward: exit ``EXIT_SWITCHED`` and the
+supervisor runs the switch steps again (``finish_only``).
+
+Progress (keys and bytes moved, the rate, the pause) goes to
+``run/reshard.json``, which ``flin reshard`` shows and STATUS reports.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from .. import errors
+from ..client import Client
+from ..config import Config
+from ..protocol import (
+    MOVE_ABORT, MOVE_BEGIN, MOVE_DIRTY, MOVE_FENCE, MOVE_IMPORT, MOVE_READ, MOVE_SWITCH, RESHARD,
+    SHARD, ErrorReply,
+)
+from ..shardworker.moving import CLEANUP
+from .datadir import MANIFEST, load_manifest, write_json
+
+log = logging.getLogger("flin.reshard")
+
+EXIT_FAILED, EXIT_SWITCHED = 2, 3      # aborted (nothing changed) / committed, switch owed
+PAGE_KEYS = 2000                       # entries per MOVE_READ page
+PAGE_BYTES = 4 << 20                   # bytes per MOVE_READ page
+CATCH_UP_LEFT = 1000                   # dirty keys below which the switch starts
+CATCH_UP_ROUNDS = 20                   # ... or after this many rounds
+UP_WAIT_S = 30.0                       # for the new shards to be up at every router
+
+
+class Failed(Exception):
+    """The reshard cannot go on; the message says why."""
+
+
+class Migration:
+    def __init__(self, cfg: Config, plan: dict) -> None:
+        self.cfg, self.plan = cfg, plan
+        self.n, self.m, self.epoch = plan["from"], plan["to"], plan["epoch"]
+        self.slots = max(self.n, self.m)
+        self.sources = list(range(self.n)) if self.m > self.n else list(range(self.m, self.n))
+        self.clients = [Client(ep, timeout=max(30.0, cfg.shard_timeout * 4), retries=0,
+                               discover=False) for ep in cfg.endpoints()]
+        self.rate = float(plan.get("rate") or 0) * 1e6     # bytes/s, 0: as fast as it goes
+        self.progress: dict[str, Any] = {**plan, "state": "copying", "keys": 0, "bytes": 0,
+                                         "started": time.time(), "rate_mb_s": 0.0}
+        self.t0 = time.monotonic()
+        self.written_at = 0.0
+        self.pids: dict[int, Any] = {}
+
+    # -- helpers ------------------------------------------------------------------------
+    def report(self, force: bool = False, **fields: Any) -> None:
+        self.progress.update(fields)
+        now = time.monotonic()
+        if force or now - self.written_at > 0.25:
+            self.written_at = now
+            secs = max(now - self.t0, 1e-9)
+            self.progress["rate_mb_s"] = round(self.progress["bytes"] / secs / 1e6, 1)
+            self.progress["seconds"] = round(secs, 2)
+            write_json(self.cfg.reshard_path, self.progress, durable=False)
+
+    def each_router(self, cmd: list) -> list[Any]:
+        out = []
+        for c in self.clients:
+            r = c.execute([cmd])[0]
+            if type(r) is ErrorReply:
+                raise Failed("a router refused %s: %s" % (cmd[1], r.message))
+            out.append(r)
+        return out
+
+    def shard_ops(self, ops: list[tuple[int, list]]) -> list[Any]:
+        """One request of shard ops through router 0; each result, errors raised."""
+        if not ops:
+            return []
+        results = self.clients[0].execute([[SHARD, s, op] for s, op in ops])
+        for (s, op), r in zip(ops, results):
+            if type(r) is ErrorReply:
+                raise Failed("shard %d refused op %d: %s" % (s, op[0], r.message))
+        return results
+
+    def pids_now(self) -> dict[int, Any]:
+        st = self.clients[0].status()
+        return {s["id"]: s.get("pid") for s in st["shards"]}
+
+    # -- the steps ----------------------------------------------------------------------
+    def prepare(self) -> None:
+        self.each_router([RESHARD, "prepare", self.m])
+        deadline = time.monotonic() + UP_WAIT_S
+        for c in self.clients:
+            while True:
+                st = c.status()
+                up = [s for s in st["shards"] if s["alive"]]
+                if len(st["shards"]) >= self.slots and len(up) >= self.slots:
+                    break
+                if time.monotonic() > deadline:
+                    raise Failed("the shards were not all up within %.0fs" % UP_WAIT_S)
+                time.sleep(0.05)
+        self.pids = self.pids_now()
+
+    def import_pages(self, flat: list) -> None:
+        """Send a page's ``[target, key, value, ...]`` to the targets."""
+        by_target: dict[int, list] = {}
+        everyone: list = []
+        for i in range(0, len(flat), 3):
+            target, key, value = flat[i], flat[i + 1], flat[i + 2]
+            (everyone if target < 0 else by_target.setdefault(target, [])).extend((key, value))
+        if everyone:
+            for t in self.targets():
+                by_target.setdefault(t, []).extend(everyone)
+        self.shard_ops([(t, [MOVE_IMPORT, entries]) for t, entries in by_target.items()])
+
+    def targets(self) -> list[int]:
+        return list(range(self.n, self.m)) if self.m > self.n else list(range(self.m))
+
+    def throttle(self) -> None:
+        if self.rate > 0:
+            ahead = self.progress["bytes"] / self.rate - (time.monotonic() - self.t0)
+            if ahead > 0:
+                time.sleep(ahead)
+
+    def copy(self) -> None:
+        # every shard: the sources snapshot and record; all build the next ring now, and
+        # a target cleans nothing up while it takes keys in
+        self.shard_ops([(s, [MOVE_BEGIN, self.m, self.epoch]) for s in range(self.slots)])
+        cursors: dict[int, Any] = {s: None for s in self.sources}
+        while cursors:
+            got = self.shard_ops([(s, [MOVE_READ, after, PAGE_KEYS, PAGE_BYTES])
+                                  for s, after in cursors.items()])
+            flat: list = []
+            for s, (page, last) in zip(list(cursors), got):
+                flat += page
+                if last is None:
+                    del cursors[s]
+                else:
+                    cursors[s] = last
+            self.import_pages(flat)
+            self.report(keys=self.progress["keys"] + len(flat) // 3,
+                        bytes=self.progress["bytes"] + sum(
+                            len(flat[i + 1]) + len(flat[i + 2] or b"")
+                            for i in range(0, len(flat), 3)))
+            self.throttle()
+
+    def catch_up(self, until: int, rounds: int = CATCH_UP_ROUNDS) -> int:
+        """Move what was written since, until fewer than ``until`` are left
+        (or after ``rounds``: writes faster than the copy; the pause takes the rest)."""
+        for _ in range(rounds):
+            got = self.shard_ops([(s, [MOVE_DIRTY, 10_000]) for s in self.sources])
+            flat = [x for page, _ in got for x in page]
+            left = sum(n for _, n in got)
+            self.import_pages(flat)
+            self.report(keys=self.progress["keys"] + len(flat) // 3, dirty=left)
+            if left < until:
+                break
+        return left
+
+    def switch(self) -> None:
+        t0 = time.monotonic()
+        self.each_router([RESHARD, "pause"])
+        self.shard_ops([(s, [MOVE_FENCE]) for s in self.sources])
+        self.catch_up(1, rounds=1_000_000)     # fenced: nothing new comes
+        if self.pids_now() != self.pids:
+            raise Failed("a shard worker restarted during the reshard")
+        for s in self.sources:                 # before the commit: a crash after it cleans up
+            with open(os.path.join(self.cfg.shard_dir(s), CLEANUP), "w") as f:
+                f.write("%d\n" % self.epoch)
+        self.commit()
+        self.finish_switch()
+        self.report(force=True, pause_ms=round(1000 * (time.monotonic() - t0), 1))
+
+    def commit(self) -> None:
+        manifest = load_manifest(self.cfg) or {}
+        manifest.update(shards=self.m, epoch=self.epoch,
+                        reshard={**manifest.get("reshard", {}), "state": "switched"})
+        write_json(os.path.join(self.cfg.data, MANIFEST), manifest)
+        self.report(force=True, state="switched")
+
+    def finish_switch(self) -> None:
+        self.shard_ops([(s, [MOVE_SWITCH, self.m, self.epoch]) for s in range(self.slots)])
+        self.each_router([RESHARD, "switch", self.m, self.epoch])
+        self.each_router([RESHARD, "resume"])
+        self.each_router([RESHARD, "finish"])
+
+    def abort(self) -> None:
+        for s in range(self.slots):
+            try:
+                self.shard_ops([(s, [MOVE_ABORT])])
+            except (Failed, errors.FlinError):
+                pass
+        for c in self.clients:
+            try:
+                c.execute([[RESHARD, "abort"]])
+            except errors.FlinError:
+                pass
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.close()
+
+
+RUN, FINISH, ABORT = "run", "finish", "abort"   # what a driver child is forked to do
+
+
+def run(cfg: Config, plan: dict, mode: str = RUN) -> int:
+    """The reshard child's main; its exit code (0: done). ``FINISH``: the
+    switch steps only (committed); ``ABORT``: call it off everywhere (the
+    driver before died without doing so)."""
+    mig = Migration(cfg, plan)
+    committed = mode == FINISH
+    try:
+        if mode == ABORT:
+            mig.abort()
+            mig.report(force=True, state="failed", error=plan.get("why", "the driver died"))
+            return EXIT_FAILED
+        if mode == FINISH:
+            mig.finish_switch()
+            mig.report(force=True, state="done")
+            return 0
+        mig.report(force=True)
+        mig.prepare()
+        mig.copy()
+        mig.catch_up(CATCH_UP_LEFT)
+        committed = True      # from the commit in switch() on, it only goes forward
+        mig.switch()
+        mig.report(force=True, state="done")
+        return 0
+    except (Failed, errors.FlinError, OSError) as exc:
+        why = str(exc) or type(exc).__name__
+        if not committed or (load_manifest(cfg) or {}).get("epoch") != plan["epoch"]:
+            log.error("reshard to %d shards failed, rolling back: %s", plan["to"], why)
+            mig.abort()
+            mig.report(force=True, state="failed", error=why)
+            return EXIT_FAILED
+        log.error("reshard to %d shards: the switch is owed: %s", plan["to"], why)
+        mig.report(force=True, state="switching", error=why)
+        return EXIT_SWITCHED
+    finally:
+        mig.close()

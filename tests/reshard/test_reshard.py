@@ -1,0 +1,260 @@
+"""``flin reshard`` on a live cluster, through the real CLI, supervisor,
+router and workers: writers keep going while 4 shards become 7 and then 3,
+and afterwards every acknowledged write is there, a key deleted or expired
+during the move stays gone, counters count each acknowledged INCR once, and
+SCAN sees every key once. A backup during a reshard is refused; STATUS shows
+it. A driver or a supervisor killed in the middle rolls back, losing
+nothing."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import tempfile
+import threading
+import time
+
+import pytest
+
+import flin
+from flin import errors
+from flin.supervisor.processes import descendants
+from tests.operations.test_operating import flin as run_flin
+
+SERVER = 4                             # flin's exit code for a refusal by the server
+from tests.support.cluster import Cluster, make_cluster
+
+VALUE = b"v" * 1000
+PRELOAD = 20_000                       # keys of ~1 KiB (20 MB): a reshard that takes a while
+
+
+@pytest.fixture
+def folder():
+    with tempfile.TemporaryDirectory(prefix="flin-rs-", dir="/tmp") as d:
+        yield d
+
+
+def _preload(c: Cluster) -> None:
+    with c.client() as cl:
+        for i in range(0, PRELOAD, 2000):
+            cl.mset([(b"pre:%06d" % j, VALUE + b"%d" % j) for j in range(i, i + 2000)])
+
+
+def _check_preload(cl: flin.Client) -> None:
+    keys = [b"pre:%06d" % j for j in range(PRELOAD)]
+    got = cl.mget(keys)
+    bad = [k for k, v in zip(keys, got) if v != VALUE + b"%d" % int(k[4:])]
+    assert bad == [], bad[:5]
+
+
+def reshard(c: Cluster, to: int, *extra: str, rc: int = 0):
+    p = run_flin("reshard", "--data", c.data, "--shards", str(to), "--no-progress", *extra,
+                 check_rc=rc, timeout=120)
+    if rc == 0 and "--no-wait" not in extra:
+        c.shards = to
+    return p
+
+
+class Writer(threading.Thread):
+    """One client writing its own keys in turn: SETs, INCRs of its counter,
+    DELs of keys set before; what was acknowledged, and what may or may not
+    have been applied (an error that says nothing about the outcome)."""
+
+    def __init__(self, endpoint: str, wid: int) -> None:
+        super().__init__(daemon=True)
+        self.endpoint, self.wid = endpoint, wid
+        self.keys = [b"w%d:%03d" % (wid, i) for i in range(200)]
+        self.acked: dict[bytes, bytes] = {}
+        self.maybe: dict[bytes, bytes] = {}
+        self.counter = b"count:%d" % wid
+        self.incrs = self.incr_maybe = 0
+        self.deleted: list[bytes] = []
+        self.errors: list[str] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        with flin.Client(self.endpoint, timeout=10, retries=5) as cl:
+            i = 0
+            while not self.stop.is_set():
+                k = self.keys[i % len(self.keys)]
+                v = b"%d:%d" % (self.wid, i)
+                try:
+                    if i % 10 == 5:
+                        cl.incr(self.counter)
+                        self.incrs += 1
+                    elif i % 50 == 7:
+                        gone = b"del:%d:%d" % (self.wid, i)
+                        cl.set(gone, b"x")
+                        cl.delete(gone)
+                        self.deleted.append(gone)
+                    else:
+                        cl.set(k, v)
+                        self.acked[k] = v
+                        self.maybe.pop(k, None)
+                except errors.FlinError as exc:
+                    self.errors.append(repr(exc))
+                    if i % 10 == 5:
+                        self.incr_maybe += 1
+                    else:
+                        self.maybe[k] = v
+                i += 1
+
+    def check(self, cl: flin.Client) -> None:
+        for k, v in self.acked.items():
+            got = cl.get(k)
+            assert got == v or got == self.maybe.get(k), (k, got, v)
+        n = int(cl.get(self.counter) or 0)
+        assert self.incrs <= n <= self.incrs + self.incr_maybe, (n, self.incrs)
+        assert cl.mget(self.deleted) == [None] * len(self.deleted)
+
+
+def test_grow_then_shrink_under_writes_loses_nothing(folder):
+    c = make_cluster(folder, shards=4).start()
+    try:
+        _preload(c)
+        with c.client() as cl:
+            cl.mset([(b"ttl:%03d" % i, b"lasting") for i in range(100)], ttl=600)
+            cl.mset([(b"brief:%03d" % i, b"brief") for i in range(100)], ttl=1)
+        writers = [Writer(c.endpoint, w) for w in range(3)]
+        for w in writers:
+            w.start()
+        time.sleep(0.3)
+        out = reshard(c, 7, "--rate", "15").stdout
+        assert "4 -> 7 shards" in out, out
+        out = reshard(c, 3).stdout
+        assert "7 -> 3 shards" in out, out
+        time.sleep(0.3)
+        for w in writers:
+            w.stop.set()
+        for w in writers:
+            w.join(30)
+        with c.client() as cl:
+            st = cl.status()
+            assert st["epoch"] == 3 and len(st["shards"]) == 3
+            assert all(s["alive"] for s in st["shards"])
+            _check_preload(cl)
+            for w in writers:
+                w.check(cl)
+            assert cl.mget([b"ttl:%03d" % i for i in range(100)]) == [b"lasting"] * 100
+            assert 500 < cl.ttl(b"ttl:000") <= 600
+            assert cl.mget([b"brief:%03d" % i for i in range(100)]) == [None] * 100
+            scanned = list(cl.scan_iter(b"pre:"))
+            assert len(scanned) == len(set(scanned)) == PRELOAD
+        assert sum(len(w.acked) for w in writers) > 100      # the writers did write meanwhile
+        assert sorted(n for n in os.listdir(c.data) if n.startswith("shard-")) == \
+            ["shard-00", "shard-01", "shard-02"]
+        with open(os.path.join(c.data, "flin.json")) as f:
+            manifest = json.load(f)
+        assert manifest["shards"] == 3 and manifest["epoch"] == 3 and "reshard" not in manifest
+    finally:
+        assert c.stop() == 0
+    c.start()                                  # restarts on the folder's new count
+    try:
+        with c.client() as cl:
+            _check_preload(cl)
+            assert cl.status()["epoch"] == 3
+    finally:
+        assert c.stop() == 0
+
+
+def _wait_for(cond, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def _progress(c: Cluster) -> dict:
+    try:
+        with open(os.path.join(c.data, "run", "reshard.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _start_slowly(c: Cluster, to: int) -> None:
+    """Preload, and start a reshard at 2 MB/s: a second or more of copying."""
+    _preload(c)
+    reshard(c, to, "--rate", "2", "--no-wait")
+    _wait_for(lambda: _progress(c).get("keys", 0) > 1000)
+
+
+def _driver_pid(c: Cluster) -> int | None:
+    for pid in descendants(c.proc.pid):
+        try:
+            with open("/proc/%d/comm" % pid) as f:
+                if f.read().strip() == "flin-reshard":
+                    return pid
+        except OSError:
+            pass
+    return None
+
+
+def test_a_backup_during_a_reshard_is_refused_and_status_shows_it(folder):
+    c = make_cluster(folder, shards=3).start()
+    try:
+        _preload(c)
+        reshard(c, 5, "--rate", "2", "--no-wait")
+        _wait_for(lambda: _progress(c).get("state") == "copying" and _progress(c)["keys"] > 0)
+        p = run_flin("backup", "-e", c.endpoint, os.path.join(folder, "bk"), check_rc=SERVER)
+        assert "a reshard is in progress: back up after it" in p.stderr, p.stderr
+        st = json.loads(run_flin("status", "-e", c.endpoint, "--json", check_rc=None).stdout)
+        assert st["reshard"]["to"] == 5 and st["reshard"]["state"] == "copying"
+        _wait_for(lambda: _progress(c).get("state") == "done", 60)
+        with c.client() as cl:
+            _check_preload(cl)
+            assert len(cl.status()["shards"]) == 5
+        c.shards = 5
+        run_flin("backup", "-e", c.endpoint, os.path.join(folder, "bk2"))   # after: fine
+    finally:
+        assert c.stop() == 0
+
+
+def test_a_killed_driver_rolls_back_and_nothing_is_lost(folder):
+    c = make_cluster(folder, shards=3).start()
+    try:
+        _start_slowly(c, 6)
+        os.kill(_driver_pid(c), signal.SIGKILL)
+        _wait_for(lambda: "reshard" not in json.load(open(os.path.join(c.data, "flin.json"))))
+        with c.client() as cl:
+            _check_preload(cl)
+            st = cl.status()
+            assert st["epoch"] == 1 and len(st["shards"]) == 3
+        assert sorted(n for n in os.listdir(c.data) if n.startswith("shard-")) == \
+            ["shard-00", "shard-01", "shard-02"]
+        assert "2 -> 6" not in reshard(c, 6).stdout      # and a reshard works afterwards
+        with c.client() as cl:
+            _check_preload(cl)
+            assert len(cl.status()["shards"]) == 6
+    finally:
+        assert c.stop() == 0
+
+
+def test_a_killed_supervisor_mid_reshard_rolls_back_at_the_next_start(folder):
+    c = make_cluster(folder, shards=3).start()
+    try:
+        _start_slowly(c, 2)
+        c.kill()
+        c.start()
+        assert "was interrupted" in c.log()
+        with c.client() as cl:
+            _check_preload(cl)
+            assert len(cl.status()["shards"]) == 3
+        # the shards that took keys in clean them up: nothing of theirs is stray
+        _wait_for(lambda: not any(os.path.exists(os.path.join(c.data, "shard-%02d" % s,
+                                                              "CLEANUP")) for s in range(3)))
+        with c.client() as cl:
+            assert len(list(cl.scan_iter(b"pre:"))) == PRELOAD
+    finally:
+        assert c.stop() == 0
+
+
+def test_a_reshard_is_refused_with_why(folder):
+    c = make_cluster(folder, shards=2).start()
+    try:
+        p = reshard(c, 2, rc=1)
+        assert "not 2 (the count now)" in p.stderr, p.stderr
+    finally:
+        assert c.stop() == 0
+    p = reshard(c, 4, rc=3)
+    assert "no Flin cluster runs on" in p.stderr, p.stderr
