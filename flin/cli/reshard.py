@@ -24,11 +24,16 @@ from .common import EXIT_UNREACHABLE, data_opt
               help="The shard count to move to.")
 @click.option("--rate", type=click.FloatRange(min=0.1), default=None,
               help="Move at most this many MB/s [default: as fast as it goes].")
+@click.option("--pause/--no-pause", default=True, show_default=True,
+              help="Hold new requests at the switch (tens of ms) until nothing routed by "
+                   "the old ring is in flight. --no-pause: only writes to moving keys wait "
+                   "(refused by their old shard and re-routed until the switch); a command "
+                   "over several shards may then be answered Moved, which clients retry.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress line on stderr [default: when stderr is a terminal].")
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Follow the reshard to its end.")
-def reshard(data: str, shards: int, rate: float | None, progress: bool | None,
+def reshard(data: str, shards: int, rate: float | None, pause: bool, progress: bool | None,
             wait: bool) -> None:
     """Move a running cluster to SHARDS shards: only the keys whose owner
     changes move (with their expiry and request ids); reads and writes go on,
@@ -37,7 +42,7 @@ def reshard(data: str, shards: int, rate: float | None, progress: bool | None,
     from ..supervisor.datadir import StartError
     cfg = Config(data=data)
     try:
-        rid = rs.ask(cfg, shards, rate)
+        rid = rs.ask(cfg, shards, rate, pause)
     except StartError as exc:
         click.echo("flin: %s" % exc, err=True)
         sys.exit(EXIT_UNREACHABLE)

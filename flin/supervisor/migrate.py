@@ -14,8 +14,10 @@ The steps (``run``), each through the routers (``[SHARD, s, op]``):
    request uid to every target), at most ``--rate`` MB/s.
 4. Catch up: ``MOVE_DIRTY`` (what was written since) until little is left.
 5. The switch, short: ``RESHARD pause`` on every router (answered once
-   nothing is in flight), ``MOVE_FENCE`` on the sources (writes to moving
-   keys refused), the last ``MOVE_DIRTY``, the CLEANUP marker of every
+   nothing is in flight; not with ``--no-pause``, where writes to moving
+   keys are refused and re-routed by the routers until the switch, and the
+   rest goes on), ``MOVE_FENCE`` on the sources (writes to moving keys
+   refused), the last ``MOVE_DIRTY``, the CLEANUP marker of every
    source, then the **commit**: the manifest says epoch E+1 and M shards
    (durably). Then ``MOVE_SWITCH`` on every shard, and ``RESHARD switch``,
    ``resume`` and ``finish`` on every router.
@@ -183,7 +185,8 @@ class Migration:
 
     def switch(self) -> None:
         t0 = time.monotonic()
-        self.each_router([RESHARD, "pause"])
+        if self.plan.get("pause", True):    # --no-pause: the fence and Moved alone
+            self.each_router([RESHARD, "pause"])
         self.shard_ops([(s, [MOVE_FENCE]) for s in self.sources])
         self.catch_up(1, rounds=1_000_000)     # fenced: nothing new comes
         if self.pids_now() != self.pids:

@@ -47,14 +47,15 @@ RETIRED = "retired by a reshard"          # a Child's ``broken``: not restarted
 
 
 # -- flin reshard ---------------------------------------------------------------------
-def ask(cfg: Config, to: int, rate: float | None) -> str:
+def ask(cfg: Config, to: int, rate: float | None, pause: bool = True) -> str:
     """Ask the supervisor serving ``cfg.data`` to reshard to ``to`` shards;
     the request's id. ``StartError`` if none runs there."""
     pid = running_pid(cfg)
     if pid is None:
         raise StartError("no Flin cluster runs on %s" % cfg.data)
     rid = uuid.uuid4().hex
-    write_json(cfg.reshard_path, {"state": ASKED, "to": to, "rate": rate, "id": rid})
+    write_json(cfg.reshard_path, {"state": ASKED, "to": to, "rate": rate, "pause": pause,
+                                  "id": rid})
     os.kill(pid, signal.SIGUSR1)
     return rid
 
@@ -138,7 +139,7 @@ class Reshards:
             return self.refuse(req, "shard %s is down: a reshard needs every shard up" % down)
         manifest = load_manifest(self.cfg) or {}
         plan = {"id": req.get("id"), "from": n, "to": to, "epoch": manifest.get("epoch", 1) + 1,
-                "rate": req.get("rate")}
+                "rate": req.get("rate"), "pause": req.get("pause") is not False}
         manifest["reshard"] = {**plan, "state": "copying"}
         _save(self.cfg, manifest)
         log.info("resharding from %d to %d shards (epoch %d)", n, to, plan["epoch"])
