@@ -207,6 +207,11 @@ def status(endpoint: str, timeout: float, as_json: bool) -> None:
     if st.get("resp"):
         click.echo("redis protocol on %s (redis-cli -h %s -p %s)"
                    % ((st["resp"],) + tuple(st["resp"].rsplit(":", 1))))
+    r = st.get("reshard")
+    click.echo("epoch %s%s" % (st.get("epoch", 1), "" if not r else
+               "; resharding %s -> %s shards: %s, %d keys (%.1f MB) moved, %.1f MB/s"
+               % (r.get("from"), r.get("to"), r.get("state"), r.get("keys", 0),
+                  r.get("bytes", 0) / 1e6, r.get("rate_mb_s", 0.0))))
     for r in routers:
         deaths = "  (%d deaths in a row)" % r["deaths"] if r.get("deaths") else ""
         click.echo("router %2d  pid %-8s %s  %s%s" % (r.get("id", 0), r.get("pid") or "-",

@@ -93,7 +93,7 @@ class RouterView:
     def supervisor_state(self) -> dict:
         state = _read_json(self.router.cfg.children_path)
         progress = _read_json(self.router.cfg.reshard_path)   # a reshard's, while it runs
-        if progress:
+        if progress.get("state") not in (None, "asked", "done", "failed", "refused"):
             state["reshard"] = progress
         return state
 

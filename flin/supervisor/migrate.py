@@ -30,7 +30,9 @@ commit the reshard only goes forward: exit ``EXIT_SWITCHED`` and the
 supervisor runs the switch steps again (``finish_only``).
 
 Progress (keys and bytes moved, the rate, the pause) goes to
-``run/reshard.json``, which ``flin reshard`` shows and STATUS reports.
+``run/reshard.json``, which ``flin reshard`` shows and STATUS reports; the
+supervisor writes ``done`` or ``failed`` there once it has settled the
+folders and the manifest.
 """
 from __future__ import annotations
 
@@ -240,11 +242,11 @@ def run(cfg: Config, plan: dict, mode: str = RUN) -> int:
     try:
         if mode == ABORT:
             mig.abort()
-            mig.report(force=True, state="failed", error=plan.get("why", "the driver died"))
+            mig.report(force=True, state="rolling back", error=plan.get("why", "the driver died"))
             return EXIT_FAILED
         if mode == FINISH:
             mig.finish_switch()
-            mig.report(force=True, state="done")
+            mig.report(force=True, state="switched")
             return 0
         mig.report(force=True)
         mig.prepare()
@@ -252,14 +254,14 @@ def run(cfg: Config, plan: dict, mode: str = RUN) -> int:
         mig.catch_up(CATCH_UP_LEFT)
         committed = True      # from the commit in switch() on, it only goes forward
         mig.switch()
-        mig.report(force=True, state="done")
+        mig.report(force=True, state="switched")
         return 0
     except (Failed, errors.FlinError, OSError) as exc:
         why = str(exc) or type(exc).__name__
         if not committed or (load_manifest(cfg) or {}).get("epoch") != plan["epoch"]:
             log.error("reshard to %d shards failed, rolling back: %s", plan["to"], why)
             mig.abort()
-            mig.report(force=True, state="failed", error=why)
+            mig.report(force=True, state="rolling back", error=why)
             return EXIT_FAILED
         log.error("reshard to %d shards: the switch is owed: %s", plan["to"], why)
         mig.report(force=True, state="switching", error=why)

@@ -196,6 +196,9 @@ class Reshards:
         _save(self.cfg, manifest)
         self.plan, self.mode = None, migrate.RUN
         self._write_state()
+        # last: `flin reshard` returns when it reads this, with the folders settled
+        write_json(self.cfg.reshard_path, {**progress(self.cfg),
+                                           "state": DONE if code == 0 else FAILED})
 
     def _let_go(self, first: int) -> None:
         """Stop the workers of shards ``first`` and up, and delete their folders."""

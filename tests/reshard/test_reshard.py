@@ -206,14 +206,16 @@ def test_a_backup_during_a_reshard_is_refused_and_status_shows_it(folder):
         _wait_for(lambda: _progress(c).get("state") == "copying" and _progress(c)["keys"] > 0)
         p = run_flin("backup", "-e", c.endpoint, os.path.join(folder, "bk"), check_rc=SERVER)
         assert "a reshard is in progress: back up after it" in p.stderr, p.stderr
-        st = json.loads(run_flin("status", "-e", c.endpoint, "--json", check_rc=None).stdout)
+        st = json.loads(run_flin("status", "-e", c.endpoint, "--json").stdout)
         assert st["reshard"]["to"] == 5 and st["reshard"]["state"] == "copying"
+        assert "resharding 3 -> 5 shards: copying" in run_flin("status", "-e", c.endpoint).stdout
         _wait_for(lambda: _progress(c).get("state") == "done", 60)
         with c.client() as cl:
             _check_preload(cl)
             assert len(cl.status()["shards"]) == 5
         c.shards = 5
         run_flin("backup", "-e", c.endpoint, os.path.join(folder, "bk2"))   # after: fine
+        assert json.loads(run_flin("status", "-e", c.endpoint, "--json").stdout)["reshard"] is None
     finally:
         assert c.stop() == 0
 
