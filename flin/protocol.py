@@ -237,6 +237,17 @@ def encode(msg_id: int, items: Any) -> bytes:
     return _packb((msg_id, items), default=_default)
 
 
+def pack_blob(obj: Any) -> bytes:
+    """``obj`` (bytes, ints, lists; no errors) as bytes that travel inside a
+    message untouched (a reshard's page of entries: ``MOVE_READ``)."""
+    return _packb(obj)
+
+
+def unpack_blob(blob: bytes) -> Any:
+    """What ``pack_blob`` packed."""
+    return msgpack.unpackb(blob)
+
+
 def decode(frame: bytes) -> tuple[int, Any]:
     """Unpack a message from a trusted peer (a reply or a batch)."""
     msg = msgpack.unpackb(frame, ext_hook=_ext_hook, strict_map_key=False)

@@ -36,7 +36,8 @@ from typing import Any
 
 from .. import errors
 from ..protocol import (
-    MAX_SCAN_LIMIT, MAX_SNAPSHOT_BYTES, NO_KEYS, OP_INFO, WRITES, written_keys,
+    MAX_SCAN_LIMIT, MAX_SNAPSHOT_BYTES, NO_KEYS, OP_INFO, WRITES, pack_blob, unpack_blob,
+    written_keys,
 )
 from ..ring import Ring
 from .encoding import DATA, EXPIRING, EXPIRY, UID, expiry_key
@@ -141,8 +142,10 @@ def _move_of(store: Store) -> Move:
 
 
 def move_read(store: Store, op: list) -> Any:
-    """[MOVE_READ, after|nil, limit, max_bytes] -> [[target, key, value, ...], last|nil]:
-    the snapshot's entries that move (target -1: every target)."""
+    """[MOVE_READ, after|nil, limit, max_bytes] -> [[target, entries, blob, ...], last|nil]:
+    the snapshot's entries that move, packed once per target (target -1: every
+    target) into a blob ``MOVE_IMPORT`` takes as it is: the router and the
+    driver pass bytes on, and loop over no entry."""
     _, after, limit, max_bytes = op
     move = _move_of(store)
     limit = max(1, min(int(limit), MAX_SCAN_LIMIT))
@@ -150,31 +153,42 @@ def move_read(store: Store, op: list) -> Any:
     snap = move.snapshot
     it = snap.iterator(verify_checksums=True) if after is None else \
         snap.iterator(start=after, include_start=False, verify_checksums=True)
-    out: list = []
-    size = looked = 0
-    nxt = move.next.shard
+    groups: dict[int, list] = {}
+    size = looked = taken = 0
+    last = None
+    nxt, me = move.next.shard, move.shard
     with it:
         for key, value in it:
             looked += 1
             kind = key[:1]
             if kind == DATA:
                 target = nxt(key[1:])
-                if target == move.shard:
-                    target = -2
+                if target == me:
+                    continue
             elif kind == UID:
                 target = -1
             elif kind == EXPIRY:   # a value's comes with it; a uid's goes everywhere
-                target = -2 if key[9:10] == DATA else -1
+                if key[9:10] == DATA:
+                    continue
+                target = -1
             else:
-                target = -2
-            if target != -2:
-                out += (target, key, value)
-                size += len(key) + len(value)
-            if len(out) >= 3 * limit or size >= max_bytes or looked >= 20 * limit:
-                store.moved += size
-                return [out, key]
+                continue
+            group = groups.get(target)
+            if group is None:
+                group = groups[target] = []
+            group += (key, value)
+            taken += 1
+            size += len(key) + len(value)
+            if taken >= limit or size >= max_bytes or looked >= 20 * limit:
+                last = key
+                break
+        else:
+            last = None
     store.moved += size
-    return [out, None]
+    out: list = []
+    for target, group in groups.items():
+        out += (target, len(group) // 2, pack_blob(group))
+    return [out, last]
 
 
 def move_dirty(store: Store, op: list) -> Any:
@@ -202,9 +216,11 @@ def move_fence(store: Store, op: list) -> Any:
 
 
 def move_import(store: Store, op: list) -> Any:
-    """[MOVE_IMPORT, [key, value|nil, ...]] -> entries taken: raw entries from a
-    source, in this message's write batch."""
+    """[MOVE_IMPORT, [key, value|nil, ...] or its blob] -> entries taken: raw
+    entries from a source, in this message's write batch."""
     _, flat = op
+    if type(flat) is bytes:            # a page as MOVE_READ packed it
+        flat = unpack_blob(flat)
     mark_cleanup(store, now=False)     # (a stat when it is there)
     pend = store.pend
     for i in range(0, len(flat), 2):

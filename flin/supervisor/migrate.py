@@ -9,9 +9,10 @@ The steps (``run``), each through the routers (``[SHARD, s, op]``):
    shrinking: the shards past M) snapshot and record the moving keys
    written from then on; every shard builds the next ring now, not at the
    switch.
-3. Copy: one round trip pages every source's snapshot (``MOVE_READ``), the
-   next takes the pages in (``MOVE_IMPORT`` to each target; a remembered
-   request uid to every target), at most ``--rate`` MB/s.
+3. Copy: each round trip pages every source's snapshot (``MOVE_READ``) and
+   takes the previous round's pages in (``MOVE_IMPORT`` to each target; a
+   remembered request uid to every target), so that the sources read while
+   the targets write; at most ``--rate`` MB/s.
 4. Catch up: ``MOVE_DIRTY`` (what was written since) until little is left.
 5. The switch, short: ``RESHARD pause`` on every router (answered once
    nothing is in flight; not with ``--no-pause``, where writes to moving
@@ -55,7 +56,9 @@ log = logging.getLogger("flin.reshard")
 
 EXIT_FAILED, EXIT_SWITCHED = 2, 3      # aborted (nothing changed) / committed, switch owed
 PAGE_KEYS = 2000                       # entries per MOVE_READ page
-PAGE_BYTES = 4 << 20                   # bytes per MOVE_READ page
+ROUND_BYTES = 12 << 20                 # bytes of pages per round trip, over all sources:
+                                       # (under glibc's 32 MiB mmap threshold, so that the
+                                       # buffers are reused rather than faulted in anew)
 CATCH_UP_LEFT = 1000                   # dirty keys below which the switch starts
 CATCH_UP_ROUNDS = 20                   # ... or after this many rounds
 UP_WAIT_S = 30.0                       # for the new shards to be up at every router
@@ -81,6 +84,12 @@ class Migration:
         self.pids: dict[int, Any] = {}
 
     # -- helpers ------------------------------------------------------------------------
+    def step(self, name: str, do: Any) -> None:
+        """Run one step, its seconds into the progress (``steps``)."""
+        t0 = time.monotonic()
+        do()
+        self.progress.setdefault("steps", {})[name] = round(time.monotonic() - t0, 3)
+
     def report(self, force: bool = False, **fields: Any) -> None:
         self.progress.update(fields)
         now = time.monotonic()
@@ -129,8 +138,8 @@ class Migration:
                 time.sleep(0.05)
         self.pids = self.pids_now()
 
-    def import_pages(self, flat: list) -> None:
-        """Send a page's ``[target, key, value, ...]`` to the targets."""
+    def imports(self, flat: list) -> list[tuple[int, list]]:
+        """The ``MOVE_IMPORT`` ops that take a page's ``[target, key, value, ...]`` in."""
         by_target: dict[int, list] = {}
         everyone: list = []
         for i in range(0, len(flat), 3):
@@ -139,7 +148,10 @@ class Migration:
         if everyone:
             for t in self.targets():
                 by_target.setdefault(t, []).extend(everyone)
-        self.shard_ops([(t, [MOVE_IMPORT, entries]) for t, entries in by_target.items()])
+        return [(t, [MOVE_IMPORT, entries]) for t, entries in by_target.items()]
+
+    def import_pages(self, flat: list) -> None:
+        self.shard_ops(self.imports(flat))
 
     def targets(self) -> list[int]:
         return list(range(self.n, self.m)) if self.m > self.n else list(range(self.m))
@@ -150,26 +162,36 @@ class Migration:
             if ahead > 0:
                 time.sleep(ahead)
 
-    def copy(self) -> None:
+    def begin(self) -> None:
         # every shard: the sources snapshot and record; all build the next ring now, and
         # a target cleans nothing up while it takes keys in
         self.shard_ops([(s, [MOVE_BEGIN, self.m, self.epoch]) for s in range(self.slots)])
+
+    def copy(self) -> None:
         cursors: dict[int, Any] = {s: None for s in self.sources}
-        while cursors:
-            got = self.shard_ops([(s, [MOVE_READ, after, PAGE_KEYS, PAGE_BYTES])
-                                  for s, after in cursors.items()])
-            flat: list = []
-            for s, (page, last) in zip(list(cursors), got):
-                flat += page
+        taking: list[tuple[int, list]] = []
+        everyone = self.targets()
+        while cursors or taking:
+            # one request: the next pages of every source, and the last ones into the
+            # targets, so that sources read while targets write
+            reading = list(cursors)
+            page_bytes = max(64 << 10, ROUND_BYTES // max(1, len(reading)))
+            got = self.shard_ops([(s, [MOVE_READ, cursors[s], PAGE_KEYS, page_bytes])
+                                  for s in reading] + taking)
+            taking = []
+            keys = size = 0
+            for s, (page, last) in zip(reading, got):
+                for i in range(0, len(page), 3):     # [target, entries, blob, ...]
+                    target, n, blob = page[i], page[i + 1], page[i + 2]
+                    taking += [(t, [MOVE_IMPORT, blob]) for t in
+                               (everyone if target < 0 else (target,))]
+                    keys += n
+                    size += len(blob)
                 if last is None:
                     del cursors[s]
                 else:
                     cursors[s] = last
-            self.import_pages(flat)
-            self.report(keys=self.progress["keys"] + len(flat) // 3,
-                        bytes=self.progress["bytes"] + sum(
-                            len(flat[i + 1]) + len(flat[i + 2] or b"")
-                            for i in range(0, len(flat), 3)))
+            self.report(keys=self.progress["keys"] + keys, bytes=self.progress["bytes"] + size)
             self.throttle()
 
     def catch_up(self, until: int, rounds: int = CATCH_UP_ROUNDS) -> int:
@@ -249,11 +271,12 @@ def run(cfg: Config, plan: dict, mode: str = RUN) -> int:
             mig.report(force=True, state="switched")
             return 0
         mig.report(force=True)
-        mig.prepare()
-        mig.copy()
-        mig.catch_up(CATCH_UP_LEFT)
+        mig.step("prepare", mig.prepare)
+        mig.step("begin", mig.begin)
+        mig.step("copy", mig.copy)
+        mig.step("catch_up", lambda: mig.catch_up(CATCH_UP_LEFT))
         committed = True      # from the commit in switch() on, it only goes forward
-        mig.switch()
+        mig.step("switch", mig.switch)
         mig.report(force=True, state="switched")
         return 0
     except (Failed, errors.FlinError, OSError) as exc:

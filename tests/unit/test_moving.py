@@ -52,11 +52,11 @@ def _copy(src: Store, dst: Store) -> int:
     after, n = None, 0
     while True:
         flat, after = src.apply([[MOVE_READ, after, 7, 1 << 20]])[0]
-        for i in range(0, len(flat), 3):
-            target, key, value = flat[i:i + 3]
+        for i in range(0, len(flat), 3):              # [target, entries, blob, ...]
+            target, count, blob = flat[i:i + 3]
             assert target in (2, -1)
-            assert dst.apply([[MOVE_IMPORT, [key, value]]])[0] == 1
-            n += 1
+            assert dst.apply([[MOVE_IMPORT, blob]])[0] == count
+            n += count
         if after is None:
             return n
 
