@@ -55,6 +55,24 @@ class Ring:
         self._table = table
         self._hashes, self._owners = hashes, owners
 
+    @classmethod
+    def from_table(cls, shards: int, table: bytes, vnodes: int = DEFAULT_VNODES) -> "Ring":
+        """The ring whose flattened table is ``table`` (``table_bytes`` of one
+        built elsewhere: building takes ~5 ms a shard, sending 2 MiB less).
+        ``ValueError`` if it is not a table of ``shards`` shards."""
+        arr = array.array("H")
+        arr.frombytes(table)
+        if len(arr) != 1 << SLOT_BITS or (len(arr) and max(arr) >= shards):
+            raise ValueError("not a ring table of %d shards" % shards)
+        ring = cls.__new__(cls)
+        ring.shards, ring.vnodes, ring._table = shards, vnodes, arr
+        ring._hashes, ring._owners = [], []
+        return ring
+
+    def table_bytes(self) -> bytes:
+        """The flattened table, for ``from_table``."""
+        return self._table.tobytes()
+
     def shard(self, key: bytes) -> int:
         """The shard id that owns ``key``."""
         return self._table[xxhash.xxh64_intdigest(key) >> _SHIFT]

@@ -78,8 +78,8 @@ class Owner:
 class Move:
     """A source's state while its keys move to the ring of ``to`` shards."""
 
-    def __init__(self, store: Store, to: int, epoch: int) -> None:
-        self.next = Ring(to)
+    def __init__(self, store: Store, to: int, epoch: int, table: bytes | None = None) -> None:
+        self.next = Ring(to) if table is None else Ring.from_table(to, table)
         self.to, self.epoch = to, epoch
         self.snapshot = store.db.snapshot()
         self.dirty: dict[bytes, None] = {}     # moving keys written since the snapshot
@@ -123,14 +123,15 @@ def _settled(store: Store) -> Any:
 
 
 def move_begin(store: Store, op: list) -> Any:
-    """[MOVE_BEGIN, to, epoch] -> True: snapshot now, and record from now on."""
-    _, to, epoch = op
+    """[MOVE_BEGIN, to, epoch, table|nil] -> True: snapshot now, and record from
+    now on; ``table``: the next ring's (``Ring.table_bytes``), else built here."""
+    _, to, epoch, table = op
     failure = _settled(store)
     if failure is not None:
         return failure
     if store.move is not None:
         store.move.snapshot.close()
-    store.move = Move(store, int(to), int(epoch))
+    store.move = Move(store, int(to), int(epoch), table)
     store.gate = fence
     return True
 

@@ -49,6 +49,7 @@ from ..protocol import (
     MOVE_ABORT, MOVE_BEGIN, MOVE_DIRTY, MOVE_FENCE, MOVE_IMPORT, MOVE_READ, MOVE_SWITCH, RESHARD,
     SHARD, ErrorReply,
 )
+from ..ring import Ring
 from ..shardworker.moving import CLEANUP
 from .datadir import MANIFEST, load_manifest, write_json
 
@@ -69,8 +70,9 @@ class Failed(Exception):
 
 
 class Migration:
-    def __init__(self, cfg: Config, plan: dict) -> None:
+    def __init__(self, cfg: Config, plan: dict, next_ring: Ring | None = None) -> None:
         self.cfg, self.plan = cfg, plan
+        self.next_ring = next_ring or Ring(plan["to"])
         self.n, self.m, self.epoch = plan["from"], plan["to"], plan["epoch"]
         self.slots = max(self.n, self.m)
         self.sources = list(range(self.n)) if self.m > self.n else list(range(self.m, self.n))
@@ -165,7 +167,10 @@ class Migration:
     def begin(self) -> None:
         # every shard: the sources snapshot and record; all build the next ring now, and
         # a target cleans nothing up while it takes keys in
-        self.shard_ops([(s, [MOVE_BEGIN, self.m, self.epoch]) for s in range(self.slots)])
+        table = self.next_ring.table_bytes()     # ~5 ms a shard to build, in each worker
+        for first in range(0, self.slots, 8):     # (16 MiB a request)
+            self.shard_ops([(s, [MOVE_BEGIN, self.m, self.epoch, table])
+                            for s in range(first, min(self.slots, first + 8))])
 
     def copy(self) -> None:
         cursors: dict[int, Any] = {s: None for s in self.sources}
@@ -255,11 +260,11 @@ class Migration:
 RUN, FINISH, ABORT = "run", "finish", "abort"   # what a driver child is forked to do
 
 
-def run(cfg: Config, plan: dict, mode: str = RUN) -> int:
+def run(cfg: Config, plan: dict, mode: str = RUN, next_ring: Ring | None = None) -> int:
     """The reshard child's main; its exit code (0: done). ``FINISH``: the
     switch steps only (committed); ``ABORT``: call it off everywhere (the
     driver before died without doing so)."""
-    mig = Migration(cfg, plan)
+    mig = Migration(cfg, plan, next_ring)
     committed = mode == FINISH
     try:
         if mode == ABORT:

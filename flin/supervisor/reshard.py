@@ -111,6 +111,7 @@ class Reshards:
         self.plan: dict | None = None
         self.migrator: Any = None            # the driver's Child while it runs
         self.mode = migrate.RUN              # what it was forked to do
+        self.next_ring: Ring | None = None
 
     def on_reshard_signal(self, signum: int, frame: Any) -> None:
         self.reshard_asked = True
@@ -144,6 +145,7 @@ class Reshards:
         _save(self.cfg, manifest)
         log.info("resharding from %d to %d shards (epoch %d)", n, to, plan["epoch"])
         self.plan = plan
+        self.next_ring = Ring(to)            # once: the driver sends its table to the shards
         if to > n:
             import plyvel
             for s in range(n, to):
@@ -157,7 +159,7 @@ class Reshards:
     def run_migrator(self) -> int:
         """In the driver child: the reshard's steps."""
         assert self.plan is not None
-        return migrate.run(self.cfg, self.plan, self.mode)
+        return migrate.run(self.cfg, self.plan, self.mode, self.next_ring)
 
     def _driver(self, mode: str) -> None:
         self.mode = mode

@@ -81,7 +81,7 @@ def test_a_grow_moves_every_change_and_the_fence_holds(pair):
     src.apply([[SET, moving_keys[0], b"ttl", 600_000, 0], [SET, moving_keys[1], b"10", None, 0],
                [INCR, moving_keys[1], 5, b"u" * 12]])
 
-    assert src.apply([[MOVE_BEGIN, M, 2]]) == [True]
+    assert src.apply([[MOVE_BEGIN, M, 2, None]]) == [True]
     # written after the snapshot: carried by the catch-up, not the copy
     src.apply([[SET, moving_keys[2], b"later", None, 0], [DEL, [moving_keys[3]]],
                [SET, staying[0], b"stays", None, 0]])
@@ -126,7 +126,7 @@ def test_an_abort_cleans_up_what_a_target_took_in(pair):
     dst.ring = Ring(N)                              # (stands for shard 1 of 2)
     dst.shard = 1
     dst.apply([[SET, k, b"own", None, 0] for k in mine])
-    src.apply([[MOVE_BEGIN, M, 2]])
+    src.apply([[MOVE_BEGIN, M, 2, None]])
     _copy(src, dst)
     items, _ = dst.apply([[SCAN, b"", None, 1000, False]])[0]
     assert sorted(items) == sorted(mine)            # what it took in is not its own yet

@@ -102,3 +102,14 @@ def test_adding_one_shard_moves_about_one_in_n_plus_one(n):
     expected = 1 / (n + 1)
     print("n=%d moved %.4f, 1/(n+1)=%.4f" % (n, share, expected))
     assert 0.8 * expected <= share <= 1.2 * expected
+
+
+def test_a_ring_rebuilt_from_its_table_maps_every_key_the_same():
+    ring = Ring(13)
+    again = Ring.from_table(13, ring.table_bytes())
+    keys = [b"k%d" % i for i in range(20_000)]
+    assert [again.shard(k) for k in keys] == [ring.shard(k) for k in keys]
+    with pytest.raises(ValueError):
+        Ring.from_table(12, ring.table_bytes())     # it names shard 12
+    with pytest.raises(ValueError):
+        Ring.from_table(13, ring.table_bytes()[:-2])
