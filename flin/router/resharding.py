@@ -18,6 +18,8 @@ itself, and what it does with a ``Moved`` answer.
 - ``resume``: plan the held requests, in order, and take new ones.
 - ``finish``: the shards past the ring are let go (a shrink's retired
   ones); ``abort``: the next ring is dropped and the pause ends.
+- ``load``: the requests this router has taken so far (the driver yields
+  to the clients' when there are any).
 
 A shard op answered ``Moved`` (the shard does not own the key at its epoch,
 or the key is fenced while it moves) is sent again after ``MOVED_RETRY_S``
@@ -144,6 +146,8 @@ class Resharding:
                     self.cache.clear()
                 log.info("router: now on epoch %d, %d shards", epoch, to)
             return True
+        if action == "load" and len(cmd) == 2:   # requests taken so far: the driver yields
+            return self.counts["requests"]  # type: ignore[attr-defined]
         if action == "resume" and len(cmd) == 2:
             self.resume()
             return True
@@ -158,7 +162,8 @@ class Resharding:
             self.slots = self.planner.slots = self.ring.shards  # type: ignore[attr-defined]
             self.resume()
             return True
-        raise Invalid("RESHARD takes prepare TO, pause, switch TO EPOCH, resume, finish or abort")
+        raise Invalid("RESHARD takes prepare TO, pause, switch TO EPOCH, resume, finish, "
+                      "abort or load")
 
     def link_both(self, to: int) -> None:
         """Link to the shards of both rings (a router restarted mid-reshard too)."""

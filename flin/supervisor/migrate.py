@@ -62,6 +62,8 @@ ROUND_BYTES = 12 << 20                 # bytes of pages per round trip, over all
                                        # buffers are reused rather than faulted in anew)
 CATCH_UP_LEFT = 1000                   # dirty keys below which the switch starts
 CATCH_UP_ROUNDS = 20                   # ... or after this many rounds
+BUSY_RPS = 50                          # client requests/s past which the copy yields:
+YIELD = 2.0                            # it waits this many times as long as each round took
 UP_WAIT_S = 30.0                       # for the new shards to be up at every router
 
 
@@ -84,6 +86,7 @@ class Migration:
         self.t0 = time.monotonic()
         self.written_at = 0.0
         self.pids: dict[int, Any] = {}
+        self.seen: tuple[float, int] | None = None   # (when, the routers' requests) last round
 
     # -- helpers ------------------------------------------------------------------------
     def step(self, name: str, do: Any) -> None:
@@ -158,11 +161,23 @@ class Migration:
     def targets(self) -> list[int]:
         return list(range(self.n, self.m)) if self.m > self.n else list(range(self.m))
 
-    def throttle(self) -> None:
+    def throttle(self, round_s: float) -> None:
+        """At most ``--rate``; and while clients send requests (more than
+        ``BUSY_RPS`` besides ours), a pause ``YIELD`` times as long as the
+        round: the copy takes about a third of the machine, not all of it."""
         if self.rate > 0:
             ahead = self.progress["bytes"] / self.rate - (time.monotonic() - self.t0)
             if ahead > 0:
                 time.sleep(ahead)
+        now = time.monotonic()
+        taken = sum(self.each_router([RESHARD, "load"]))
+        if self.seen is not None:
+            others = taken - self.seen[1] - 2 * len(self.clients)   # (ours: this and a round)
+            busy = others / max(now - self.seen[0], 1e-3) > BUSY_RPS
+            self.progress["yielding"] = busy
+            if busy:
+                time.sleep(YIELD * round_s)
+        self.seen = (time.monotonic(), taken + len(self.clients))
 
     def begin(self) -> None:
         # every shard: the sources snapshot and record; all build the next ring now, and
@@ -179,6 +194,7 @@ class Migration:
         while cursors or taking:
             # one request: the next pages of every source, and the last ones into the
             # targets, so that sources read while targets write
+            t0 = time.monotonic()
             reading = list(cursors)
             page_bytes = max(64 << 10, ROUND_BYTES // max(1, len(reading)))
             got = self.shard_ops([(s, [MOVE_READ, cursors[s], PAGE_KEYS, page_bytes])
@@ -197,7 +213,7 @@ class Migration:
                 else:
                     cursors[s] = last
             self.report(keys=self.progress["keys"] + keys, bytes=self.progress["bytes"] + size)
-            self.throttle()
+            self.throttle(time.monotonic() - t0)
 
     def catch_up(self, until: int, rounds: int = CATCH_UP_ROUNDS) -> int:
         """Move what was written since, until fewer than ``until`` are left
