@@ -31,6 +31,12 @@ def render(st: dict, prev: dict | None = None, interval: float | None = None) ->
     if rate:
         lines.append("        %s requests/s over the last %.1fs"
                      % (_num((r["requests"] - before_st["router"]["requests"]) / secs), secs))
+    m = r.get("reshard")
+    if m:
+        lines.append("resharding %s -> %s shards: %s, %s keys (%.1f MB) moved, %.1f MB/s%s"
+                     % (m.get("from"), m.get("to"), m.get("state"), _num(m.get("keys", 0)),
+                        m.get("bytes", 0) / 1e6, m.get("rate_mb_s", 0.0),
+                        " (yielding to clients)" if m.get("yielding") else ""))
     lines.append("")
     lines.append("%-14s %9s %9s %9s %9s %9s %9s" % (
         "latency (ms)", "count", "p50", "p90", "p99", "p99.9", "max"))

@@ -70,6 +70,8 @@ def router_snapshot(router: Any) -> dict:
                       "replies_waiting": router.out.total},
             "errors": {_code_name(c): n for c, n in st.errors.items()},
             "queues": queues, "latency": latency, "ring": router.ring.params(),
+            "epoch": router.epoch, "shards": router.ring.shards,
+            "reshard": RouterView(router).supervisor_state().get("reshard"),
             "read_cache": None if router.cache is None else router.cache.stats(),
             "resp": None if router.resp is None else router.resp.stats()}
 

@@ -249,6 +249,7 @@ class Migration:
                         reshard={**manifest.get("reshard", {}), "state": "switched"})
         write_json(os.path.join(self.cfg.data, MANIFEST), manifest)
         self.report(force=True, state="switched")
+        _failpoint("after_commit")
 
     def finish_switch(self) -> None:
         self.shard_ops([(s, [MOVE_SWITCH, self.m, self.epoch]) for s in range(self.slots)])
@@ -274,6 +275,14 @@ class Migration:
 
 
 RUN, FINISH, ABORT = "run", "finish", "abort"   # what a driver child is forked to do
+FAILPOINT = "FLIN_TEST_RESHARD_STALL"   # "STEP:SECONDS": the crash tests' window
+
+
+def _failpoint(step: str) -> None:
+    """Wait where the crash tests kill a process (only with ``FAILPOINT`` set)."""
+    where, _, secs = os.environ.get(FAILPOINT, "").partition(":")
+    if where == step:
+        time.sleep(float(secs or 10))
 
 
 def run(cfg: Config, plan: dict, mode: str = RUN, next_ring: Ring | None = None) -> int:

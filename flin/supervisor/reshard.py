@@ -91,6 +91,8 @@ def recover(cfg: Config) -> None:
                 if committed else "it had not switched; rolled back to %d shards" % n)
     del manifest["reshard"]
     _save(cfg, manifest)
+    write_json(cfg.reshard_path, {**progress(cfg), "state": DONE if committed else FAILED,
+                                  "error": None if committed else "interrupted by a crash"})
 
 
 class Reshards:

@@ -209,6 +209,7 @@ def test_a_backup_during_a_reshard_is_refused_and_status_shows_it(folder):
         st = json.loads(run_flin("status", "-e", c.endpoint, "--json").stdout)
         assert st["reshard"]["to"] == 5 and st["reshard"]["state"] == "copying"
         assert "resharding 3 -> 5 shards: copying" in run_flin("status", "-e", c.endpoint).stdout
+        assert "resharding 3 -> 5 shards: copying" in run_flin("stats", "-e", c.endpoint).stdout
         _wait_for(lambda: _progress(c).get("state") == "done", 60)
         with c.client() as cl:
             _check_preload(cl)
@@ -220,11 +221,18 @@ def test_a_backup_during_a_reshard_is_refused_and_status_shows_it(folder):
         assert c.stop() == 0
 
 
-def test_a_killed_driver_rolls_back_and_nothing_is_lost(folder):
+def _worker_pid(c: Cluster, shard: int) -> int:
+    with c.client() as cl:
+        return cl.status()["shards"][shard]["pid"]
+
+
+@pytest.mark.parametrize("victim", ["driver", "a source worker", "a target worker"])
+def test_a_kill_before_the_commit_rolls_back_and_nothing_is_lost(folder, victim):
     c = make_cluster(folder, shards=3).start()
     try:
         _start_slowly(c, 6)
-        os.kill(_driver_pid(c), signal.SIGKILL)
+        os.kill(_driver_pid(c) if victim == "driver" else
+                _worker_pid(c, 0 if victim == "a source worker" else 4), signal.SIGKILL)
         _wait_for(lambda: "reshard" not in json.load(open(os.path.join(c.data, "flin.json"))))
         with c.client() as cl:
             _check_preload(cl)
@@ -255,6 +263,43 @@ def test_a_killed_supervisor_mid_reshard_rolls_back_at_the_next_start(folder):
                                                               "CLEANUP")) for s in range(3)))
         with c.client() as cl:
             assert len(list(cl.scan_iter(b"pre:"))) == PRELOAD
+    finally:
+        assert c.stop() == 0
+
+
+def _committed(c: Cluster) -> bool:
+    with open(os.path.join(c.data, "flin.json")) as f:
+        return json.load(f).get("epoch") == 2
+
+
+@pytest.mark.parametrize("victim", ["driver", "supervisor"])
+def test_a_crash_after_the_commit_finishes_the_switch(folder, monkeypatch, victim):
+    """Killed between the commit and the switch (held there by a failpoint):
+    the switch is finished, by a new driver or at the next start."""
+    monkeypatch.setenv("FLIN_TEST_RESHARD_STALL", "after_commit:30")
+    c = make_cluster(folder, shards=3).start()
+    try:
+        _preload(c)
+        reshard(c, 5, "--no-wait")
+        _wait_for(lambda: _committed(c))
+        monkeypatch.delenv("FLIN_TEST_RESHARD_STALL")
+        c.shards = 5
+        if victim == "driver":
+            os.kill(_driver_pid(c), signal.SIGKILL)
+            _wait_for(lambda: _progress(c).get("state") == "done")
+        else:
+            c.kill()
+            c.start()
+            assert "it was committed; finishing it" in c.log()
+        with c.client() as cl:
+            _check_preload(cl)
+            st = cl.status()
+            assert st["epoch"] == 2 and len(st["shards"]) == 5 and st["reshard"] is None
+            assert len(list(cl.scan_iter(b"pre:"))) == PRELOAD
+        _wait_for(lambda: not any(os.path.exists(os.path.join(c.data, "shard-%02d" % s,
+                                                              "CLEANUP")) for s in range(5)))
+        with open(os.path.join(c.data, "flin.json")) as f:
+            assert "reshard" not in json.load(f)
     finally:
         assert c.stop() == 0
 

@@ -1,0 +1,58 @@
+"""Single-key linearizability across a live reshard: three client processes
+run GET/SET/CAS on keys that move (2 -> 5 shards) while the reshard copies,
+fences and switches; each key's history, recorded with start and end times,
+must be linearizable (the checker of ``faults/test_linearizability.py``; an
+op whose outcome is unknown may or may not have happened). A GET that starts
+after a SET was acknowledged returns that value or a newer one."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from flin.ring import Ring
+from tests.faults.test_linearizability import linearizable
+from tests.reshard.test_reshard import _preload, _progress, _wait_for, reshard
+from tests.support import faults as faultlib
+from tests.support.cluster import make_cluster
+
+
+def _moving_keys(n: int, m: int, count: int) -> list[str]:
+    old, new = Ring(n), Ring(m)
+    keys, i = [], 0
+    while len(keys) < count:
+        k = "lin:%d" % i
+        if old.shard(k.encode()) != new.shard(k.encode()):
+            keys.append(k)
+        i += 1
+    return keys
+
+
+def test_single_key_histories_across_a_reshard_are_linearizable(tmp_short):
+    c = make_cluster(tmp_short, 2).start()
+    keys = _moving_keys(2, 5, 3)
+    outs = [os.path.join(tmp_short, "lin-%d.json" % i) for i in range(3)]
+    try:
+        _preload(c)
+        procs = [faultlib.spawn(["lin", c.endpoint, "p%d" % i, "6", str(i), outs[i], *keys])
+                 for i in range(3)]
+        try:
+            time.sleep(0.5)
+            reshard(c, 5, "--rate", "8", "--no-wait")
+            _wait_for(lambda: _progress(c).get("state") == "done", 30)
+        finally:
+            faultlib.reap(procs, 60)
+        assert all(p.returncode == 0 for p in procs), [p.returncode for p in procs]
+        steps = _progress(c)["steps"]
+    finally:
+        assert c.stop() == 0
+    hist: dict = {k: [] for k in keys}
+    for out in outs:
+        with open(out) as f:
+            for key, kind, a, b, t0, t1, res in json.load(f):
+                hist[key].append((t0, t1, kind, a, b, res))
+    for key, ops in hist.items():
+        assert len(ops) >= 50, (key, len(ops))
+        assert linearizable(ops), "history of %s is not linearizable: %s" % (
+            key, sorted(ops, key=lambda o: o[0]))
+    assert steps["copy"] > 0.5          # the histories overlapped a copy, not only a switch
