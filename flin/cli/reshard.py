@@ -2,7 +2,8 @@
 
 It asks the supervisor serving ``--data`` (``supervisor.reshard.ask``) and
 follows ``run/reshard.json``: keys and bytes moved, the rate and the state,
-on a progress line when stderr is a terminal; at the end one line with what
+on a progress line when stderr is a terminal (with the time left, from the
+sources' key counts); at the end one line with what
 moved, how long it took and how long writes were held at the switch.
 Exit 0 when done; 1 if it failed and was rolled back, or was refused (the
 message says why); 3 if no cluster runs there.
@@ -60,9 +61,10 @@ def reshard(data: str, shards: int, rate: float | None, pause: bool, progress: b
         if not wait and state != rs.ASKED:
             click.echo("reshard to %d shards started; `flin status` shows it" % shards)
             return
-        line = "reshard %s -> %s: %s, %d keys, %.1f MB moved, %.1f MB/s" % (
+        line = "reshard %s -> %s: %s, %d keys, %.1f MB moved, %.1f MB/s%s" % (
             p.get("from", "?"), shards, state, p.get("keys", 0), p.get("bytes", 0) / 1e6,
-            p.get("rate_mb_s", 0.0))
+            p.get("rate_mb_s", 0.0),
+            ", ~%.0fs left" % p["left_s"] if p.get("left_s") is not None else "")
         if show and line != seen:
             click.echo("\r" + line.ljust(78), nl=False, err=True)
             seen = line

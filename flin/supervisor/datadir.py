@@ -287,10 +287,11 @@ def check_or_write_manifest(cfg: Config, ring: Ring) -> dict:
                          % (cfg.data, manifest.get("format"), FORMAT_VERSION))
     if manifest.get("shards") != cfg.shards:
         raise StartError(
-            "%s was made with %s shards, not %d. Start with --shards %s; to change the "
-            "count, `flin backup` it and `flin restore BACKUP --data NEW --shards %d` "
-            "(a live reshard is not supported yet)."
-            % (cfg.data, manifest.get("shards"), cfg.shards, manifest.get("shards"), cfg.shards))
+            "%s has %s shards, not %d. Start it without --shards (or with --shards %s); to "
+            "change the count, `flin reshard --data %s --shards %d` once it runs, or offline "
+            "`flin backup` it and `flin restore BACKUP --data NEW --shards %d`."
+            % (cfg.data, manifest.get("shards"), cfg.shards, manifest.get("shards"), cfg.data,
+               cfg.shards, cfg.shards))
     if manifest.get("ring") != ring.params():
         raise StartError("%s was made with ring %r, not %r"
                          % (cfg.data, manifest.get("ring"), ring.params()))

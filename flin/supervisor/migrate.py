@@ -101,8 +101,11 @@ class Migration:
         if force or now - self.written_at > 0.25:
             self.written_at = now
             secs = max(now - self.t0, 1e-9)
-            self.progress["rate_mb_s"] = round(self.progress["bytes"] / secs / 1e6, 1)
-            self.progress["seconds"] = round(secs, 2)
+            p = self.progress
+            p["rate_mb_s"] = round(p["bytes"] / secs / 1e6, 1)
+            p["seconds"] = round(secs, 2)
+            left = p.get("expected_keys", 0) - p["keys"]
+            p["left_s"] = round(left * secs / p["keys"], 1) if left > 0 and p["keys"] else None
             write_json(self.cfg.reshard_path, self.progress, durable=False)
 
     def each_router(self, cmd: list) -> list[Any]:
@@ -186,6 +189,14 @@ class Migration:
         for first in range(0, self.slots, 8):     # (16 MiB a request)
             self.shard_ops([(s, [MOVE_BEGIN, self.m, self.epoch, table])
                             for s in range(first, min(self.slots, first + 8))])
+
+    def expect(self) -> None:
+        """How many entries should move (the sources' key counts times the
+        share that moves), for the time left."""
+        keys = {s["id"]: s.get("keys", 0) for s in self.clients[0].stats()["shards"]
+                if s.get("alive")}
+        share = (self.m - self.n) / self.m if self.m > self.n else 1.0
+        self.progress["expected_keys"] = int(sum(keys.get(s, 0) for s in self.sources) * share)
 
     def copy(self) -> None:
         cursors: dict[int, Any] = {s: None for s in self.sources}
@@ -303,6 +314,7 @@ def run(cfg: Config, plan: dict, mode: str = RUN, next_ring: Ring | None = None)
         mig.report(force=True)
         mig.step("prepare", mig.prepare)
         mig.step("begin", mig.begin)
+        mig.expect()
         mig.step("copy", mig.copy)
         mig.step("catch_up", lambda: mig.catch_up(CATCH_UP_LEFT))
         committed = True      # from the commit in switch() on, it only goes forward

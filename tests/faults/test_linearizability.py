@@ -88,6 +88,17 @@ def test_checker_rejects_and_accepts():
     assert not linearizable([(0, 1, "cas", None, "x", True), (2, 3, "cas", None, "y", True)])
 
 
+def histories(outs: list[str], keys: list[str]) -> dict:
+    """Each key's ops ``(invoke, complete or None, kind, a, b, result)``, from
+    the files the ``lin`` client processes wrote."""
+    hist: dict = {k: [] for k in keys}
+    for out in outs:
+        with open(out) as f:
+            for key, kind, a, b, t0, t1, res in json.load(f):
+                hist[key].append((t0, t1, kind, a, b, res))
+    return hist
+
+
 def _run(tmp_short: str, seconds: float, clients: int, nkeys: int) -> None:
     c = make_cluster(tmp_short, 2, ["--shard-timeout", "1"]).start()
     keys = ["lin:%d" % i for i in range(nkeys)]
@@ -104,11 +115,7 @@ def _run(tmp_short: str, seconds: float, clients: int, nkeys: int) -> None:
         faultlib.all_up(c)
     finally:
         assert c.stop() == 0
-    hist: dict = {k: [] for k in keys}
-    for out in outs:
-        with open(out) as f:
-            for key, kind, a, b, t0, t1, res in json.load(f):
-                hist[key].append((t0, t1, kind, a, b, res))
+    hist = histories(outs, keys)
     sizes, unknown = [], 0
     t0 = time.monotonic()
     for key, ops in hist.items():

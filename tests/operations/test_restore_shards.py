@@ -140,7 +140,8 @@ def test_a_folder_started_with_another_count_names_the_way_to_change_it(backup):
                             "ipc://" + os.path.join(d, "c.sock"), "--resp", "off"],
                            capture_output=True, text=True, timeout=60, env=env)
         assert p.returncode != 0
-        assert "was made with 5 shards, not 8" in p.stderr, p.stderr
+        assert "has 5 shards, not 8" in p.stderr, p.stderr
+        assert "`flin reshard --data %s --shards 8`" % os.path.join(d, "data") in p.stderr
         assert "flin restore BACKUP --data NEW --shards 8" in p.stderr, p.stderr
 
 

@@ -16,8 +16,11 @@ import time
 
 import pytest
 
+from typing import Any
+
 import flin
 from flin import errors
+from flin.protocol import INCR
 from flin.supervisor.processes import descendants
 from tests.operations.test_operating import flin as run_flin
 
@@ -53,6 +56,32 @@ def reshard(c: Cluster, to: int, *extra: str, rc: int = 0):
     if rc == 0 and "--no-wait" not in extra:
         c.shards = to
     return p
+
+
+class Scanner(threading.Thread):
+    """Pages through the preloaded keys (present for the whole test) again
+    and again, 500 a page: every pass must see each of them once."""
+
+    def __init__(self, endpoint: str) -> None:
+        super().__init__(daemon=True)
+        self.endpoint = endpoint
+        self.passes: list[int] = []
+        self.bad: list[str] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        want = [b"pre:%06d" % j for j in range(PRELOAD)]
+        with flin.Client(self.endpoint, timeout=10, retries=5) as cl:
+            while not self.stop.is_set():
+                got, cursor = [], None
+                while True:
+                    items, cursor = cl.scan(b"pre:", cursor, 500)
+                    got += items
+                    if cursor is None:
+                        break
+                if got != want:
+                    self.bad.append("a pass saw %d keys, %d distinct" % (len(got), len(set(got))))
+                self.passes.append(len(got))
 
 
 class Writer(threading.Thread):
@@ -123,7 +152,12 @@ def test_grow_then_shrink_under_writes_loses_nothing(folder, pause):
         doomed = [[b"doomed:%d:%03d" % (w, i) for i in range(300)] for w in range(3)]
         with c.client() as cl:
             cl.mset([(k, b"doomed") for keys in doomed for k in keys])
-        writers = [Writer(c.endpoint, w, doomed[w]) for w in range(3)]
+            # INCRs whose keys will move; each resent with its request id afterwards
+            uids = {b"uid:%03d" % i: os.urandom(12) for i in range(30)}
+            done = {k: cl.execute([[INCR, k, 5, u]])[0] for k, u in uids.items()}
+        writers: list[Any] = [Writer(c.endpoint, w, doomed[w]) for w in range(3)]
+        scanner = Scanner(c.endpoint)
+        writers.append(scanner)
         for w in writers:
             w.start()
         time.sleep(0.3)
@@ -135,7 +169,11 @@ def test_grow_then_shrink_under_writes_loses_nothing(folder, pause):
             w.stop.set()
         for w in writers:
             w.join(30)
+        writers.remove(scanner)
+        assert scanner.bad == [] and len(scanner.passes) >= 2, (scanner.bad, scanner.passes)
         with c.client() as cl:
+            assert {k: cl.execute([[INCR, k, 5, u]])[0] for k, u in uids.items()} == done
+            assert cl.mget(list(uids)) == [b"5"] * len(uids)        # applied once each
             st = cl.status()
             assert st["epoch"] == 3 and len(st["shards"]) == 3
             assert all(s["alive"] for s in st["shards"])
@@ -221,6 +259,11 @@ def test_a_backup_during_a_reshard_is_refused_and_status_shows_it(folder):
         assert c.stop() == 0
 
 
+def _router_pid(c: Cluster) -> int:
+    with c.client() as cl:
+        return cl.status()["router"]["pid"]
+
+
 def _worker_pid(c: Cluster, shard: int) -> int:
     with c.client() as cl:
         return cl.status()["shards"][shard]["pid"]
@@ -231,19 +274,44 @@ def test_a_kill_before_the_commit_rolls_back_and_nothing_is_lost(folder, victim)
     c = make_cluster(folder, shards=3).start()
     try:
         _start_slowly(c, 6)
-        os.kill(_driver_pid(c) if victim == "driver" else
-                _worker_pid(c, 0 if victim == "a source worker" else 4), signal.SIGKILL)
-        _wait_for(lambda: "reshard" not in json.load(open(os.path.join(c.data, "flin.json"))))
+        os.kill(_driver_pid(c) if victim == "driver"
+                else _worker_pid(c, 0 if victim == "a source worker" else 4), signal.SIGKILL)
+        _wait_for(lambda: _progress(c).get("state") == "failed")
         with c.client() as cl:
             _check_preload(cl)
             st = cl.status()
             assert st["epoch"] == 1 and len(st["shards"]) == 3
         assert sorted(n for n in os.listdir(c.data) if n.startswith("shard-")) == \
             ["shard-00", "shard-01", "shard-02"]
-        assert "2 -> 6" not in reshard(c, 6).stdout      # and a reshard works afterwards
+        assert "reshard" not in json.load(open(os.path.join(c.data, "flin.json")))
+        assert "3 -> 6" in reshard(c, 6).stdout          # and a reshard works afterwards
         with c.client() as cl:
             _check_preload(cl)
             assert len(cl.status()["shards"]) == 6
+    finally:
+        assert c.stop() == 0
+
+
+def test_a_router_killed_mid_copy_is_restarted_and_the_reshard_ends_one_way(folder):
+    """Between the driver's requests a restarted router is just a router (it
+    starts linked to both rings); with one in flight, the driver's call fails
+    and the reshard rolls back. Either way: nothing lost, and the cluster
+    says what it is."""
+    c = make_cluster(folder, shards=3).start()
+    try:
+        _start_slowly(c, 6)
+        os.kill(_router_pid(c), signal.SIGKILL)
+        _wait_for(lambda: _progress(c).get("state") in ("done", "failed"), 90)
+        with open(os.path.join(c.data, "flin.json")) as f:
+            manifest = json.load(f)
+        assert "reshard" not in manifest
+        with c.client() as cl:
+            _check_preload(cl)
+            st = cl.status()
+            assert len(st["shards"]) == manifest["shards"] and all(s["alive"] for s in st["shards"])
+            assert st["epoch"] == manifest.get("epoch", 1)
+            assert len(list(cl.scan_iter(b"pre:"))) == PRELOAD
+        c.shards = manifest["shards"]
     finally:
         assert c.stop() == 0
 

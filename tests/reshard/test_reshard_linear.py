@@ -6,12 +6,11 @@ op whose outcome is unknown may or may not have happened). A GET that starts
 after a SET was acknowledged returns that value or a newer one."""
 from __future__ import annotations
 
-import json
 import os
 import time
 
 from flin.ring import Ring
-from tests.faults.test_linearizability import linearizable
+from tests.faults.test_linearizability import histories, linearizable
 from tests.reshard.test_reshard import _preload, _progress, _wait_for, reshard
 from tests.support import faults as faultlib
 from tests.support.cluster import make_cluster
@@ -46,12 +45,7 @@ def test_single_key_histories_across_a_reshard_are_linearizable(tmp_short):
         steps = _progress(c)["steps"]
     finally:
         assert c.stop() == 0
-    hist: dict = {k: [] for k in keys}
-    for out in outs:
-        with open(out) as f:
-            for key, kind, a, b, t0, t1, res in json.load(f):
-                hist[key].append((t0, t1, kind, a, b, res))
-    for key, ops in hist.items():
+    for key, ops in histories(outs, keys).items():
         assert len(ops) >= 50, (key, len(ops))
         assert linearizable(ops), "history of %s is not linearizable: %s" % (
             key, sorted(ops, key=lambda o: o[0]))
