@@ -64,7 +64,7 @@ class Router(Front, RespFront, Resharding, Shards):
     def __init__(self, cfg: Config, ring: Ring, ready_fd: int | None = None,
                  epoch: int = 1) -> None:
         super().__init__(cfg, ring, ready_fd)
-        self.init_resharding(epoch)
+        self.init_resharding(epoch)     # (the planner's epoch is set below, once it exists)
         n = ring.shards
         self.held = 0                            # result bytes held by waiting targets
         self.dirty: set[int] = set()
@@ -81,6 +81,7 @@ class Router(Front, RespFront, Resharding, Shards):
             log.info("router %d: no read cache with --backend-keys", cfg.router_id)
 
         self.planner = Planner(ring, stats.RouterView(self))
+        self.planner.epoch = epoch
 
         self.ctx = zmq.Context(1)
         self.gate = Gatekeeper(self.ctx)   # ZAP thread: in this process, after fork

@@ -205,9 +205,12 @@ def _plan_cas(ring: Ring, cmd: list) -> Plan:
     return [(ring.shard(_key(cmd[1])), cmd)], None
 
 
-def _plan_scan(ring: Ring, cmd: list) -> Plan:
+def _plan_scan(ring: Ring, cmd: list, epoch: int = 1) -> Plan:
     """Ask every shard for a sorted slice; merge; stop at the lowest point any
-    shard with more keys reached, so that no key can be skipped or repeated."""
+    shard with more keys reached, so that no key can be skipped or repeated.
+    Each part carries the epoch of the ring it was planned by: a shard on
+    another answers ``Moved`` (a reshard switched in between; the page is
+    planned again)."""
     _args(cmd, 5)
     _, prefix, start_after, limit, values = cmd
     _key(prefix)
@@ -219,7 +222,8 @@ def _plan_scan(ring: Ring, cmd: list) -> Plan:
         raise Invalid("values must be a bool")
     per_shard = min(limit, max(16, -(-2 * limit // ring.shards)))
     # each shard's part, and the page, stop near MAX_REPLY bytes (after one entry)
-    op = [SCAN, prefix, start_after, per_shard, values, max(MAX_REPLY // ring.shards, 1 << 20)]
+    op = [SCAN, prefix, start_after, per_shard, values, max(MAX_REPLY // ring.shards, 1 << 20),
+          epoch]
     return [(s, op) for s in range(ring.shards)], lambda rs: _merge_scan(rs, limit, values)
 
 
@@ -342,7 +346,7 @@ _PLANNERS: dict[int, Callable[[Ring, list], Plan]] = {
     PING: _plan_ping, GET: _plan_get, SET: _plan_set, DEL: _plan_del,
     EXISTS: _plan_exists, MGET: _plan_mget, MSET: _plan_mset, INCR: _plan_incr,
     EXPIRE: _plan_expire, PERSIST: _plan_persist, TTL: _plan_ttl, CAS: _plan_cas,
-    SCAN: _plan_scan, GETDEL: _plan_getdel,
+    GETDEL: _plan_getdel,
 }
 
 
@@ -352,6 +356,7 @@ class Planner:
     def __init__(self, ring: Ring, view: ClusterView) -> None:
         self.ring, self.view = ring, view
         self.slots = ring.shards   # shards STATUS, STATS, COMPACT and SHARD reach (a reshard: both rings')
+        self.epoch = 1             # the ring's (``resharding.py``): SCAN's parts carry it
 
     def plan(self, cmd: Any) -> Plan:
         """Validate ``cmd`` and split it; raises ``Invalid`` with the reason."""
@@ -360,6 +365,8 @@ class Planner:
         planner = _PLANNERS.get(cmd[0])
         if planner is not None:
             return planner(self.ring, cmd)
+        if cmd[0] == SCAN:
+            return _plan_scan(self.ring, cmd, self.epoch)
         if cmd[0] == SHARD:
             return _plan_shard(self.slots, cmd)
         if cmd[0] == COMPACT:

@@ -141,7 +141,7 @@ class Resharding:
                 self.grow(max(len(self.state), to))  # type: ignore[attr-defined]
                 self.planner.slots = self.slots  # type: ignore[attr-defined]
                 self.ring, self.epoch, self.next_ring = ring, epoch, None
-                self.planner.ring = ring
+                self.planner.ring, self.planner.epoch = ring, epoch
                 if self.cache is not None:
                     self.cache.clear()
                 log.info("router: now on epoch %d, %d shards", epoch, to)

@@ -77,10 +77,14 @@ def ttl(store: Store, op: list) -> int:
 
 
 def scan(store: Store, op: list) -> Any:
-    """[SCAN, prefix, start_after, limit, values, max_bytes] -> [flat items, last
-    examined key or nil]; past ``max_bytes`` of keys and values (default
-    ``MAX_REPLY``), after one entry at least, the part stops there."""
+    """[SCAN, prefix, start_after, limit, values, max_bytes, epoch] -> [flat items,
+    last examined key or nil]; past ``max_bytes`` of keys and values (default
+    ``MAX_REPLY``), after one entry at least, the part stops there. A part
+    planned by another epoch's ring than a resharded shard's is ``Moved``."""
     _, prefix, start_after, limit, values = op[:5]
+    if store.owner is not None and len(op) > 6 and op[6] != store.epoch:
+        return store.error(errors.Moved, "shard %d is at epoch %d, the scan was planned at %r"
+                           % (store.shard, store.epoch, op[6]))
     max_bytes = op[5] if len(op) > 5 else MAX_REPLY
     if store.pend:                   # scans see this message's earlier writes
         failure = store.settle()

@@ -174,7 +174,7 @@ def test_scan_asks_each_shard_for_a_share_of_the_page():
     subops, _ = P.plan([SCAN, b"p:", None, 100, False])
     assert len(subops) == 4
     share = protocol.MAX_REPLY // 4              # of the bytes too
-    assert all(op == [SCAN, b"p:", None, 50, False, share] for _, op in subops)
+    assert all(op == [SCAN, b"p:", None, 50, False, share, 1] for _, op in subops)   # epoch 1
 
 
 def test_scan_page_stops_near_the_reply_limit_in_bytes():
