@@ -47,7 +47,7 @@ from .readcache import MISS, ReadCache
 from .replies import RETRY_MS, ReplyQueue
 from .front import Front
 from .respfront import RespFront
-from .resharding import MOVED_RETRY_S, Resharding
+from .resharding import MOVED_RETRY_S, Relay, Resharding
 from .shards import STALLED, UP, Shards, error as _err
 from .sockets import Gatekeeper, frontend_socket
 
@@ -114,7 +114,7 @@ class Router(Front, RespFront, Resharding, Shards):
             self.reply(target)
         elif cls is Gather:
             self.deliver(target.parent, target.slot, target.finish(target.results))
-        elif cls is CacheFill:
+        elif cls is CacheFill or cls is Relay:
             target.complete(self)
 
     def hold(self, target: Any, slot: int, value: Any) -> None:

@@ -18,6 +18,8 @@ itself, and what it does with a ``Moved`` answer.
 - ``resume``: plan the held requests, in order, and take new ones.
 - ``finish``: the shards past the ring are let go (a shrink's retired
   ones); ``abort``: the next ring is dropped and the pause ends.
+- ``copy``: one round of the copy, the pages of the sources to the targets
+  through this router only (``Relay``).
 - ``load``: the requests this router has taken so far (the driver yields
   to the clients' when there are any).
 
@@ -36,7 +38,8 @@ from typing import Any
 
 from .. import errors
 from ..protocol import (
-    NO_KEYS, OP_INFO, RESHARD, SCAN, SHARD, SNAPSHOT_OPEN, written_keys,
+    MOVE_IMPORT, MOVE_READ, NO_KEYS, OP_INFO, RESHARD, SCAN, SHARD, SNAPSHOT_OPEN, ErrorReply,
+    written_keys,
 )
 from ..ring import Ring
 from .planner import Invalid
@@ -48,6 +51,47 @@ PAUSE_MAX_S = 5.0            # a pause longer than this ends by itself
 MOVED_RETRY_S = 0.005        # before a Moved op is sent again
 MOVED_FOR_S = 2.0            # ... for at most this long
 PARKED_MAX = 100_000         # requests held while paused; past it: Overloaded
+
+
+class Relay:
+    """``[RESHARD, copy, [[source, after, limit, max_bytes], ...], targets]``: one
+    round of the copy, source to target through this router only. The
+    sources' pages (``MOVE_READ``: per target, a blob of entries) go on to
+    their targets as they are (``MOVE_IMPORT``; a blob for every target to
+    each of ``targets``), then the driver gets ``[[source, entries, bytes,
+    last], ...]``, or the first error. The driver sees no entry."""
+
+    __slots__ = ("results", "waiting", "parent", "slot", "reads", "everyone", "summary")
+    cap = 0
+
+    def __init__(self, parent: Any, slot: int, reads: list, everyone: list) -> None:
+        self.parent, self.slot, self.reads, self.everyone = parent, slot, reads, everyone
+        self.results: list = [None] * len(reads)
+        self.waiting = len(reads)
+        self.summary: list | None = None
+
+    def complete(self, router: Any) -> None:
+        bad = next((r for r in self.results if type(r) is ErrorReply), None)
+        if bad is not None or self.summary is not None:
+            router.deliver(self.parent, self.slot, bad if bad is not None else self.summary)
+            return
+        summary, imports = [], []
+        for (source, *_), (page, last) in zip(self.reads, self.results):
+            n = size = 0
+            for i in range(0, len(page), 3):          # [target, entries, blob, ...]
+                target, count, blob = page[i], page[i + 1], page[i + 2]
+                for t in (self.everyone if target < 0 else (target,)):
+                    imports.append((t, [MOVE_IMPORT, blob]))
+                n += count
+                size += len(blob)
+            summary.append([source, n, size, last])
+        self.summary = summary
+        if not imports:
+            router.deliver(self.parent, self.slot, summary)
+            return
+        self.results, self.waiting = [None] * len(imports), len(imports)
+        for k, (t, op) in enumerate(imports):
+            router.route(t, op, self, k)
 
 
 def _by_ring(cmd: Any) -> bool:
@@ -146,6 +190,18 @@ class Resharding:
                     self.cache.clear()
                 log.info("router: now on epoch %d, %d shards", epoch, to)
             return True
+        if action == "copy" and len(cmd) == 4 and type(cmd[2]) is list and type(cmd[3]) is list:
+            reads, everyone = cmd[2], cmd[3]
+            slots = self.slots
+            if not reads or not all(type(r) is list and len(r) == 4 and type(r[0]) is int
+                                    and 0 <= r[0] < slots for r in reads) or \
+                    not all(type(t) is int and 0 <= t < slots for t in everyone):
+                raise Invalid("RESHARD copy takes [[source, after, limit, max_bytes], ...] "
+                              "and the targets, shards in 0..%d" % (slots - 1))
+            relay = Relay(req, slot, reads, everyone)
+            for j, (source, after, limit, max_bytes) in enumerate(reads):
+                self.route(source, [MOVE_READ, after, limit, max_bytes], relay, j)  # type: ignore[attr-defined]
+            return None
         if action == "load" and len(cmd) == 2:   # requests taken so far: the driver yields
             return self.counts["requests"]  # type: ignore[attr-defined]
         if action == "resume" and len(cmd) == 2:

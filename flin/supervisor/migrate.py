@@ -9,10 +9,11 @@ The steps (``run``), each through the routers (``[SHARD, s, op]``):
    shrinking: the shards past M) snapshot and record the moving keys
    written from then on; every shard builds the next ring now, not at the
    switch.
-3. Copy: each round trip pages every source's snapshot (``MOVE_READ``) and
-   takes the previous round's pages in (``MOVE_IMPORT`` to each target; a
-   remembered request uid to every target), so that the sources read while
-   the targets write; at most ``--rate`` MB/s.
+3. Copy: each round (``RESHARD copy``, through router 0) pages every
+   source's snapshot (``MOVE_READ``: per target, a blob of entries) and the
+   router passes each blob on to its target (``MOVE_IMPORT``; a remembered
+   request uid goes to every target); this process sees no entry. At most
+   ``--rate`` MB/s, and yielding while clients send requests.
 4. Catch up: ``MOVE_DIRTY`` (what was written since) until little is left.
 5. The switch, short: ``RESHARD pause`` on every router (answered once
    nothing is in flight; not with ``--no-pause``, where writes to moving
@@ -46,7 +47,7 @@ from .. import errors
 from ..client import Client
 from ..config import Config
 from ..protocol import (
-    MOVE_ABORT, MOVE_BEGIN, MOVE_DIRTY, MOVE_FENCE, MOVE_IMPORT, MOVE_READ, MOVE_SWITCH, RESHARD,
+    MOVE_ABORT, MOVE_BEGIN, MOVE_DIRTY, MOVE_FENCE, MOVE_IMPORT, MOVE_SWITCH, RESHARD,
     SHARD, ErrorReply,
 )
 from ..ring import Ring
@@ -199,32 +200,44 @@ class Migration:
         self.progress["expected_keys"] = int(sum(keys.get(s, 0) for s in self.sources) * share)
 
     def copy(self) -> None:
-        cursors: dict[int, Any] = {s: None for s in self.sources}
-        taking: list[tuple[int, list]] = []
+        # two lanes of sources, a round of each in flight: one lane's sources read
+        # while the other's pages are written; each round goes through router 0,
+        # every source's next page straight into the targets (``router.resharding.
+        # Relay``), and no entry comes to this process
         everyone = self.targets()
-        while cursors or taking:
-            # one request: the next pages of every source, and the last ones into the
-            # targets, so that sources read while targets write
-            t0 = time.monotonic()
-            reading = list(cursors)
-            page_bytes = max(64 << 10, ROUND_BYTES // max(1, len(reading)))
-            got = self.shard_ops([(s, [MOVE_READ, cursors[s], PAGE_KEYS, page_bytes])
-                                  for s in reading] + taking)
-            taking = []
-            keys = size = 0
-            for s, (page, last) in zip(reading, got):
-                for i in range(0, len(page), 3):     # [target, entries, blob, ...]
-                    target, n, blob = page[i], page[i + 1], page[i + 2]
-                    taking += [(t, [MOVE_IMPORT, blob]) for t in
-                               (everyone if target < 0 else (target,))]
+        lanes = [{s: None for s in self.sources[i::2]} for i in range(2)]
+        lanes = [lane for lane in lanes if lane]
+        page_bytes = max(64 << 10, ROUND_BYTES // max(1, len(self.sources)))
+        c = self.clients[0]
+        flying: dict[int, tuple[int, float]] = {}    # lane -> (request id, sent at)
+
+        def send(i: int) -> None:
+            reads = [[s, after, PAGE_KEYS, page_bytes] for s, after in lanes[i].items()]
+            flying[i] = (c.submit([[RESHARD, "copy", reads, everyone]]), time.monotonic())
+
+        for i in range(len(lanes)):
+            send(i)
+        while flying:
+            for i in list(flying):
+                rid, t0 = flying.pop(i)
+                got = c.collect(rid)
+                r = got if isinstance(got, ErrorReply) else got[0]
+                if isinstance(r, ErrorReply):
+                    raise Failed("a copy round failed: %s" % r.message)
+                keys = size = 0
+                summary: list = r
+                for source, n, nbytes, last in summary:
                     keys += n
-                    size += len(blob)
-                if last is None:
-                    del cursors[s]
-                else:
-                    cursors[s] = last
-            self.report(keys=self.progress["keys"] + keys, bytes=self.progress["bytes"] + size)
-            self.throttle(time.monotonic() - t0)
+                    size += nbytes
+                    if last is None:
+                        del lanes[i][source]
+                    else:
+                        lanes[i][source] = last
+                self.report(keys=self.progress["keys"] + keys,
+                            bytes=self.progress["bytes"] + size)
+                self.throttle((time.monotonic() - t0) / len(lanes))
+                if lanes[i]:
+                    send(i)
 
     def catch_up(self, until: int, rounds: int = CATCH_UP_ROUNDS) -> int:
         """Move what was written since, until fewer than ``until`` are left
