@@ -168,7 +168,7 @@ class Migration:
     def throttle(self, round_s: float) -> None:
         """At most ``--rate``; and while clients send requests (more than
         ``BUSY_RPS`` besides ours), a pause ``YIELD`` times as long as the
-        round: the copy takes about a third of the machine, not all of it."""
+        round took: the copy takes about a third of the machine, not all of it."""
         if self.rate > 0:
             ahead = self.progress["bytes"] / self.rate - (time.monotonic() - self.t0)
             if ahead > 0:
@@ -200,44 +200,35 @@ class Migration:
         self.progress["expected_keys"] = int(sum(keys.get(s, 0) for s in self.sources) * share)
 
     def copy(self) -> None:
-        # two lanes of sources, a round of each in flight: one lane's sources read
-        # while the other's pages are written; each round goes through router 0,
-        # every source's next page straight into the targets (``router.resharding.
-        # Relay``), and no entry comes to this process
+        # two lanes of sources, a round of each in flight at once, going through the
+        # router independently (one lane's sources read while the other's pages are
+        # written): every source's next page straight into the targets
+        # (``router.resharding.Relay``); no entry comes to this process
         everyone = self.targets()
         lanes = [{s: None for s in self.sources[i::2]} for i in range(2)]
-        lanes = [lane for lane in lanes if lane]
         page_bytes = max(64 << 10, ROUND_BYTES // max(1, len(self.sources)))
         c = self.clients[0]
-        flying: dict[int, tuple[int, float]] = {}    # lane -> (request id, sent at)
-
-        def send(i: int) -> None:
-            reads = [[s, after, PAGE_KEYS, page_bytes] for s, after in lanes[i].items()]
-            flying[i] = (c.submit([[RESHARD, "copy", reads, everyone]]), time.monotonic())
-
-        for i in range(len(lanes)):
-            send(i)
-        while flying:
-            for i in list(flying):
-                rid, t0 = flying.pop(i)
+        while any(lanes):
+            t0 = time.monotonic()
+            rids = [(lane, c.submit([[RESHARD, "copy", [[s, after, PAGE_KEYS, page_bytes]
+                                                        for s, after in lane.items()],
+                                      everyone]])) for lane in lanes if lane]
+            keys = size = 0
+            for lane, rid in rids:
                 got = c.collect(rid)
                 r = got if isinstance(got, ErrorReply) else got[0]
                 if isinstance(r, ErrorReply):
                     raise Failed("a copy round failed: %s" % r.message)
-                keys = size = 0
                 summary: list = r
                 for source, n, nbytes, last in summary:
                     keys += n
                     size += nbytes
                     if last is None:
-                        del lanes[i][source]
+                        del lane[source]
                     else:
-                        lanes[i][source] = last
-                self.report(keys=self.progress["keys"] + keys,
-                            bytes=self.progress["bytes"] + size)
-                self.throttle((time.monotonic() - t0) / len(lanes))
-                if lanes[i]:
-                    send(i)
+                        lane[source] = last
+            self.report(keys=self.progress["keys"] + keys, bytes=self.progress["bytes"] + size)
+            self.throttle(time.monotonic() - t0)
 
     def catch_up(self, until: int, rounds: int = CATCH_UP_ROUNDS) -> int:
         """Move what was written since, until fewer than ``until`` are left
