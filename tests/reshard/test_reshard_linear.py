@@ -37,7 +37,7 @@ def test_single_key_histories_across_a_reshard_are_linearizable(tmp_short):
                  for i in range(3)]
         try:
             time.sleep(0.5)
-            reshard(c, 5, "--rate", "8", "--no-wait")
+            reshard(c, 5, "--rate", "8", "--no-wait", "--no-pause")   # the fence alone
             _wait_for(lambda: _progress(c).get("state") == "done", 30)
         finally:
             faultlib.reap(procs, 60)
