@@ -16,7 +16,10 @@ import time
 import click
 
 from ..config import MAX_SHARDS, Config
+from ..supervisor.datadir import running_pid
 from .common import EXIT_UNREACHABLE, data_opt
+
+ASK_WAIT_S = 30.0         # for the supervisor to take the request
 
 
 @click.command()
@@ -49,12 +52,22 @@ def reshard(data: str, shards: int, rate: float | None, pause: bool, progress: b
         sys.exit(EXIT_UNREACHABLE)
     show = sys.stderr.isatty() if progress is None else progress
     seen = None
+    asked_at = time.monotonic()
     while True:
         p = rs.progress(cfg)
-        if p.get("id") != rid:        # (an older run's file: ours is being written)
+        state = p.get("state") if p.get("id") == rid else None   # (None: another's file)
+        if state in (None, rs.ASKED) and not p.get("waiting") and \
+                time.monotonic() - asked_at > ASK_WAIT_S:
+            click.echo("flin: the supervisor did not take the request within %.0fs (another "
+                       "reshard's request replaced it?)" % ASK_WAIT_S, err=True)
+            sys.exit(1)
+        if running_pid(cfg) is None:
+            click.echo("flin: the cluster on %s stopped; `flin start` settles the reshard "
+                       "(rolled back before its commit, finished after)" % data, err=True)
+            sys.exit(EXIT_UNREACHABLE)
+        if state is None:
             time.sleep(0.05)
             continue
-        state = p.get("state")
         if state == rs.REFUSED:
             click.echo("flin: reshard refused: %s" % p.get("error"), err=True)
             sys.exit(1)
@@ -65,6 +78,9 @@ def reshard(data: str, shards: int, rate: float | None, pause: bool, progress: b
             p.get("from", "?"), shards, state, p.get("keys", 0), p.get("bytes", 0) / 1e6,
             p.get("rate_mb_s", 0.0),
             ", ~%.0fs left" % p["left_s"] if p.get("left_s") is not None else "")
+        if p.get("waiting"):
+            line = "reshard -> %s: waiting for shard %s to clean up after the last one" % (
+                shards, p["waiting"][0])
         if show and line != seen:
             click.echo("\r" + line.ljust(78), nl=False, err=True)
             seen = line

@@ -339,7 +339,7 @@ def _plan_shard(slots: int, cmd: list) -> Plan:
     return [(shard, op)], None
 
 
-_MOVE_ARGS = {MOVE_BEGIN: 4, MOVE_READ: 4, MOVE_DIRTY: 2, MOVE_IMPORT: 2, MOVE_SWITCH: 3}
+_MOVE_ARGS = {MOVE_BEGIN: 4, MOVE_READ: 4, MOVE_DIRTY: 3, MOVE_IMPORT: 2, MOVE_SWITCH: 3}
 
 # the planners that need only the ring; STATUS and STATS also need the view
 _PLANNERS: dict[int, Callable[[Ring, list], Plan]] = {

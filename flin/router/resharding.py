@@ -210,11 +210,13 @@ class Resharding:
         if action == "finish" and len(cmd) == 2:
             self.resharding = False
             self.next_ring = None
+            self.moved_since.clear()
             self.slots = self.planner.slots = self.ring.shards  # type: ignore[attr-defined]
             return True
         if action == "abort" and len(cmd) == 2:
             self.resharding = False
             self.next_ring = None
+            self.moved_since.clear()
             self.slots = self.planner.slots = self.ring.shards  # type: ignore[attr-defined]
             self.resume()
             return True

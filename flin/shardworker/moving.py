@@ -31,19 +31,25 @@ crash in between runs the pass again. Until then the fence hides those keys.
 """
 from __future__ import annotations
 
+import logging
 import os
+import time
 from typing import Any
 
 from .. import errors
 from ..protocol import (
-    MAX_SCAN_LIMIT, MAX_SNAPSHOT_BYTES, NO_KEYS, OP_INFO, WRITES, pack_blob, unpack_blob,
-    written_keys,
+    CAS, INCR, MOVE_ABORT, MAX_SCAN_LIMIT, MAX_SNAPSHOT_BYTES, NO_KEYS, OP_INFO, WRITES, pack_blob,
+    unpack_blob, written_keys,
 )
 from ..ring import Ring
 from .encoding import DATA, EXPIRING, EXPIRY, UID, expiry_key
 from .store import Store
+from .writes import UID_KEEP_MS
+
+log = logging.getLogger("flin.shard")
 
 CLEANUP = "CLEANUP"           # the marker file in a shard's folder
+MOVE_IDLE_S = 120.0           # a move no MOVE_* op touched for this long is dropped
 _CLEANUP_BUDGET = 2000        # keys looked at per cleanup step
 
 
@@ -83,22 +89,31 @@ class Move:
         self.to, self.epoch = to, epoch
         self.snapshot = store.db.snapshot()
         self.dirty: dict[bytes, None] = {}     # moving keys written since the snapshot
+        self.uids: dict[bytes, bytes] = {}     # request uid -> its key, of INCR/CAS meanwhile
         self.fenced = False
         self.shard = store.shard
+        self.used = time.monotonic()           # the last MOVE_* op (``MOVE_IDLE_S``)
 
     def moving(self, key: bytes) -> bool:
         return self.next.shard(key) != self.shard
 
     def track(self, store: Store, op: list) -> Any:
-        """Record the moving keys a write touches; once fenced, refuse it."""
+        """Record the moving keys a write touches (and the request uid of an
+        INCR or CAS, which must follow its key); once fenced, refuse any op
+        on a moving key, a read too: the value it would see may be behind a
+        write of the same request that was refused and re-routed."""
         keys = [k for k in written_keys(op) if type(k) is bytes and self.moving(k)]
         if not keys:
             return None
         if self.fenced:
             return store.error(errors.Moved, "shard %d: that key is moving to shard %d "
                                "(epoch %d)" % (self.shard, self.next.shard(keys[0]), self.epoch))
-        for k in keys:
-            self.dirty[k] = None
+        if op[0] in WRITES:
+            for k in keys:
+                self.dirty[k] = None
+            uid = op[3] if op[0] == INCR else op[4] if op[0] == CAS else None
+            if type(uid) is bytes:
+                self.uids[uid] = keys[0]
         return None
 
 
@@ -109,9 +124,10 @@ def fence(store: Store, op: list) -> Any:
         refused = store.owner.refuse(store, op)
         if refused is not None:
             return refused
-    if store.move is not None and op[0] in WRITES:
+    move = store.move
+    if move is not None and (op[0] in WRITES or move.fenced):
         try:
-            return store.move.track(store, op)
+            return move.track(store, op)
         except (IndexError, TypeError, KeyError):
             return None
     return None
@@ -139,7 +155,21 @@ def move_begin(store: Store, op: list) -> Any:
 def _move_of(store: Store) -> Move:
     if store.move is None:
         raise ValueError("shard %d has no reshard in progress (it restarted?)" % store.shard)
+    store.move.used = time.monotonic()
     return store.move
+
+
+def expire_move(store: Store) -> bool:
+    """Drop a move no MOVE_* op touched for ``MOVE_IDLE_S`` (its driver is
+    gone, and its abort never came): its fence, snapshot and dirty keys go,
+    and what the shard took in is cleaned up. True if it did."""
+    move = store.move
+    if move is None or time.monotonic() - move.used < MOVE_IDLE_S:
+        return False
+    log.warning("shard %d: no reshard step for %.0fs: calling the move off", store.shard,
+                MOVE_IDLE_S)
+    move_abort(store, [MOVE_ABORT])
+    return True
 
 
 def move_read(store: Store, op: list) -> Any:
@@ -193,21 +223,38 @@ def move_read(store: Store, op: list) -> Any:
 
 
 def move_dirty(store: Store, op: list) -> Any:
-    """[MOVE_DIRTY, limit] -> [[target, key, value|nil, ...], dirty keys left]: the
-    current value of moving keys written since the snapshot (nil: not there)."""
-    _, limit = op
+    """[MOVE_DIRTY, limit, max_bytes] -> [[target, key, value|nil, ...], left]: the
+    current value of moving keys written since the snapshot (nil: not there),
+    and the request uids of INCR/CAS on them (each to its key's target, with
+    a new expiry entry); at most ``limit`` keys or past ``max_bytes``."""
+    _, limit, max_bytes = op
     move = _move_of(store)
     failure = _settled(store)
     if failure is not None:
         return failure
     out: list = []
-    dirty = move.dirty
+    size = 0
     db = store.db
+    nxt = move.next.shard
+    uids = move.uids
+    while uids and size < max_bytes:
+        uid, key = uids.popitem()
+        raw = db.get(UID + uid, verify_checksums=True)
+        if raw is not None:
+            target = nxt(key)
+            out += (target, UID + uid, raw,
+                    target, expiry_key(store.now + UID_KEEP_MS, UID + uid), b"")
+            size += len(uid) + len(raw)
+    dirty = move.dirty
     for k in list(dirty)[:max(1, min(int(limit), MAX_SCAN_LIMIT))]:
+        if size >= max_bytes:
+            break
         del dirty[k]
         dkey = DATA + k
-        out += (move.next.shard(k), dkey, db.get(dkey, verify_checksums=True))
-    return [out, len(dirty)]
+        raw = db.get(dkey, verify_checksums=True)
+        out += (nxt(k), dkey, raw)
+        size += len(k) + len(raw or b"")
+    return [out, len(dirty) + len(uids)]
 
 
 def move_fence(store: Store, op: list) -> Any:
@@ -220,6 +267,8 @@ def move_import(store: Store, op: list) -> Any:
     """[MOVE_IMPORT, [key, value|nil, ...] or its blob] -> entries taken: raw
     entries from a source, in this message's write batch."""
     _, flat = op
+    if store.move is not None:
+        store.move.used = time.monotonic()
     if type(flat) is bytes:            # a page as MOVE_READ packed it
         flat = unpack_blob(flat)
     mark_cleanup(store, now=False)     # (a stat when it is there)

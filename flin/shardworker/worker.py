@@ -168,6 +168,7 @@ def run(cfg: Config, shard: int, ring: Ring | None = None, epoch: int = 1) -> in
                 store.recover()
                 store.sweep()
                 admin.expire_snapshots(store)
+                moving.expire_move(store)
             wait = _SWEEP_EVERY_MS / 1000
             if store.cleanup_at is not None:   # after a reshard: keys it no longer owns
                 wait = _CLEANUP_EVERY_S

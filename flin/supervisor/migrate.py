@@ -57,6 +57,7 @@ from .datadir import MANIFEST, load_manifest, write_json
 log = logging.getLogger("flin.reshard")
 
 EXIT_FAILED, EXIT_SWITCHED = 2, 3      # aborted (nothing changed) / committed, switch owed
+_DOWN = (errors.ShardUnavailable.code, errors.OutcomeUnknown.code)   # a shard not there now
 PAGE_KEYS = 2000                       # entries per MOVE_READ page
 ROUND_BYTES = 12 << 20                 # bytes of pages per round trip, over all sources:
                                        # (under glibc's 32 MiB mmap threshold, so that the
@@ -234,7 +235,8 @@ class Migration:
         """Move what was written since, until fewer than ``until`` are left
         (or after ``rounds``: writes faster than the copy; the pause takes the rest)."""
         for _ in range(rounds):
-            got = self.shard_ops([(s, [MOVE_DIRTY, 10_000]) for s in self.sources])
+            per = max(64 << 10, ROUND_BYTES // max(1, len(self.sources)))
+            got = self.shard_ops([(s, [MOVE_DIRTY, 10_000, per]) for s in self.sources])
             flat = [x for page, _ in got for x in page]
             left = sum(n for _, n in got)
             self.import_pages(flat)
@@ -254,6 +256,8 @@ class Migration:
         for s in self.sources:                 # before the commit: a crash after it cleans up
             with open(os.path.join(self.cfg.shard_dir(s), CLEANUP), "w") as f:
                 f.write("%d\n" % self.epoch)
+                f.flush()
+                os.fsync(f.fileno())
         self.commit()
         self.finish_switch()
         self.report(force=True, pause_ms=round(1000 * (time.monotonic() - t0), 1))
@@ -267,17 +271,30 @@ class Migration:
         _failpoint("after_commit")
 
     def finish_switch(self) -> None:
-        self.shard_ops([(s, [MOVE_SWITCH, self.m, self.epoch]) for s in range(self.slots)])
+        """After the commit: every shard and router on the new ring. A shard that
+        is down does not hold the routers back: it restarts on the new ring
+        (the supervisor forks it so once the commit is in the manifest)."""
+        results = self.clients[0].execute([[SHARD, s, [MOVE_SWITCH, self.m, self.epoch]]
+                                           for s in range(self.slots)])
+        for s, r in enumerate(results):
+            if type(r) is ErrorReply and r.code not in _DOWN:
+                raise Failed("shard %d refused to switch: %s" % (s, r.message))
         self.each_router([RESHARD, "switch", self.m, self.epoch])
         self.each_router([RESHARD, "resume"])
         self.each_router([RESHARD, "finish"])
 
     def abort(self) -> None:
-        for s in range(self.slots):
+        """Call it off everywhere, through whichever router answers (a shard
+        that misses it drops its move after ``moving.MOVE_IDLE_S``)."""
+        left = set(range(self.slots))
+        for c in self.clients * 2:
+            if not left:
+                break
             try:
-                self.shard_ops([(s, [MOVE_ABORT])])
-            except (Failed, errors.FlinError):
-                pass
+                got = c.execute([[SHARD, s, [MOVE_ABORT]] for s in sorted(left)])
+            except errors.FlinError:
+                continue
+            left = {s for s, r in zip(sorted(left), got) if type(r) is ErrorReply}
         for c in self.clients:
             try:
                 c.execute([[RESHARD, "abort"]])

@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 from ..config import MAX_SHARDS, Config
 from ..ring import Ring
+from ..shardworker.moving import CLEANUP
 from . import migrate
 from .datadir import MANIFEST, StartError, load_manifest, running_pid, write_json
 
@@ -118,6 +119,14 @@ class Reshards:
     def on_reshard_signal(self, signum: int, frame: Any) -> None:
         self.reshard_asked = True
 
+    def topology(self) -> tuple[Ring, int]:
+        """The ring and epoch a child started now acts on: a reshard's new
+        ones once it is committed (a worker or router restarted between the
+        commit and its switch must not come back on the old ring)."""
+        if self.plan is not None and self.next_ring is not None and self._committed():
+            return self.next_ring, self.plan["epoch"]
+        return self.ring, self.epoch
+
     def slots(self) -> int:
         """Shards routers link to: both rings' during a reshard."""
         return max(self.cfg.shards, self.plan["to"]) if self.plan else self.cfg.shards
@@ -140,6 +149,17 @@ class Reshards:
         down = [c.shard for c in self.workers if c.pid is None or c.broken]
         if down:
             return self.refuse(req, "shard %s is down: a reshard needs every shard up" % down)
+        owed = [s for s in range(n) if os.path.exists(os.path.join(self.cfg.shard_dir(s),
+                                                                   CLEANUP))]
+        if owed:   # keys the last reshard left behind must go first: asked again each turn
+            self.reshard_asked = True
+            if req.get("waiting") != owed[:1]:
+                write_json(self.cfg.reshard_path, {**req, "waiting": owed[:1]})
+            return None
+        stray = [s for s in range(n, to) if os.path.exists(self.cfg.shard_dir(s))]
+        if stray:
+            return self.refuse(req, "%s exists: a folder left by an earlier reshard? Move it "
+                               "away first" % self.cfg.shard_dir(stray[0]))
         manifest = load_manifest(self.cfg) or {}
         plan = {"id": req.get("id"), "from": n, "to": to, "epoch": manifest.get("epoch", 1) + 1,
                 "rate": req.get("rate"), "pause": req.get("pause") is not False}

@@ -95,10 +95,11 @@ class Supervisor(Reshards):
                 elif child is self.migrator:
                     code = self.run_migrator()
                 elif child.router is not None:
+                    ring, epoch = self.topology()
                     code = router.run(dataclasses.replace(self.cfg, router_id=child.router),
-                                      self.ring, ready_w, self.epoch, self.slots())
+                                      ring, ready_w, epoch, self.slots())
                 elif child.shard is not None:
-                    code = shardworker.run(self.cfg, child.shard, self.ring, self.epoch)
+                    code = shardworker.run(self.cfg, child.shard, *self.topology())
             except BaseException:
                 log.exception("%s crashed", child.name)
             finally:

@@ -242,6 +242,9 @@ def test_a_backup_during_a_reshard_is_refused_and_status_shows_it(folder):
         _preload(c)
         reshard(c, 5, "--rate", "2", "--no-wait")
         _wait_for(lambda: _progress(c).get("state") == "copying" and _progress(c)["keys"] > 0)
+        with c.client() as cl:              # INCRs with request ids while the keys move
+            uids = {b"mid:%03d" % i: os.urandom(12) for i in range(40)}
+            done = {k: cl.execute([[INCR, k, 3, u]])[0] for k, u in uids.items()}
         p = run_flin("backup", "-e", c.endpoint, os.path.join(folder, "bk"), check_rc=SERVER)
         assert "a reshard is in progress: back up after it" in p.stderr, p.stderr
         st = json.loads(run_flin("status", "-e", c.endpoint, "--json").stdout)
@@ -252,6 +255,9 @@ def test_a_backup_during_a_reshard_is_refused_and_status_shows_it(folder):
         with c.client() as cl:
             _check_preload(cl)
             assert len(cl.status()["shards"]) == 5
+            # resent after the move: answered from the records that moved with them
+            assert {k: cl.execute([[INCR, k, 3, u]])[0] for k, u in uids.items()} == done
+            assert cl.mget(list(uids)) == [b"3"] * len(uids)
         c.shards = 5
         run_flin("backup", "-e", c.endpoint, os.path.join(folder, "bk2"))   # after: fine
         assert json.loads(run_flin("status", "-e", c.endpoint, "--json").stdout)["reshard"] is None
@@ -340,7 +346,7 @@ def _committed(c: Cluster) -> bool:
         return json.load(f).get("epoch") == 2
 
 
-@pytest.mark.parametrize("victim", ["driver", "supervisor"])
+@pytest.mark.parametrize("victim", ["driver", "supervisor", "a target worker"])
 def test_a_crash_after_the_commit_finishes_the_switch(folder, monkeypatch, victim):
     """Killed between the commit and the switch (held there by a failpoint):
     the switch is finished, by a new driver or at the next start."""
@@ -355,6 +361,9 @@ def test_a_crash_after_the_commit_finishes_the_switch(folder, monkeypatch, victi
         if victim == "driver":
             os.kill(_driver_pid(c), signal.SIGKILL)
             _wait_for(lambda: _progress(c).get("state") == "done")
+        elif victim == "a target worker":     # restarted on the new ring, it keeps its keys
+            os.kill(_worker_pid(c, 4), signal.SIGKILL)
+            _wait_for(lambda: _progress(c).get("state") == "done", 60)
         else:
             c.kill()
             c.start()

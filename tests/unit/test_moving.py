@@ -62,7 +62,7 @@ def _copy(src: Store, dst: Store) -> int:
 
 
 def _catch_up(src: Store, dst: Store) -> int:
-    flat, left = src.apply([[MOVE_DIRTY, 1000]])[0]
+    flat, left = src.apply([[MOVE_DIRTY, 1000, 1 << 20]])[0]
     assert left == 0
     pairs = [x for i in range(0, len(flat), 3) for x in flat[i + 1:i + 3]]
     if pairs:
@@ -92,7 +92,9 @@ def test_a_grow_moves_every_change_and_the_fence_holds(pair):
     refused = src.apply([[SET, moving_keys[4], b"x", None, 0]])[0]
     assert type(refused) is ErrorReply and refused.code == errors.Moved.code
     assert src.apply([[SET, staying[1], b"ok", None, 0]]) == [None]   # not moving: served
-    assert src.apply([[GET, moving_keys[4]]]) == [b"v0-" + moving_keys[4]]  # reads go on
+    fenced = src.apply([[GET, moving_keys[4]]])[0]   # reads of it wait for the switch too
+    assert type(fenced) is ErrorReply and fenced.code == errors.Moved.code
+    assert src.apply([[GET, staying[2]]]) == [b"v0-" + staying[2]]          # the rest go on
 
     assert src.apply([[MOVE_SWITCH, M, 2]]) == [True]
     assert dst.apply([[MOVE_SWITCH, M, 2]]) == [True]

@@ -22,6 +22,7 @@ ERRORS: dict[int, str] = {
     errors.NotAnInteger.code: "ERR",            # "value is not an integer or out of range"
     errors.Overflow.code: "ERR",                # "increment or decrement would overflow"
     errors.ShardUnavailable.code: "TRYAGAIN",   # not applied: retry
+    errors.Moved.code: "TRYAGAIN",              # not applied: a reshard moved it; retry
     errors.OutcomeUnknown.code: "UNCERTAIN",    # may have been applied: retry only if idempotent
     errors.Overloaded.code: "BUSY",             # not applied: retry after a pause
     errors.StorageError.code: "MISCONF",        # the disk failed: not acknowledged
