@@ -106,7 +106,8 @@ class CacheFill:
         answer = self.results[0]
         if type(answer) is list:  # [value, expiry_ms]
             value = answer[0]
-            router.cache.fill(self.shard, self.key, value, answer[1], self.token)
+            if router.cache is not None:   # (held by a reshard's switch meanwhile)
+                router.cache.fill(self.shard, self.key, value, answer[1], self.token)
             answer = value
         router.deliver(self.parent, self.slot, answer)
 

@@ -20,6 +20,10 @@ itself, and what it does with a ``Moved`` answer.
   ones); ``abort``: the next ring is dropped and the pause ends.
 - ``copy``: one round of the copy, the pages of the sources to the targets
   through this router only (``Relay``).
+- ``uncache``: serve nothing from the read cache until the switch: with
+  ``--no-pause`` the routers switch one after the other, and one not yet
+  switched must not serve a value a switched one has overwritten on the
+  key's new shard (which never heard of its cache).
 - ``load``: the requests this router has taken so far (the driver yields
   to the clients' when there are any).
 
@@ -123,6 +127,7 @@ class Resharding:
         self.pause_waiters: list[tuple[Any, int]] = []
         self.moved: deque[tuple[float, list, Any, int]] = deque()   # (due, op, target, slot)
         self.moved_since: dict[int, float] = {}   # id(op) -> when it was first answered Moved
+        self.cache_held: Any = None               # the read cache while ``uncache`` holds it
 
     # -- the commands ---------------------------------------------------------------
     def parks(self, req: Any, cmds: list) -> bool:
@@ -186,6 +191,7 @@ class Resharding:
                 self.planner.slots = self.slots  # type: ignore[attr-defined]
                 self.ring, self.epoch, self.next_ring = ring, epoch, None
                 self.planner.ring, self.planner.epoch = ring, epoch
+                self.recache()
                 if self.cache is not None:
                     self.cache.clear()
                 log.info("router: now on epoch %d, %d shards", epoch, to)
@@ -202,18 +208,24 @@ class Resharding:
             for j, (source, after, limit, max_bytes) in enumerate(reads):
                 self.route(source, [MOVE_READ, after, limit, max_bytes], relay, j)  # type: ignore[attr-defined]
             return None
+        if action == "uncache" and len(cmd) == 2:   # until the switch (--no-pause)
+            if self.cache is not None:
+                self.cache_held, self.cache = self.cache, None
+            return True
         if action == "load" and len(cmd) == 2:   # requests taken so far: the driver yields
             return self.counts["requests"]  # type: ignore[attr-defined]
         if action == "resume" and len(cmd) == 2:
             self.resume()
             return True
         if action == "finish" and len(cmd) == 2:
+            self.recache()
             self.resharding = False
             self.next_ring = None
             self.moved_since.clear()
             self.slots = self.planner.slots = self.ring.shards  # type: ignore[attr-defined]
             return True
         if action == "abort" and len(cmd) == 2:
+            self.recache()
             self.resharding = False
             self.next_ring = None
             self.moved_since.clear()
@@ -222,6 +234,12 @@ class Resharding:
             return True
         raise Invalid("RESHARD takes prepare TO, pause, switch TO EPOCH, resume, finish, "
                       "abort or load")
+
+    def recache(self) -> None:
+        """Serve from the read cache again (after ``uncache``), emptied."""
+        if self.cache_held is not None:
+            self.cache, self.cache_held = self.cache_held, None
+            self.cache.clear()
 
     def link_both(self, to: int) -> None:
         """Link to the shards of both rings (a router restarted mid-reshard too)."""

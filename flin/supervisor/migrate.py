@@ -249,6 +249,8 @@ class Migration:
         t0 = time.monotonic()
         if self.plan.get("pause", True):    # --no-pause: the fence and Moved alone
             self.each_router([RESHARD, "pause"])
+        else:                               # ... and no router's cache
+            self.each_router([RESHARD, "uncache"])
         self.shard_ops([(s, [MOVE_FENCE]) for s in self.sources])
         self.catch_up(1, rounds=1_000_000)     # fenced: nothing new comes
         if self.pids_now() != self.pids:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
+
 from flin.ring import Ring
 from tests.faults.test_linearizability import histories, linearizable
 from tests.reshard.test_reshard import _preload, _progress, _wait_for, reshard
@@ -27,8 +29,10 @@ def _moving_keys(n: int, m: int, count: int) -> list[str]:
     return keys
 
 
-def test_single_key_histories_across_a_reshard_are_linearizable(tmp_short):
-    c = make_cluster(tmp_short, 2).start()
+@pytest.mark.parametrize("routers", ["1", "2"])
+def test_single_key_histories_across_a_reshard_are_linearizable(tmp_short, routers):
+    """With 2 routers the clients spread over both, each with its read cache."""
+    c = make_cluster(tmp_short, 2, ["--routers", routers]).start()
     keys = _moving_keys(2, 5, 3)
     outs = [os.path.join(tmp_short, "lin-%d.json" % i) for i in range(3)]
     try:
