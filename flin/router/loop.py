@@ -215,12 +215,14 @@ class Router(Front, RespFront, Resharding, Shards):
                 else:
                     self.deliver(req, i, value)
                 continue
-            if (self.resharding or (type(cmd) is list and cmd and cmd[0] == RESHARD)) \
-                    and self.takes(req, i, cmd):      # resharding.py
+            if self.resharding and self.refuses_backup(req, i, cmd):   # resharding.py
                 continue
             try:
                 subops, finish = self.planner.plan(cmd)
             except Invalid as exc:
+                if type(cmd) is list and cmd and cmd[0] == RESHARD:  # not the planner's: ours
+                    self.on_reshard(req, i, cmd)
+                    continue
                 self.counts["errors"] += 1
                 self.deliver(req, i, _err(exc.cls, str(exc)))
                 continue

@@ -42,7 +42,7 @@ from typing import Any
 
 from .. import errors
 from ..protocol import (
-    MOVE_IMPORT, MOVE_READ, NO_KEYS, OP_INFO, RESHARD, SCAN, SHARD, SNAPSHOT_OPEN, ErrorReply,
+    MOVE_IMPORT, MOVE_READ, NO_KEYS, OP_INFO, SCAN, SHARD, SNAPSHOT_OPEN, ErrorReply,
     written_keys,
 )
 from ..ring import Ring
@@ -144,15 +144,10 @@ class Resharding:
         self.parked.append((req, cmds))
         return True
 
-    def takes(self, req: Any, slot: int, cmd: Any) -> bool:
-        """Answer a RESHARD command, or refuse a backup's snapshot during a
-        reshard (its shards would not be one cut); False: plan it as usual."""
-        if type(cmd) is not list or not cmd:
-            return False
-        if cmd[0] == RESHARD:
-            self.on_reshard(req, slot, cmd)
-            return True
-        if (self.resharding and cmd[0] == SHARD and len(cmd) == 3 and type(cmd[2]) is list
+    def refuses_backup(self, req: Any, slot: int, cmd: Any) -> bool:
+        """During a reshard, refuse a backup's snapshot (its shards would not
+        be one cut); False: plan it as usual."""
+        if (type(cmd) is list and len(cmd) == 3 and cmd[0] == SHARD and type(cmd[2]) is list
                 and cmd[2][:1] == [SNAPSHOT_OPEN]):
             self.deliver(req, slot, _err(  # type: ignore[attr-defined]
                 errors.BadRequest, "a reshard is in progress: back up after it "
@@ -217,23 +212,17 @@ class Resharding:
         if action == "resume" and len(cmd) == 2:
             self.resume()
             return True
-        if action == "finish" and len(cmd) == 2:
+        if action in ("finish", "abort") and len(cmd) == 2:
             self.recache()
             self.resharding = False
             self.next_ring = None
             self.moved_since.clear()
-            self.slots = self.planner.slots = self.ring.shards  # type: ignore[attr-defined]
+            self.slots = self.planner.slots = self.ring.shards
+            if action == "abort":
+                self.resume()
             return True
-        if action == "abort" and len(cmd) == 2:
-            self.recache()
-            self.resharding = False
-            self.next_ring = None
-            self.moved_since.clear()
-            self.slots = self.planner.slots = self.ring.shards  # type: ignore[attr-defined]
-            self.resume()
-            return True
-        raise Invalid("RESHARD takes prepare TO, pause, switch TO EPOCH, resume, finish, "
-                      "abort or load")
+        raise Invalid("RESHARD takes prepare TO, pause, copy READS TARGETS, uncache, load, "
+                      "switch TO EPOCH, resume, finish or abort")
 
     def recache(self) -> None:
         """Serve from the read cache again (after ``uncache``), emptied."""

@@ -259,8 +259,9 @@ def move_dirty(store: Store, op: list) -> Any:
 
 def move_fence(store: Store, op: list) -> Any:
     """[MOVE_FENCE] -> dirty keys left: from now on, writes to moving keys are refused."""
-    _move_of(store).fenced = True
-    return len(store.move.dirty) if store.move is not None else 0
+    move = _move_of(store)
+    move.fenced = True
+    return len(move.dirty)
 
 
 def move_import(store: Store, op: list) -> Any:

@@ -166,23 +166,24 @@ class Migration:
     def targets(self) -> list[int]:
         return list(range(self.n, self.m)) if self.m > self.n else list(range(self.m))
 
-    def throttle(self, round_s: float) -> None:
+    def throttle(self, round_s: float, sent: int) -> None:
         """At most ``--rate``; and while clients send requests (more than
-        ``BUSY_RPS`` besides ours), a pause ``YIELD`` times as long as the
-        round took: the copy takes about a third of the machine, not all of it."""
+        ``BUSY_RPS`` besides ours: the round's ``sent`` requests and these
+        loads), a pause ``YIELD`` times as long as the round took: the copy
+        takes about a third of the machine, not all of it."""
         if self.rate > 0:
             ahead = self.progress["bytes"] / self.rate - (time.monotonic() - self.t0)
             if ahead > 0:
                 time.sleep(ahead)
         now = time.monotonic()
-        taken = sum(self.each_router([RESHARD, "load"]))
+        taken = sum(self.each_router([RESHARD, "load"]))   # (counting these loads)
         if self.seen is not None:
-            others = taken - self.seen[1] - 2 * len(self.clients)   # (ours: this and a round)
+            others = taken - self.seen[1] - sent - len(self.clients)
             busy = others / max(now - self.seen[0], 1e-3) > BUSY_RPS
             self.progress["yielding"] = busy
             if busy:
                 time.sleep(YIELD * round_s)
-        self.seen = (time.monotonic(), taken + len(self.clients))
+        self.seen = (time.monotonic(), taken)
 
     def begin(self) -> None:
         # every shard: the sources snapshot and record; all build the next ring now, and
@@ -229,7 +230,7 @@ class Migration:
                     else:
                         lane[source] = last
             self.report(keys=self.progress["keys"] + keys, bytes=self.progress["bytes"] + size)
-            self.throttle(time.monotonic() - t0)
+            self.throttle(time.monotonic() - t0, len(rids))
 
     def catch_up(self, until: int, rounds: int = CATCH_UP_ROUNDS) -> int:
         """Move what was written since, until fewer than ``until`` are left

@@ -27,6 +27,7 @@ router and worker is started with the ring and the epoch of the manifest.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -63,7 +64,6 @@ def ask(cfg: Config, to: int, rate: float | None, pause: bool = True) -> str:
 
 def progress(cfg: Config) -> dict:
     """What ``run/reshard.json`` says now ({} if nothing)."""
-    import json
     try:
         with open(cfg.reshard_path) as f:
             got = json.load(f)
