@@ -82,7 +82,19 @@ class Config:
     curve_secret: str | None = None      # router's key pair file (NAME.key_secret): encrypts the client endpoint
     authorized_keys: str | None = None   # folder of client public keys (*.key) the router accepts
     backend_keys: str | None = None      # folder with router/worker key pairs: CURVE on the worker link
-                                         # (for workers on other hosts; today the link is owner-only ipc)
+                                         # (workers on other hosts: cluster mode)
+    # cluster mode (flin.cluster; README "Many hosts"): None = one host, the manifest
+    etcd: str | None = None              # etcd URL[,URL...]: the topology lives there
+    cluster: str | None = None           # the cluster's name (``/flin/<cluster>/`` in etcd)
+    node: str | None = None              # this node's name in it
+    advertise: str | None = None         # the host address other nodes reach this node at
+    backend_port: int = 7800             # router i takes shard workers' links on advertise:port+i
+    lease_ttl: int = 5                   # s: the node's etcd lease (liveness, and the write fence)
+    etcd_user: str | None = None         # etcd user ...
+    etcd_password_file: str | None = None  # ... and a file whose first line is its password
+    etcd_ca: str | None = None           # CA bundle for https:// etcd URLs
+    etcd_cert: str | None = None         # client certificate for etcd (PEM) ...
+    etcd_key: str | None = None          # ... and its key
 
     @property
     def resp_address(self) -> tuple[str, int]:
@@ -104,7 +116,10 @@ class Config:
         return [endpoint_of(self.bind, i) for i in range(self.routers)]
 
     def backend_of(self, router: int) -> str:
-        """Router ``router``'s ZeroMQ endpoint for shard workers (ipc, owner-only)."""
+        """Router ``router``'s ZeroMQ endpoint for shard workers: ipc, owner-only,
+        or in cluster mode TCP on the advertised address (CURVE with ``backend_keys``)."""
+        if self.etcd:
+            return "tcp://%s:%d" % (self.advertise, self.backend_port + router)
         return "ipc://" + os.path.join(self.run_dir, "shards.sock" if router == 0
                                        else "shards-%d.sock" % router)
 
@@ -133,6 +148,15 @@ class Config:
     def reshard_path(self) -> str:
         """A reshard's request and progress (``supervisor.reshard``), while one runs."""
         return os.path.join(self.run_dir, "reshard.json")
+
+    def backends(self) -> list[str]:
+        """Every router's endpoint for shard workers, router 0's first."""
+        return [self.backend_of(i) for i in range(self.routers)]
+
+    @property
+    def zmq_links(self) -> bool:
+        """Whether workers link to routers over ZeroMQ (CURVE, or another host)."""
+        return bool(self.backend_keys or self.etcd)
 
     def shard_dir(self, shard: int) -> str:
         """The LevelDB folder of ``shard``."""

@@ -42,6 +42,9 @@ A command is an array that starts with its opcode::
     [SHARD, shard_id, admin_op]              -> admin_op's result, from that shard only
     [ROUTERS]                                -> [endpoint, ...] every router of the host,
                                                 router 0 first (answered by the router itself)
+    [NODE]                                   -> cluster mode: the node's view of its cluster
+                                                ({"name", "node", "epoch", "nodes", "placement",
+                                                "move", "etcd"}), nil on one host (the router's)
     [GETDEL, key]                            -> value | nil, and the key is deleted
 
 ``STATS``: every shard's counters and the router's own (``flin.router.stats``).
@@ -95,6 +98,7 @@ ROUTERS, GETDEL = 20, 21
 # resharding (``flin reshard``): a source's and a target's steps, and the router's own
 MOVE_BEGIN, MOVE_READ, MOVE_DIRTY, MOVE_FENCE, MOVE_IMPORT = 22, 23, 24, 25, 26
 MOVE_SWITCH, MOVE_ABORT, RESHARD = 27, 28, 29
+NODE = 30
 
 # which arguments are keys (the read cache forgets them on a write)
 NO_KEYS, ONE_KEY, KEY_LIST, KEY_VALUE_PAIRS = "none", "one", "list", "pairs"
@@ -147,13 +151,14 @@ OPS: tuple[OpInfo, ...] = (
     OpInfo(MOVE_SWITCH, "move_switch", False, RETRY_YES, NO_KEYS, True),
     OpInfo(MOVE_ABORT, "move_abort", False, RETRY_YES, NO_KEYS, True),
     OpInfo(RESHARD, "reshard", False, RETRY_NO, NO_KEYS, False),
+    OpInfo(NODE, "node", False, RETRY_YES, NO_KEYS, False),
 )
 OP_INFO: dict[int, OpInfo] = {op.code: op for op in OPS}
 OP_NAMES: dict[int, str] = {op.code: op.name for op in OPS}
 WRITES = frozenset(op.code for op in OPS if op.writes)
 ADMIN_OPS = frozenset(op.code for op in OPS if op.admin)
 DATA_OP_NAMES = frozenset(op.name for op in OPS
-                          if not op.admin and op.code not in (STATUS, SHARD, ROUTERS, RESHARD))
+                          if not op.admin and op.code not in (STATUS, SHARD, ROUTERS, RESHARD, NODE))
 
 
 def written_keys(op: list[Any]) -> list[bytes]:
@@ -197,6 +202,7 @@ DEFAULT_ENDPOINT = "tcp://127.0.0.1:7700"   # a router's client endpoint unless 
 DEFAULT_RESP = "127.0.0.1:7379"             # where `flin start` speaks the Redis protocol
 HELLO_ID = 0                        # batch id of a worker's hello message
 WRITTEN_ID = -1                     # batch id of a worker's "keys written" message
+PROBE_ID = -2                       # batch id of a router's probe of a link (its answer is ignored)
 _ERR_EXT = 1                        # msgpack ext type of an error result
 
 

@@ -1,18 +1,23 @@
 # Sourced by scripts/test: the system tools the suite runs for real, from
 # Debian/Ubuntu packages when missing (CI runs as root on a clean machine):
 # redis-server (the RESP tests compare Flin with it), redis-cli and
-# redis-benchmark (redis-tools), openssl (a certificate for the TLS test).
+# redis-benchmark (redis-tools), openssl (a certificate for the TLS test), etcd
+# (etcd-server: the many-hosts tests start their own on free loopback ports;
+# etcd-client gives etcdctl) and iproute2 (ip netns for the partition test).
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null || need+=(redis-tools)
 command -v openssl >/dev/null || need+=(openssl)
+command -v etcd >/dev/null || need+=(etcd-server)
+command -v etcdctl >/dev/null || need+=(etcd-client)
+command -v ip >/dev/null || need+=(iproute2)
 if [ "${#need[@]}" -gt 0 ]; then
     SUDO=""
     if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
     echo "scripts: installing ${need[*]} (apt-get)" >&2
     $SUDO apt-get update -qq >&2
-    # The redis-server package would start a system-wide redis on 6379 (the tests
-    # start their own on free ports): a policy-rc.d that says no keeps it stopped.
+    # The redis-server and etcd-server packages would start system-wide servers on
+    # 6379 and 2379 (the tests start their own on free ports): a policy-rc.d that says no keeps it stopped.
     guard=""
     if [ ! -e /usr/sbin/policy-rc.d ]; then
         guard=/usr/sbin/policy-rc.d

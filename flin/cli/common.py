@@ -159,3 +159,46 @@ def run_client(endpoint: str, timeout: float, fn: Callable[[Client], T]) -> T:
     except errors.ServerError as exc:
         click.echo("flin: %s: %s" % (type(exc).__name__, exc), err=True)
         sys.exit(EXIT_SERVER)
+
+
+# -- cluster mode: how to reach etcd (``flin start --etcd``, ``flin cluster ...``) ----------
+_ETCD_OPTIONS = [
+    click.option("--etcd", envvar="FLIN_ETCD", metavar="URL[,URL...]",
+                 help="etcd endpoints (http[s]://HOST:PORT): cluster mode, the topology there."),
+    click.option("--cluster", envvar="FLIN_CLUSTER", help="The cluster's name in etcd."),
+    click.option("--etcd-user", envvar="FLIN_ETCD_USER", help="etcd user name."),
+    click.option("--etcd-password-file", envvar="FLIN_ETCD_PASSWORD_FILE",
+                 type=click.Path(exists=True, dir_okay=False),
+                 help="File whose first line is the etcd user's password."),
+    click.option("--etcd-ca", envvar="FLIN_ETCD_CA", type=click.Path(exists=True, dir_okay=False),
+                 help="CA bundle to check https:// etcd endpoints with."),
+    click.option("--etcd-cert", envvar="FLIN_ETCD_CERT",
+                 type=click.Path(exists=True, dir_okay=False),
+                 help="Client certificate (PEM) for etcd; with --etcd-key."),
+    click.option("--etcd-key", envvar="FLIN_ETCD_KEY", type=click.Path(exists=True, dir_okay=False),
+                 help="The client certificate's key (PEM)."),
+]
+ETCD_FIELDS = ("etcd", "cluster", "etcd_user", "etcd_password_file", "etcd_ca", "etcd_cert",
+               "etcd_key")
+
+
+def etcd_opts(f: Callable) -> Callable:
+    """The options that say how to reach etcd, and the cluster's name."""
+    for opt in reversed(_ETCD_OPTIONS):
+        f = opt(f)
+    return f
+
+
+def etcd_config(kw: dict) -> Any:
+    """A ``Config`` holding the etcd options of ``kw`` (paths made absolute);
+    ``UsageError`` when --etcd or --cluster is missing."""
+    from ..config import Config
+    if not kw.get("etcd") or not kw.get("cluster"):
+        raise click.UsageError("cluster mode needs --etcd URL[,URL...] and --cluster NAME")
+    if bool(kw.get("etcd_cert")) != bool(kw.get("etcd_key")):
+        raise click.UsageError("--etcd-cert and --etcd-key go together")
+    cfg = Config()
+    for k in ETCD_FIELDS:
+        setattr(cfg, k, abspath(kw[k]) if k in ("etcd_password_file", "etcd_ca", "etcd_cert",
+                                                "etcd_key") else kw[k])
+    return cfg

@@ -11,8 +11,8 @@ from ..config import MAX_SHARDS, Config, endpoint_of, resp_address
 from ..protocol import DEFAULT_ENDPOINT, DEFAULT_RESP
 from ..supervisor.datadir import load_manifest
 from .common import (
-    EXIT_SERVER, EXIT_UNREACHABLE, EXIT_USAGE, MiB, Routers, Seconds, abspath, data_opt, endpoint_opt,
-    key_file, run_client, timeout_opt,
+    ETCD_FIELDS, EXIT_SERVER, EXIT_UNREACHABLE, EXIT_USAGE, MiB, Routers, Seconds, abspath,
+    data_opt, endpoint_opt, etcd_config, etcd_opts, key_file, run_client, timeout_opt,
 )
 
 
@@ -72,25 +72,63 @@ from .common import (
               help="Serve Prometheus metrics on http://127.0.0.1:PORT/metrics (needs flin[metrics]).")
 @click.option("--detach", is_flag=True,
               help="Run in the background, logging to DATA/flin.log; `flin stop` stops it.")
+@etcd_opts
+@click.option("--node", envvar="FLIN_NODE",
+              help="Cluster mode: this node's name in the cluster (with --etcd, --cluster).")
+@click.option("--advertise", envvar="FLIN_ADVERTISE", metavar="HOST",
+              help="Cluster mode: the address other nodes reach this one at; --bind defaults "
+                   "to tcp://HOST:7700.")
+@click.option("--backend-port", default=7800, show_default=True, envvar="FLIN_BACKEND_PORT",
+              type=click.IntRange(1, 65535),
+              help="Cluster mode: router i takes the shard workers' links on HOST:PORT+i.")
+@click.option("--lease-ttl", default=5, show_default=True, envvar="FLIN_LEASE_TTL",
+              type=click.IntRange(2, 600),
+              help="Cluster mode: seconds of the node's etcd lease (its liveness).")
 def start(data: str, shards: int, bind: str, routers: int, sync: bool, read_cache_mb: float,
           shard_timeout: float, shard_queue: int, max_clients: int, write_buffer_mb: float,
           block_cache_mb: float, compression: bool, shard_depth: int, log_level: str,
           insecure: bool, curve_secret: str | None, authorized_keys: str | None,
           backend_keys: str | None, resp: str, resp_timeout: float,
           resp_password_file: str | None, resp_tls_cert: str | None, resp_tls_key: str | None,
-          metrics_port: int | None, detach: bool) -> None:
-    """Run a cluster until SIGINT/SIGTERM (in the foreground unless --detach)."""
+          metrics_port: int | None, detach: bool, node: str | None, advertise: str | None,
+          backend_port: int, lease_ttl: int, **etcd_kw: str | None) -> None:
+    """Run a cluster until SIGINT/SIGTERM (in the foreground unless --detach).
+
+    With --etcd, --cluster, --node and --advertise: run this machine's node of
+    a cluster of many hosts (`flin cluster create` first; README "Many hosts")."""
     from ..supervisor.bindcheck import check_bind
     from ..supervisor.datadir import StartError, running_pid
     from ..supervisor.logs import setup_logging
     from ..supervisor.supervisor import Supervisor
+    ctx = click.get_current_context()
+    clustered = bool(etcd_kw.get("etcd"))
+    if clustered:
+        from ..cluster.topology import check_name
+        etcd_config(etcd_kw)
+        if not node or not advertise:
+            raise click.UsageError("cluster mode needs --node NAME and --advertise HOST too")
+        try:
+            check_name("node", node)
+            check_name("cluster", etcd_kw["cluster"] or "")
+        except ValueError as exc:
+            raise click.UsageError(str(exc))
+        if ctx.get_parameter_source("shards") == click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError("in cluster mode the shard count is the cluster's "
+                                   "(`flin cluster create --shards N`)")
+        if ctx.get_parameter_source("bind") == click.core.ParameterSource.DEFAULT:
+            bind = "tcp://%s:7700" % advertise
+        if ctx.get_parameter_source("resp") == click.core.ParameterSource.DEFAULT:
+            resp = "off"            # several nodes on one machine would share 7379
+        shards = 1
+    elif node or advertise:
+        raise click.UsageError("--node and --advertise are for cluster mode (--etcd, --cluster)")
     if bind.startswith("ipc://") and not bind.startswith("ipc:///"):  # survives --detach's chdir
         bind = "ipc://" + os.path.abspath(bind[len("ipc://"):])
     try:
         endpoint_of(bind, routers - 1)
     except ValueError as exc:
         raise click.UsageError(str(exc))
-    if shards is None:
+    if shards is None and not clustered:
         known = load_manifest(Config(data=data)) if os.path.isdir(data) else None
         shards = known["shards"] if known and type(known.get("shards")) is int else 64
     cfg = Config(data=data, shards=shards, bind=bind, routers=routers, sync=sync,
@@ -101,6 +139,12 @@ def start(data: str, shards: int, bind: str, routers: int, sync: bool, read_cach
                  compression=compression,
                  log_level=log_level, insecure=insecure, curve_secret=abspath(curve_secret),
                  authorized_keys=abspath(authorized_keys), backend_keys=abspath(backend_keys))
+    if clustered:
+        etcd_cfg = etcd_config(etcd_kw)
+        for k in ETCD_FIELDS:
+            setattr(cfg, k, getattr(etcd_cfg, k))
+        cfg.node, cfg.advertise, cfg.backend_port = node, advertise, backend_port
+        cfg.lease_ttl = lease_ttl
     cfg.metrics_port = metrics_port
     if resp.lower() != "off":
         try:
@@ -130,7 +174,12 @@ def start(data: str, shards: int, bind: str, routers: int, sync: bool, read_cach
         from ..supervisor.daemon import detach as daemonize
         notify = daemonize(cfg)
     try:
-        supervisor = Supervisor(cfg)
+        supervisor: Supervisor
+        if clustered:
+            from ..supervisor.cluster import ClusterSupervisor
+            supervisor = ClusterSupervisor(cfg)
+        else:
+            supervisor = Supervisor(cfg)
         supervisor.on_ready = notify
         sys.exit(supervisor.run())
     except StartError as exc:

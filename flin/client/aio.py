@@ -227,6 +227,10 @@ class Client(Settings):
         """``Client.routers``: every router's client endpoint, router 0 first."""
         return await self._run(c.routers())
 
+    async def node(self) -> dict[str, Any] | None:
+        """``Client.node``: the answering node's view of its cluster (None on one host)."""
+        return await self._run(c.node())
+
     async def stats(self) -> dict[str, Any]:
         """``Client.stats``: the counters of the router and of every shard."""
         return await self._run(c.stats())

@@ -273,6 +273,13 @@ class Client(Settings):
         first (one entry for a host with one router)."""
         return self._run(c.routers())
 
+    def node(self) -> dict[str, Any] | None:
+        """Cluster mode: the answering router's node's view of its cluster,
+        ``{"name", "node", "epoch", "nodes": {name: {"alive", "routers"}},
+        "placement": [node per shard], "move", "etcd": {"ok", "error", "since"}}``
+        as its agent last learned it from etcd; None from a one-host server."""
+        return self._run(c.node())
+
     def stats(self) -> dict[str, Any]:
         """Counters of the router and of every shard (see ``flin stats``):
         ``{"router": {"requests", "in_flight", "errors": {name: n}, "queues",

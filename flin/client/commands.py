@@ -17,7 +17,7 @@ from ..errors import InvalidArgument
 from ..protocol import (
     CAS, COMPACT, DEL, EXISTS, EXPIRE, GET, INCR, INT64_MAX, INT64_MIN, MAX_TTL_MS, MGET, MSET,
     NX, PERSIST, PING, SCAN, SET, SHARD, SNAPSHOT_CLOSE, SNAPSHOT_OPEN, SNAPSHOT_READ, STATS,
-    ROUTERS, STATUS, TTL, XX,
+    NODE, ROUTERS, STATUS, TTL, XX,
 )
 
 Key = bytes | str
@@ -197,6 +197,10 @@ def status() -> Call[dict[str, Any]]:
 
 def routers() -> Call[list[str]]:
     return Call([ROUTERS], _same)
+
+
+def node() -> Call[dict[str, Any] | None]:
+    return Call([NODE], _same)
 
 
 def stats() -> Call[dict[str, Any]]:

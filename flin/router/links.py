@@ -11,8 +11,12 @@ Two kinds, one interface, chosen by ``links_for(cfg)``:
   ~24 µs against ~7 µs per message when several were queued. A worker's
   death closes its socket, so the router learns of it at once.
 - ``ZmqLinks``: the ZeroMQ ROUTER/DEALER link, used when the link must be
-  authenticated and encrypted (``--backend-keys``, CURVE), i.e. when
-  workers leave the host.
+  authenticated and encrypted (``--backend-keys``, CURVE), and in cluster
+  mode, where workers of every node link to every router over TCP. A
+  socket monitor sees a worker's connection drop (its process or host
+  died); every shard with batches in flight is then probed at once (a send
+  to an identity no longer connected fails: ROUTER_MANDATORY), so those
+  batches fail then, not at ``shard_timeout``.
 
 Both have ``send(shard, payload) -> bool`` (False: not connected),
 ``register(poller)``, ``handle(events)`` yielding ``(shard, payload)``
@@ -50,7 +54,7 @@ READ_BYTES = 256 << 20           # big shard frames read at once, in bytes
 
 def links_for(cfg: Config) -> type:
     """The router-side link class for ``cfg``."""
-    return ZmqLinks if cfg.backend_keys else UnixLinks
+    return ZmqLinks if cfg.zmq_links else UnixLinks
 
 
 class _Conn:
@@ -322,9 +326,13 @@ class ZmqLinks:
         self.sock = backend_socket(ctx, gate, cfg)
         self.idents = [b"shard-%d" % s for s in range(shards)]
         self.shards = shards
+        self.monitor = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self.inflight: Any = None          # the router's batches in flight, per shard
+        self.probe = protocol.encode(protocol.PROBE_ID, [[protocol.PING]])   # its answer is ignored
 
     def register(self, poller: zmq.Poller) -> None:
         poller.register(self.sock, zmq.POLLIN)
+        poller.register(self.monitor, zmq.POLLIN)
 
     def grow(self, shards: int) -> None:
         self.idents += [b"shard-%d" % s for s in range(len(self.idents), shards)]
@@ -351,6 +359,8 @@ class ZmqLinks:
         return self.handle({self.sock: zmq.POLLIN})
 
     def handle(self, events: dict) -> Iterator[tuple[int, bytes | None]]:
+        if self.monitor in events:
+            yield from self._disconnected()
         if self.sock not in events:
             return
         for _ in range(2000):
@@ -365,5 +375,20 @@ class ZmqLinks:
             if 0 <= shard < self.shards:
                 yield shard, frames[-1]
 
+    def _disconnected(self) -> Iterator[tuple[int, None]]:
+        """A worker's connection dropped: the shards with batches in flight
+        that no longer take a message are lost."""
+        while True:
+            try:
+                self.monitor.recv_multipart(NOBLOCK)
+            except zmq.Again:
+                break
+        for shard in range(self.shards):
+            if self.inflight is not None and self.inflight[shard] \
+                    and not self.send(shard, self.probe):
+                yield shard, None
+
     def close(self) -> None:
+        self.sock.disable_monitor()
+        self.monitor.close(linger=0)
         self.sock.close(linger=0)

@@ -32,7 +32,7 @@ from typing import Any
 
 import zmq
 
-from .. import errors, protocol
+from .. import errors, nodeview, protocol
 from ..config import Config
 from ..protocol import (
     CAS, GET, MAX_REPLY, MGET, MSET, PING, RESHARD, SCAN, SET, WRITES, ErrorReply,
@@ -73,12 +73,17 @@ class Router(Front, RespFront, Resharding, Shards):
         self.counts = {"requests": 0, "errors": 0, "dropped_replies": 0, "refused_replies": 0,
                        "waited_frames": 0}
         self.stats = stats.RouterStats()     # errors by code, in flight, latency (STATS)
-        self.peers = cfg.routers > 1            # other routers share the shards
+        # cluster mode: the node's view of the cluster (``flin.nodeview``)
+        self.node_view = nodeview.View(cfg.run_dir) if cfg.etcd else None
+        if self.node_view is not None:
+            self.node_view.poll()
+        self.peers = cfg.routers > 1 or bool(cfg.etcd)   # other routers share the shards
         self.cache = (ReadCache(int(cfg.read_cache_mb * 2**20), n)
-                      if cfg.read_cache_mb > 0 and not (self.peers and cfg.backend_keys)
+                      if cfg.read_cache_mb > 0 and not (self.peers and cfg.zmq_links)
                       else None)
         if cfg.read_cache_mb > 0 and self.cache is None:   # why: readcache.py
-            log.info("router %d: no read cache with --backend-keys", cfg.router_id)
+            log.info("router %d: no read cache with %s", cfg.router_id,
+                     "other nodes' routers" if cfg.etcd else "--backend-keys")
 
         self.planner = Planner(ring, stats.RouterView(self))
         self.planner.epoch = epoch
@@ -86,6 +91,9 @@ class Router(Front, RespFront, Resharding, Shards):
         self.ctx = zmq.Context(1)
         self.gate = Gatekeeper(self.ctx)   # ZAP thread: in this process, after fork
         self.links = links_for(cfg)(cfg, self.ctx, self.gate, n)   # to the workers
+        self.links.inflight = self.inflight
+        if self.node_view is not None:      # the shards this node runs make it ready
+            self.ready_shards = self.local_shards()
         self.front, self.ipc_claim = frontend_socket(self.ctx, self.gate, cfg)
         self.clients = ClientLimit(self.front, cfg.endpoint, cfg.max_clients, n)
         self.out = ReplyQueue(self.front, self.counts)
@@ -332,6 +340,8 @@ class Router(Front, RespFront, Resharding, Shards):
             if now >= next_tick:
                 next_tick = now + _TICK_S
                 self.tick(now)
+                if self.node_view is not None and self.node_view.poll():
+                    self.ready_shards = self.local_shards()
                 self.reshard_tick(now)
                 self.clients.tick(now)
                 if self.resp is not None:
@@ -340,6 +350,12 @@ class Router(Front, RespFront, Resharding, Shards):
             self._fail_inflight(shard, "router stopped")
             self._fail_queued(shard)
         self.send_replies()
+
+    def local_shards(self) -> set[int]:
+        """Cluster mode: the shards placed on this node (the view's)."""
+        view = self.node_view.data if self.node_view is not None else {}
+        me = view.get("me")
+        return {s for s, n in enumerate(view.get("placement") or []) if n == me}
 
     def _drain_links(self, events: dict) -> None:
         """Handle what the workers sent (a method: no frame outlives the turn)."""

@@ -18,7 +18,7 @@ from ..protocol import (
     ADMIN_OPS, CAS, COMPACT, DEL, EXISTS, EXPIRE, GET, GET_OLD, GETDEL, INCR, INT64_MAX, INT64_MIN,
     KEEP_TTL, MAX_ITEMS, MAX_KEY, MAX_REPLY, MAX_SCAN_LIMIT, MAX_SNAPSHOT_BYTES, MAX_TTL_MS,
     MAX_VALUE, MGET, MOVE_BEGIN, MOVE_DIRTY, MOVE_IMPORT, MOVE_READ, MOVE_SWITCH, MSET, NX,
-    OP_NAMES, PERSIST, PING, ROUTERS, SCAN, SET, SHARD, SNAPSHOT_CLOSE,
+    NODE, OP_NAMES, PERSIST, PING, ROUTERS, SCAN, SET, SHARD, SNAPSHOT_CLOSE,
     SNAPSHOT_READ, STATS, STATUS, TTL, XX, ErrorReply,
 )
 from ..ring import Ring
@@ -272,16 +272,26 @@ def _plan_status(slots: int, view: ClusterView) -> Plan:
         me = view.me()
         routers = []
         known_routers = sup.get("routers") or []
+        cluster = view.cluster()
         for i, endpoint in enumerate(view.endpoints()):
+            if i >= len(known_routers) and cluster is not None:   # another node's
+                routers.append({"id": i, "pid": None, "endpoint": endpoint, "deaths": 0,
+                                "alive": any(endpoint in (n.get("routers") or [])
+                                             for n in cluster["nodes"].values()
+                                             if n.get("alive"))})
+                continue
             known = known_routers[i] if i < len(known_routers) else {}
             pid = os.getpid() if i == me else known.get("pid")
             routers.append({"id": i, "pid": pid, "endpoint": endpoint,
                             "alive": i == me or (pid is not None and view.alive(pid)),
                             "deaths": known.get("deaths", 0)})
         router = {**routers[me], "uptime": view.uptime()}
-        return {"router": router, "routers": routers, "supervisor": sup.get("supervisor"),
-                "shards": shards, "resp": view.resp(), "epoch": view.epoch(),
-                "reshard": sup.get("reshard")}
+        out = {"router": router, "routers": routers, "supervisor": sup.get("supervisor"),
+               "shards": shards, "resp": view.resp(), "epoch": view.epoch(),
+               "reshard": sup.get("reshard")}
+        if cluster is not None:
+            out["cluster"] = cluster
+        return out
     return [(s, [PING]) for s in range(slots)], finish
 
 
@@ -377,4 +387,8 @@ class Planner:
             return _plan_stats(self.slots, self.view, cmd)
         if cmd[0] == ROUTERS:
             return _plan_routers(self.view, cmd)
+        if cmd[0] == NODE:
+            _args(cmd, 1)
+            cluster = self.view.cluster()
+            return [], lambda _: cluster
         raise Invalid("unknown command %d" % cmd[0])

@@ -52,6 +52,7 @@ class Shards:
         self.cfg, self.ring = cfg, ring
         n = self.slots = ring.shards             # shards linked (a reshard: both rings')
         self.ready_fd = ready_fd
+        self.ready_shards: set[int] | None = None   # cluster mode: these up make us ready
         self.state = [UNKNOWN] * n
         self.heard = [0.0] * n                   # last time the shard was heard from
         self.out_ops: list[list] = [[] for _ in range(n)]
@@ -175,7 +176,9 @@ class Shards:
     def _mark_up(self, shard: int) -> None:
         if self.state[shard] != UP:
             self.state[shard] = UP
-            if self.ready_fd is not None and all(s == UP for s in self.state):
+            if self.ready_fd is not None and (
+                    all(s == UP for s in self.state) if self.ready_shards is None
+                    else all(self.state[s] == UP for s in self.ready_shards)):
                 os.write(self.ready_fd, b"R")
                 os.close(self.ready_fd)
                 self.ready_fd = None

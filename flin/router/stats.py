@@ -106,7 +106,20 @@ class RouterView:
         return self.router.cfg.router_id  # type: ignore[no-any-return]
 
     def endpoints(self) -> list[str]:
+        view = self.router.node_view
+        if view is not None and view.get("routers"):   # every live node's, ours first
+            return list(view.get("routers"))
         return self.router.cfg.endpoints()  # type: ignore[no-any-return]
+
+    def cluster(self) -> dict | None:
+        view = self.router.node_view
+        if view is None:
+            return None
+        d = view.data
+        return {"name": self.router.cfg.cluster, "node": d.get("me"), "epoch": d.get("epoch"),
+                "nodes": {n: {"alive": v.get("alive"), "routers": v.get("routers")}
+                          for n, v in (d.get("nodes") or {}).items()},
+                "placement": d.get("placement"), "move": d.get("move"), "etcd": d.get("etcd")}
 
     def alive(self, pid: int) -> bool:
         try:

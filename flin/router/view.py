@@ -40,5 +40,9 @@ class ClusterView(Protocol):
     def resp(self) -> str | None:
         """Where the routers speak the Redis protocol (HOST:PORT; None: off)."""
 
+    def cluster(self) -> dict | None:
+        """Cluster mode: the node's view of its cluster (``flin.nodeview``) in
+        short; None on one host."""
+
     def epoch(self) -> int:
         """The topology epoch this router routes by (``resharding.py``)."""

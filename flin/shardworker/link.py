@@ -38,10 +38,13 @@ _RETRY_S = 0.05                  # between attempts to reach a router that is no
 class WorkerLink:
     """A worker's end of its link to one router, of the kind the router uses."""
 
-    def __init__(self, cfg: Config, shard: int, router: int = 0) -> None:
+    def __init__(self, cfg: Config, shard: int, router: int = 0,
+                 endpoint: str | None = None) -> None:
         self.cfg, self.shard, self.router = cfg, shard, router
+        self.endpoint = endpoint or cfg.backend_of(router)   # the ZeroMQ link's
+        self.retired = False             # a router of the cluster's that went away for good
         self.hello = protocol.encode(protocol.HELLO_ID, [shard, os.getpid()])
-        self.zmq = bool(cfg.backend_keys)
+        self.zmq = cfg.zmq_links
         self.sock: Any = None
         self.ctx: zmq.Context | None = None
         self.reader = LinkReader()
@@ -52,7 +55,7 @@ class WorkerLink:
         there (``failed`` says why)."""
         if self.zmq:                     # ZeroMQ connects (and reconnects) by itself
             self.ctx = zmq.Context(1)
-            self.sock = worker_socket(self.ctx, self.cfg, self.shard, self.router)
+            self.sock = worker_socket(self.ctx, self.cfg, self.shard, self.endpoint)
             self.sock.send(self.hello)
             return True
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -131,18 +134,22 @@ def _timeval(seconds: float) -> bytes:
 
 
 class Links:
-    """A worker's links to every router of the host (``cfg.routers``): it
-    serves whichever are connected and reconnects the others in the
-    background (every ``_RETRY_S``), so one router's death or restart does
-    not stop the shard for the rest."""
+    """A worker's links to every router of the host (``cfg.routers``), or in
+    cluster mode of every node (``update``): it serves whichever are
+    connected and reconnects the others in the background (every
+    ``_RETRY_S``), so one router's death or restart does not stop the shard
+    for the rest. A router's number is its place in ``all``, never reused."""
 
     def __init__(self, cfg: Config, shard: int,
-                 on_connect: Callable[[int], None] | None = None) -> None:
+                 on_connect: Callable[[int], None] | None = None,
+                 endpoints: list[str] | None = None) -> None:
         self.cfg, self.shard, self.on_connect = cfg, shard, on_connect
-        self.all = [WorkerLink(cfg, shard, i) for i in range(cfg.routers)]
-        self.solo = cfg.routers == 1 and not cfg.backend_keys
+        self.all = [WorkerLink(cfg, shard, i) for i in range(cfg.routers)] \
+            if endpoints is None else \
+            [WorkerLink(cfg, shard, i, e) for i, e in enumerate(endpoints)]
+        self.solo = cfg.routers == 1 and not cfg.zmq_links
         self.up: list[WorkerLink] = []
-        self.zpoll = zmq.Poller() if cfg.backend_keys else None
+        self.zpoll = zmq.Poller() if cfg.zmq_links else None
         self.poll = select.poll()
         self.by_fd: dict[int, WorkerLink] = {}
         self.retry_at = 0.0
@@ -158,10 +165,24 @@ class Links:
             time.sleep(_RETRY_S)
         return False
 
+    def update(self, endpoints: list[str]) -> None:
+        """Cluster mode: link to exactly these routers (new nodes' ones are
+        connected, those of nodes that left are closed)."""
+        want = set(endpoints)
+        for link in self.all:
+            if not link.retired and link.endpoint not in want:
+                link.retired = True
+                self.drop(link)
+        have = {link.endpoint for link in self.all if not link.retired}
+        for e in endpoints:
+            if e not in have:
+                self.all.append(WorkerLink(self.cfg, self.shard, len(self.all), e))
+        self.retry_at = 0.0
+
     def _reconnect(self, now: float) -> None:
         self.retry_at = now + _RETRY_S
         for link in self.all:
-            if link.sock is None and link.try_connect():
+            if link.sock is None and not link.retired and link.try_connect():
                 self.up.append(link)
                 if self.on_connect is not None:
                     self.on_connect(link.router)
@@ -171,11 +192,12 @@ class Links:
                     fd = link.sock.fileno()   # type: ignore[attr-defined]
                     self.by_fd[fd] = link
                     self.poll.register(fd, select.POLLIN)
-        if len(self.up) < len(self.all) and now >= self.say_at:
-            missing = [link for link in self.all if link.sock is None]
+        missing = [link for link in self.all if link.sock is None and not link.retired]
+        if missing and now >= self.say_at:
             log.warning("shard %d: cannot reach router%s %s (%s); still trying", self.shard,
                         "s" if len(missing) > 1 else "",
-                        ", ".join(self.cfg.link_path_of(lk.router) for lk in missing),
+                        ", ".join(lk.endpoint if lk.zmq else self.cfg.link_path_of(lk.router)
+                                  for lk in missing),
                         os.strerror(missing[0].failed or errno.ENOENT))
             self.say_at = now + 30
 
@@ -221,7 +243,8 @@ class Links:
             return [(0, f) for f in frames]
         got: list[tuple[int, bytes]] = []
         now = time.monotonic()
-        if len(self.up) < len(self.all):
+        if len(self.up) < len(self.all) and not all(
+                link.retired for link in self.all if link.sock is None):
             if now >= self.retry_at:
                 self._reconnect(now)
             timeout = min(timeout, max(0.0, self.retry_at - now))
@@ -248,15 +271,19 @@ class Links:
             link.close()
 
 
-def worker_socket(ctx: zmq.Context, cfg: Config, shard: int, router: int = 0) -> zmq.Socket:
-    """A worker's DEALER on the ZeroMQ link, connected to router ``router``."""
+def worker_socket(ctx: zmq.Context, cfg: Config, shard: int, endpoint: str) -> zmq.Socket:
+    """A worker's DEALER on the ZeroMQ link, connected to a router's ``endpoint``.
+    ZeroMQ heartbeats: a router host that vanishes without closing the TCP
+    connection (power, network) is noticed in seconds, not at TCP's timeout."""
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.IDENTITY, b"shard-%d" % shard)
     sock.setsockopt(zmq.LINGER, 2000)
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
     secure_worker(sock, cfg)
-    sock.connect(cfg.backend_of(router))
+    sock.connect(endpoint)
     return sock
 
 

@@ -119,7 +119,10 @@ class Move:
 
 def fence(store: Store, op: list) -> Any:
     """The check ``Store.apply_some`` runs before a keyed op when the shard has
-    an owner or a move: None, or the error that refuses it."""
+    an owner, a move or (cluster mode) a lease: None, or the error that refuses it."""
+    until = store.writable_until
+    if until is not None and op[0] in WRITES and time.monotonic() > until:
+        return store.error(errors.ShardUnavailable, store.unwritable_why)
     if store.owner is not None:
         refused = store.owner.refuse(store, op)
         if refused is not None:
@@ -316,6 +319,20 @@ def move_abort(store: Store, op: list) -> Any:
 
 
 # -- cleanup ------------------------------------------------------------------------
+def lease_fence(store: Store, view: dict, node: str) -> None:
+    """Cluster mode: take the node view's write deadline (``flin.nodeview``).
+    Past it the node's lease may have expired in etcd, and another node could
+    be given the shard, so writes are refused (reads still served) until the
+    agent renews the lease or learns that every other node lost etcd too."""
+    until = view.get("writable_until", 0.0)
+    store.writable_until = None if until is None else float(until)
+    store.unwritable_why = ("node %s cannot renew its etcd lease (%s): shard %d refuses "
+                            "writes until it does; reads are served"
+                            % (node, (view.get("etcd") or {}).get("error") or "no answer",
+                               store.shard))
+    store.gate = fence
+
+
 def on_start(store: Store, ring: Ring, epoch: int) -> None:
     """The topology a (re)started worker acts on; fenced if the folder was
     resharded, cleaning up if its marker says a pass is owed."""

@@ -90,6 +90,10 @@ class Store:
         self.move: Any = None
         self.cleanup_at: bytes | None = None
         self.gate: Callable[[Store, list], Any] | None = None   # moving.fence, when on
+        # cluster mode: writes are refused after this CLOCK_MONOTONIC time (the
+        # node's etcd lease may have expired; ``moving.lease_fence``), and why
+        self.writable_until: float | None = None
+        self.unwritable_why = ""
 
     def error(self, cls: type[errors.ServerError], msg: str) -> ErrorReply:
         """An error result, counted for STATS."""

@@ -30,7 +30,7 @@ from typing import Any, Iterator
 
 import plyvel
 
-from .. import protocol
+from .. import nodeview, protocol
 from ..config import Config
 from ..errors import BadRequest, InternalError
 from ..ring import Ring
@@ -150,8 +150,14 @@ def run(cfg: Config, shard: int, ring: Ring | None = None, epoch: int = 1) -> in
                   exc, cfg.data, shard)
         return EXIT_STORAGE
     moving.on_start(store, ring or Ring(cfg.shards), epoch)
-    tracker = Tracker(cfg.routers) if cfg.routers > 1 else None
-    links = Links(cfg, shard, tracker.reset if tracker is not None else None)
+    view = None
+    if cfg.etcd:          # cluster mode: the routers of every node, and the lease fence
+        view = nodeview.View(cfg.run_dir)
+        view.poll()
+        moving.lease_fence(store, view.data, cfg.node or "")
+    tracker = Tracker(cfg.routers) if cfg.routers > 1 and view is None else None
+    links = Links(cfg, shard, tracker.reset if tracker is not None else None,
+                  None if view is None else list(view.get("backends", [])))
     if not links.connect(lambda: stopping):
         admin.close(store)
         store.close()
@@ -169,6 +175,9 @@ def run(cfg: Config, shard: int, ring: Ring | None = None, epoch: int = 1) -> in
                 store.sweep()
                 admin.expire_snapshots(store)
                 moving.expire_move(store)
+                if view is not None and view.poll():
+                    links.update(list(view.get("backends", [])))
+                    moving.lease_fence(store, view.data, cfg.node or "")
             wait = _SWEEP_EVERY_MS / 1000
             if store.cleanup_at is not None:   # after a reshard: keys it no longer owns
                 wait = _CLEANUP_EVERY_S

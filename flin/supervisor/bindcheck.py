@@ -93,6 +93,24 @@ def check_resp_free(cfg: Config) -> None:
         probe.close()
 
 
+def check_cluster_link(cfg: Config) -> None:
+    """Cluster mode: the routers take shard workers' links on the advertised
+    address; off loopback, only with CURVE (``--backend-keys``) or --insecure."""
+    if not cfg.etcd or cfg.backend_keys:
+        return
+    if is_local(cfg.backend_of(0)):
+        return
+    if cfg.insecure:
+        log.warning("INSECURE: the routers take shard workers' links on %s without CURVE: "
+                    "anyone who reaches it can pose as a shard", cfg.backend_of(0))
+        return
+    raise ValueError(
+        "refusing to take shard workers' links on %s without CURVE: the traffic between "
+        "nodes would be neither authenticated nor encrypted. Give every node the same "
+        "--backend-keys folder (flin keygen DIR --server router --client worker), or pass "
+        "--insecure to accept the risk." % cfg.backend_of(0))
+
+
 def check_bind(cfg: Config) -> str:
     """Refuse a non-local client endpoint without authentication; check the
     key files before any process starts. Returns why the bind is allowed:
@@ -100,6 +118,7 @@ def check_bind(cfg: Config) -> str:
     Raises ``ValueError`` saying why not."""
     check_curve(cfg)
     check_resp(cfg)
+    check_cluster_link(cfg)
     if cfg.bind.startswith("ipc://"):
         folder = os.path.dirname(os.path.abspath(cfg.bind[len("ipc://"):]))
         try:

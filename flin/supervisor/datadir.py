@@ -271,6 +271,10 @@ def check_or_write_manifest(cfg: Config, ring: Ring) -> dict:
     """The data folder's manifest: created on first start (with its shards),
     then enforced, every shard's LevelDB included."""
     manifest = load_manifest(cfg)
+    if manifest is not None and "cluster" in manifest:
+        raise StartError("%s is node %s of cluster %s: start it with --etcd URL --cluster %s "
+                         "--node %s" % (cfg.data, manifest.get("node"), manifest["cluster"],
+                                        manifest["cluster"], manifest.get("node")))
     if manifest is None:
         if any(n.startswith("shard-") for n in os.listdir(cfg.data)):
             raise StartError("%s holds shard folders but no %s; refusing to guess "

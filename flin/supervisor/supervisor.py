@@ -38,14 +38,17 @@ _BACKOFF_MAX_S = 30.0     # longest wait before restarting a child that keeps dy
 _STABLE_S = 10.0          # a child up this long has its backoff reset
 _PREDECESSOR_WAIT_S = 30.0   # how long a start waits for an earlier cluster's processes to exit
 _LINK_GRACE_S = 3.0       # a router up this long must have its worker link in place
+NOT_HERE = "placed on another node"   # cluster mode: a Child's ``broken``, not started here
 
 
 class Child:
     """One supervised process: a router (``router`` its id), a shard worker
     (``shard``) or the metrics exporter."""
 
-    def __init__(self, name: str, shard: int | None, router: int | None = None) -> None:
+    def __init__(self, name: str, shard: int | None, router: int | None = None,
+                 main: Callable[[], int] | None = None) -> None:
         self.name, self.shard, self.router = name, shard, router
+        self.main = main                 # another role's main (cluster mode's agent)
         self.pid: int | None = None
         self.started = 0.0
         self.deaths = 0
@@ -90,7 +93,9 @@ class Supervisor(Reshards):
                 for r in self.routers:
                     if r.ready_r is not None:
                         os.close(r.ready_r)
-                if child is self.metrics:
+                if child.main is not None:
+                    code = child.main()
+                elif child is self.metrics:
                     code = metrics.run(self.cfg)
                 elif child is self.migrator:
                     code = self.run_migrator()
@@ -113,7 +118,8 @@ class Supervisor(Reshards):
         """What only the supervisor knows (deaths, broken shards), for ``flin status``
         (the router reads it from ``cfg.children_path``)."""
         def one(c: Child) -> dict:
-            return {"pid": c.pid, "deaths": c.deaths, "broken": c.broken}
+            return {"pid": c.pid, "deaths": c.deaths,
+                    "broken": None if c.broken == NOT_HERE else c.broken}
         state = {"supervisor": os.getpid(),
                  "routers": [{**one(r), "id": r.router, "endpoint": self.cfg.endpoints()[i]}
                              for i, r in enumerate(self.routers)],
@@ -142,7 +148,7 @@ class Supervisor(Reshards):
 
     def _died(self, child: Child, status: int) -> None:
         child.pid = None
-        if self.stopping or child.broken == RETIRED:
+        if self.stopping or child.broken in (RETIRED, NOT_HERE):
             return
         if os.WIFSIGNALED(status):
             why = "killed by signal %d" % os.WTERMSIG(status)
@@ -218,10 +224,9 @@ class Supervisor(Reshards):
             signal.signal(sig, self._on_stop)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         signal.signal(signal.SIGUSR1, self.on_reshard_signal)   # `flin reshard`
-        for child in self._children():
-            self._fork(child)
-        self._write_state()
         try:
+            self.start_children()
+            self._write_state()
             while not self.stopping:
                 self._wait_ready(t0)
                 if self.reshard_asked and self.announced:
@@ -229,9 +234,21 @@ class Supervisor(Reshards):
                 self._reap()
                 self._restart_due()
                 self._check_link()
+                self.on_tick()
         finally:
             self.shutdown()
         return 0
+
+    def start_children(self) -> None:
+        for child in self._children():
+            self._fork(child)
+
+    def on_tick(self) -> None:
+        """Called every turn of the supervising loop (cluster mode's hook)."""
+
+    def ready_what(self) -> str:
+        """The start of the ready line: what is ready."""
+        return "%d shards ready on %s" % (self.cfg.shards, self.cfg.bind)
 
     def _check_link(self) -> None:
         """A router that is up must have its worker link in the run folder: a
@@ -239,7 +256,7 @@ class Supervisor(Reshards):
         gone (deleted by hand, or by a process that had no business there),
         restart the router, which binds it anew."""
         now = time.monotonic()
-        if now < self.next_check or self.cfg.backend_keys:
+        if now < self.next_check or self.cfg.zmq_links:
             return
         self.next_check = now + 1.0
         for r in self.routers:
@@ -273,8 +290,8 @@ class Supervisor(Reshards):
             self.announced = True
             pool = ("" if len(self.routers) == 1 else
                     " (%d routers, to %s)" % (len(self.routers), self.cfg.endpoints()[-1]))
-            line = ("flin: %d shards ready on %s%s in %.2fs (data %s, pid %d)"
-                    % (self.cfg.shards, self.cfg.bind, pool, time.monotonic() - t0,
+            line = ("flin: %s%s in %.2fs (data %s, pid %d)"
+                    % (self.ready_what(), pool, time.monotonic() - t0,
                        os.path.abspath(self.cfg.data), os.getpid()))
             if self.cfg.resp:
                 line += "; Redis protocol on %s" % self.cfg.resp

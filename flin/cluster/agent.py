@@ -1,0 +1,269 @@
+"""The node's agent: the one process of a node that talks to etcd.
+
+A child of the node's supervisor (``flin.supervisor.cluster``). It
+
+- holds the node's lease (``cfg.lease_ttl`` s, renewed every third of it)
+  and keeps the node's registration on it (``topology.node_key``: where the
+  node's routers listen for clients and for shard workers), so that the
+  node's death removes it;
+- watches ``/flin/<cluster>/`` (a watch wakes it at once; it also reads
+  every ``_POLL_S``, so a watch lost with its etcd endpoint costs no more
+  than that) and writes what it learned to the node view
+  (``flin.nodeview``), which the supervisor, routers and workers read;
+- sets the view's write deadline, the lease fence: a renewal sent at ``t``
+  keeps the lease until at least ``t + ttl`` in etcd, so the node's shards
+  take writes until ``t + ttl - margin``. When etcd cannot be reached, the
+  deadline is extended only while every other node that was alive answers
+  that it cannot reach etcd either (etcd is down, not this node cut off:
+  then nobody can be given this node's shards); a node cut off from etcd
+  and from its peers stops taking writes before its lease can expire.
+
+With etcd down the view keeps the last topology, marked ``etcd.ok`` False
+with the reason; topology changes (``flin cluster ...``) fail saying why.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from .. import nodeview
+from ..config import Config
+from .etcd import Etcd, EtcdError, EtcdOptions
+from .topology import Topology, node_key, nodes_prefix, root, topology_key
+
+log = logging.getLogger("flin.cluster")
+
+_POLL_S = 0.5           # between reads of the topology, watch or not
+_PEER_TIMEOUT_S = 0.5   # a peer's answer to "do you see etcd?"
+
+
+def options(cfg: Config) -> EtcdOptions:
+    """The etcd options of ``cfg`` (``--etcd``, ``--etcd-user`` ...)."""
+    password = None
+    if cfg.etcd_password_file:
+        with open(cfg.etcd_password_file) as f:
+            password = f.readline().rstrip("\r\n")
+    # a call that hangs (etcd stopped, packets dropped) must leave the agent
+    # time to renew, or to ask its peers, well within the write deadline
+    return EtcdOptions.parse(cfg.etcd or "", user=cfg.etcd_user, password=password,
+                             ca=cfg.etcd_ca, cert=cfg.etcd_cert, key=cfg.etcd_key,
+                             timeout=min(2.0, cfg.lease_ttl / 5))
+
+
+def margin(ttl: int) -> float:
+    """How long before its lease could expire a node stops taking writes."""
+    return max(1.0, ttl * 0.25)
+
+
+def registration(cfg: Config, incarnation: str) -> dict[str, Any]:
+    return {"routers": cfg.endpoints(), "backends": cfg.backends(),
+            "advertise": cfg.advertise, "resp": cfg.resp, "incarnation": incarnation,
+            "supervisor": os.getppid(), "host": os.uname().nodename}
+
+
+class Agent:
+    def __init__(self, cfg: Config, incarnation: str) -> None:
+        self.cfg, self.incarnation = cfg, incarnation
+        self.etcd = Etcd(options(cfg))
+        self.ttl = cfg.lease_ttl
+        self.lease = 0
+        self.renewed_at: float | None = None    # when the last renewal that worked was sent
+        self.refresh_at = 0.0
+        self.writable_until = 0.0
+        self.topology: dict[str, Any] | None = None
+        self.nodes: dict[str, dict] = {}
+        self.etcd_state: dict[str, Any] = {"ok": False, "error": "not reached yet",
+                                           "since": time.time()}
+        self.written: str | None = None
+        self.stopping = False
+        self.wake = threading.Event()
+        self.watching: Any = None               # the watch's cancel function
+        self.watch_rev = 0
+        self.failsafe_ok_at = 0.0
+        self.no_fence = os.environ.get("FLIN_TEST_NO_LEASE_FENCE") == "1"   # tests break it
+
+    # -- etcd ------------------------------------------------------------------------
+    def keep_lease(self, now: float) -> None:
+        if self.lease and now < self.refresh_at:
+            return
+        sent = time.monotonic()
+        if self.lease:
+            if self.etcd.refresh(self.lease) > 0:
+                self.renewed_at, self.refresh_at = sent, sent + self.ttl / 3
+                return
+            log.warning("node %s: its lease expired in etcd; registering anew", self.cfg.node)
+        self.lease = self.etcd.grant(self.ttl)
+        self.etcd.put(node_key(self.cfg.cluster or "", self.cfg.node or ""),
+                      json.dumps(registration(self.cfg, self.incarnation)).encode(),
+                      lease=self.lease)
+        self.renewed_at, self.refresh_at = sent, sent + self.ttl / 3
+
+    def read(self) -> None:
+        cluster = self.cfg.cluster or ""
+        got, rev = self.etcd.get_prefix(root(cluster))
+        topo = got.get(topology_key(cluster))
+        if topo is not None:
+            self.topology = json.loads(topo[0])
+        prefix = nodes_prefix(cluster)
+        nodes = {}
+        for key, (value, _lease) in got.items():
+            if key.startswith(prefix):
+                try:
+                    nodes[key[len(prefix):].decode()] = json.loads(value)
+                except ValueError:
+                    continue
+        self.nodes = nodes
+        if self.watching is None or rev > self.watch_rev + 1000:
+            self.start_watch(rev)
+
+    def start_watch(self, rev: int) -> None:
+        if self.watching is not None:
+            try:
+                self.watching()
+            except Exception:
+                pass
+        self.watching = None
+        try:
+            events, cancel = self.etcd.watch_prefix(root(self.cfg.cluster or ""), rev + 1)
+        except Exception as exc:      # the poll goes on meanwhile
+            log.debug("watch: %s", exc)
+            return
+        self.watching, self.watch_rev = cancel, rev
+
+        def pump() -> None:
+            try:
+                for _ in events:
+                    self.wake.set()
+            except Exception:
+                pass
+        threading.Thread(target=pump, daemon=True, name="flin-watch").start()
+
+    # -- the fence ---------------------------------------------------------------------
+    def peers_lost_etcd(self) -> bool:
+        """Whether every other node that was alive says it cannot reach etcd."""
+        from ..client import Client
+        from ..errors import FlinError
+        for name, reg in self.nodes.items():
+            if name == self.cfg.node:
+                continue
+            routers = reg.get("routers") or []
+            if not routers:
+                continue
+            try:
+                with Client(routers[0], timeout=_PEER_TIMEOUT_S, retries=0,
+                            discover=False) as peer:
+                    seen = peer.node()
+            except (FlinError, OSError, ValueError):
+                return False
+            if not seen or (seen.get("etcd") or {}).get("ok", True):
+                return False
+        return True
+
+    def fence(self, now: float) -> None:
+        if self.no_fence:
+            self.writable_until = now + 3600.0
+            return
+        if self.renewed_at is not None:
+            self.writable_until = max(self.writable_until,
+                                      self.renewed_at + self.ttl - margin(self.ttl))
+        if not self.etcd_state["ok"]:     # each turn: one etcd timeout, then this
+            asked = time.monotonic()
+            if self.peers_lost_etcd():
+                # etcd is down for everyone: nobody can be handed our shards
+                self.writable_until = asked + self.ttl - margin(self.ttl)
+                if now - self.failsafe_ok_at > 10:
+                    log.warning("node %s: etcd is down for every node: still taking writes",
+                                self.cfg.node)
+                self.failsafe_ok_at = now
+
+    # -- the view ----------------------------------------------------------------------
+    def view(self) -> dict[str, Any]:
+        me = self.cfg.node
+        t = self.topology or {}
+        order = list(t.get("nodes") or [])
+        order += sorted(n for n in self.nodes if n not in order)
+        nodes: dict[str, dict[str, Any]] = {}
+        routers, backends = self.cfg.endpoints(), self.cfg.backends()
+        for n in order:
+            reg = self.nodes.get(n) or {}
+            alive = n in self.nodes
+            nodes[n] = {"alive": alive, "routers": reg.get("routers") or [],
+                        "backends": reg.get("backends") or [], "advertise": reg.get("advertise")}
+            if alive and n != me:
+                routers += [e for e in reg.get("routers") or [] if e not in routers]
+                backends += [e for e in reg.get("backends") or [] if e not in backends]
+        return {"me": me, "cluster": self.cfg.cluster, "epoch": t.get("epoch"),
+                "shards": t.get("shards"), "placement": t.get("placement") or [],
+                "move": t.get("move"), "draining": t.get("draining") or [],
+                "nodes": nodes, "routers": routers, "backends": backends,
+                "etcd": self.etcd_state, "writable_until": self.writable_until,
+                "lease": self.lease, "ttl": self.ttl}
+
+    def publish(self) -> None:
+        view = self.view()
+        text = json.dumps(view, sort_keys=True)
+        if text != self.written:
+            nodeview.write(self.cfg.run_dir, view)
+            self.written = text
+
+    # -- the loop ----------------------------------------------------------------------
+    def step(self) -> None:
+        now = time.monotonic()
+        try:
+            self.keep_lease(now)
+            self.read()
+            if not self.etcd_state["ok"]:
+                log.info("node %s: reached etcd", self.cfg.node)
+                self.etcd_state = {"ok": True, "error": None, "since": time.time()}
+        except (EtcdError, ValueError) as exc:
+            if self.etcd_state["ok"] or self.etcd_state.get("error") != str(exc):
+                log.warning("node %s: %s; serving on the last topology known", self.cfg.node, exc)
+                self.etcd_state = {"ok": False, "error": str(exc), "since": time.time()}
+            if self.watching is not None:
+                try:
+                    self.watching()
+                except Exception:
+                    pass
+                self.watching = None
+        self.fence(time.monotonic())
+        self.publish()
+
+    def run(self) -> None:
+        while not self.stopping:
+            self.step()
+            self.wake.wait(_POLL_S)
+            self.wake.clear()
+        if self.watching is not None:
+            try:
+                self.watching()
+            except Exception:
+                pass
+        if self.lease:                  # the node leaves now, not a lease later
+            try:
+                self.etcd.revoke(self.lease)
+            except EtcdError as exc:
+                log.info("node %s: lease not revoked (%s); it expires in %d s",
+                         self.cfg.node, exc, self.ttl)
+        self.etcd.close()
+
+
+def run(cfg: Config, incarnation: str) -> int:
+    """The agent process's main (the supervisor forked it); its exit code."""
+    agent = Agent(cfg, incarnation)
+
+    def on_term(signum: int, frame: Any) -> None:
+        agent.stopping = True
+        agent.wake.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    agent.run()
+    return 0
+
+
+__all__ = ["Agent", "Topology", "margin", "options", "registration", "run"]

@@ -1,0 +1,158 @@
+"""The topology document of a cluster, in etcd, and its changes.
+
+Keys (``../shared/design/TOPOLOGY.md``):
+
+- ``/flin/<cluster>/topology``: one JSON document, changed only by
+  compare-and-swap on its mod revision (``Topology.change``):
+  ``shards`` (the ring: ``Ring(shards)``, the same on every node),
+  ``epoch`` (bumped on every change of where a shard lives),
+  ``placement`` (shard -> node name; None: not placed yet, the first node
+  to start claims it), ``nodes`` (the members, in the order they joined),
+  ``draining`` (members whose shards are being moved off) and ``move``
+  (the shard move in progress: ``{"shard", "from", "to", "state", "epoch"}``).
+- ``/flin/<cluster>/nodes/<name>``: a node's registration, on its lease
+  (gone when the node dies): where its routers listen for clients and for
+  shard workers. ``flin cluster status`` and every router read it.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from ..config import MAX_SHARDS
+from .etcd import Etcd, EtcdError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class TopologyError(Exception):
+    """A topology change that cannot be made (the message says why)."""
+
+
+def check_name(kind: str, name: str) -> str:
+    if not _NAME.match(name or ""):
+        raise ValueError("%s name %r: use letters, digits, '.', '_' or '-' (at most 63)"
+                         % (kind, name))
+    return name
+
+
+def root(cluster: str) -> bytes:
+    return ("/flin/%s/" % cluster).encode()
+
+
+def topology_key(cluster: str) -> bytes:
+    return root(cluster) + b"topology"
+
+
+def nodes_prefix(cluster: str) -> bytes:
+    return root(cluster) + b"nodes/"
+
+
+def node_key(cluster: str, node: str) -> bytes:
+    return nodes_prefix(cluster) + node.encode()
+
+
+@dataclass
+class Topology:
+    cluster: str
+    shards: int
+    epoch: int = 1
+    placement: list[str | None] = field(default_factory=list)
+    nodes: list[str] = field(default_factory=list)
+    draining: list[str] = field(default_factory=list)
+    move: dict[str, Any] | None = None
+    opened: list[bool] = field(default_factory=list)   # a node has opened the shard's LevelDB
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        self.opened = (list(self.opened) + [False] * self.shards)[:self.shards]
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "Topology":
+        d = json.loads(data)
+        if d.get("version") != 1:
+            raise TopologyError("topology version %r: this Flin reads version 1"
+                                % d.get("version"))
+        return cls(**{k: d[k] for k in ("cluster", "shards", "epoch", "placement", "nodes",
+                                        "draining", "move", "opened", "version") if k in d})
+
+    def shards_of(self, node: str) -> list[int]:
+        return [s for s, n in enumerate(self.placement) if n == node]
+
+    def owner(self, shard: int) -> str | None:
+        return self.placement[shard]
+
+    # -- reading and changing it in etcd -------------------------------------------
+    @classmethod
+    def read(cls, etcd: Etcd, cluster: str) -> tuple["Topology", int]:
+        """The cluster's topology and its revision; ``TopologyError`` if there is none."""
+        data, rev = etcd.get(topology_key(cluster))
+        if data is None:
+            raise TopologyError("no cluster %r in etcd %s: create it with "
+                                "`flin cluster create --etcd ... --cluster %s --shards N`"
+                                % (cluster, ",".join(etcd.opts.urls), cluster))
+        return cls.from_json(data), rev
+
+    @classmethod
+    def change(cls, etcd: Etcd, cluster: str,
+               edit: Callable[["Topology"], None], attempts: int = 20) -> "Topology":
+        """Apply ``edit`` to the current topology and write it by
+        compare-and-swap, reading again when another writer came first.
+        ``edit`` raises ``TopologyError`` to refuse."""
+        for _ in range(attempts):
+            topo, rev = cls.read(etcd, cluster)
+            edit(topo)
+            if etcd.swap(topology_key(cluster), topo.to_json(), rev):
+                return topo
+        raise TopologyError("the topology kept changing under %d attempts; try again" % attempts)
+
+
+def create(etcd: Etcd, cluster: str, shards: int, nodes: list[str]) -> Topology:
+    """Write a new cluster's first topology: ``shards`` shards, placed round
+    robin on ``nodes`` (none: the first node to start takes them all)."""
+    check_name("cluster", cluster)
+    if not 1 <= shards <= MAX_SHARDS:
+        raise TopologyError("--shards must be 1 to %d" % MAX_SHARDS)
+    for n in nodes:
+        check_name("node", n)
+    if len(set(nodes)) != len(nodes):
+        raise TopologyError("--nodes names a node twice")
+    placement: list[str | None] = [nodes[s % len(nodes)] if nodes else None
+                                   for s in range(shards)]
+    topo = Topology(cluster=cluster, shards=shards, placement=placement, nodes=list(nodes))
+    if not etcd.swap(topology_key(cluster), topo.to_json(), 0):
+        raise TopologyError("cluster %r already exists in etcd %s"
+                            % (cluster, ",".join(etcd.opts.urls)))
+    return topo
+
+
+def join(etcd: Etcd, cluster: str, node: str) -> Topology:
+    """Make ``node`` a member, and give it every shard not placed yet."""
+    def edit(t: Topology) -> None:
+        if node not in t.nodes:
+            t.nodes.append(node)
+        if any(p is None for p in t.placement):
+            t.placement = [node if p is None else p for p in t.placement]
+            t.epoch += 1
+    return Topology.change(etcd, cluster, edit)
+
+
+def registered_nodes(etcd: Etcd, cluster: str) -> dict[str, dict]:
+    """The live nodes' registrations: {name: what the node wrote}."""
+    got, _ = etcd.get_prefix(nodes_prefix(cluster))
+    out = {}
+    for key, (value, _lease) in got.items():
+        try:
+            out[key[len(nodes_prefix(cluster)):].decode()] = json.loads(value)
+        except ValueError:
+            continue
+    return out
+
+
+__all__ = ["EtcdError", "Topology", "TopologyError", "check_name", "create", "join",
+           "node_key", "nodes_prefix", "registered_nodes", "root", "topology_key"]
