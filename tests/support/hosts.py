@@ -1,0 +1,262 @@
+"""Many hosts on one machine, for real: an etcd server on free loopback ports
+in a temporary folder (Debian's ``etcd-server``, which ``scripts/test``
+installs), and Flin nodes as ``flin start --etcd ... --node NAME`` bound to
+127.0.0.2, 127.0.0.3, ... (all of 127/8 is loopback on Linux), each with its
+own data folder; or in a network namespace where a test needs a partition
+(``Netns``). Every process is stopped, and checked gone, at the end."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import flin
+from flin.supervisor.processes import alive, descendants
+
+from .cluster import ROOT
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def have_etcd() -> bool:
+    return shutil.which("etcd") is not None
+
+
+class Etcd:
+    """One etcd member on ``host``, its data in ``folder``."""
+
+    def __init__(self, folder: str, host: str = "127.0.0.1", extra_hosts: tuple = ()) -> None:
+        self.folder, self.host = folder, host
+        self.port, self.peer = free_port(host), free_port(host)
+        self.hosts = (host, *extra_hosts)
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return "http://%s:%d" % (self.host, self.port)
+
+    def start(self) -> "Etcd":
+        clients = ",".join("http://%s:%d" % (h, self.port) for h in self.hosts)
+        peer = "http://%s:%d" % (self.host, self.peer)
+        log = open(os.path.join(self.folder, "etcd.log"), "ab")
+        self.proc = subprocess.Popen(
+            ["etcd", "--name", "t", "--data-dir", os.path.join(self.folder, "etcd"),
+             "--listen-client-urls", clients, "--advertise-client-urls", self.url,
+             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+             "--initial-cluster", "t=" + peer, "--log-level", "error"],
+            stdout=log, stderr=log)
+        deadline = time.monotonic() + 20
+        import urllib.request
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(self.url + "/health", timeout=0.5).read()
+                return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("etcd exited: see %s" % self.folder)
+                time.sleep(0.1)
+        raise RuntimeError("etcd did not start in 20 s")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                try:
+                    os.kill(self.proc.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+                self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    def pause(self) -> None:
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+
+@dataclass
+class Node:
+    """One node: ``flin start --etcd`` in a subprocess (maybe inside a netns)."""
+
+    name: str
+    host: str
+    data: str
+    etcd: str
+    cluster: str
+    extra: list = field(default_factory=list)
+    netns: str | None = None
+    proc: subprocess.Popen | None = None
+    pids: set = field(default_factory=set)
+    log_path: str = ""
+    env: dict = field(default_factory=dict)
+
+    @property
+    def endpoint(self) -> str:
+        return "tcp://%s:7700" % self.host
+
+    def args(self) -> list[str]:
+        return ["--etcd", self.etcd, "--cluster", self.cluster]
+
+    def start(self, timeout: float = 30.0, expect_ready: bool = True) -> "Node":
+        self.log_path = os.path.join(os.path.dirname(self.data),
+                                     "%s-%d.log" % (self.name, time.monotonic_ns()))
+        log = open(self.log_path, "wb")
+        cmd = [sys.executable, "-m", "flin", "start", "--data", self.data, *self.args(),
+               "--node", self.name, "--advertise", self.host, "--routers", "1", *self.extra]
+        if self.netns:
+            cmd = ["ip", "netns", "exec", self.netns, *cmd]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, cwd=ROOT,
+                                     env={**os.environ, **self.env})
+        if not expect_ready:
+            return self
+        line = self.proc.stdout.readline().decode()
+        if "ready" not in line:
+            self.proc.wait(timeout)
+            raise RuntimeError("node %s did not start: %r\n%s" % (self.name, line, self.log()))
+        self.pids = descendants(self.proc.pid) | {self.proc.pid}
+        return self
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()[-5000:]
+
+    def client(self, **kw) -> flin.Client:
+        kw.setdefault("timeout", 10.0)
+        return flin.Client(self.endpoint, **kw)
+
+    def kill(self) -> None:
+        """SIGKILL the supervisor and every child at once: the host died."""
+        pids = descendants(self.proc.pid) | {self.proc.pid}
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait(10)
+        self.proc.stdout.close()
+        self.proc = None
+        deadline = time.monotonic() + 5
+        while any(alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc is None:
+            return 0
+        self.pids |= descendants(self.proc.pid)
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        finally:
+            self.proc.stdout.close()
+        self.proc = None
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(alive(p) for p in self.pids):
+            time.sleep(0.05)
+        left = [p for p in self.pids if alive(p)]
+        for p in left:
+            os.kill(p, signal.SIGKILL)
+        assert not left, "node %s left processes behind: %s" % (self.name, left)
+        return code
+
+
+def flin_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flin", *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=timeout)
+
+
+class Hosts:
+    """An etcd and the nodes of one cluster, in ``folder``."""
+
+    def __init__(self, folder: str, cluster: str = "t", etcd_hosts: tuple = ()) -> None:
+        self.folder, self.cluster = folder, cluster
+        self.etcd = Etcd(folder, extra_hosts=etcd_hosts).start()
+        self.nodes: dict[str, Node] = {}
+
+    def etcd_args(self) -> list[str]:
+        return ["--etcd", self.etcd.url, "--cluster", self.cluster]
+
+    def create(self, shards: int, nodes: list[str] | None = None) -> subprocess.CompletedProcess:
+        args = ["cluster", "create", *self.etcd_args(), "--shards", str(shards)]
+        if nodes:
+            args += ["--nodes", ",".join(nodes)]
+        got = flin_cli(*args)
+        assert got.returncode == 0, got.stderr
+        return got
+
+    def node(self, name: str, host: str, extra: list | None = None, netns: str | None = None,
+             env: dict | None = None) -> Node:
+        n = Node(name, host, os.path.join(self.folder, name), self.etcd.url, self.cluster,
+                 extra or [], netns, env=env or {})
+        self.nodes[name] = n
+        return n
+
+    def status(self) -> dict:
+        import json
+        got = flin_cli("cluster", "status", *self.etcd_args(), "--json")
+        assert got.returncode in (0, 4), got.stderr
+        return json.loads(got.stdout)
+
+    def close(self) -> None:
+        try:
+            for n in self.nodes.values():
+                if n.proc is not None:
+                    n.stop()
+        finally:
+            self.etcd.stop()
+
+
+class Netns:
+    """A network namespace joined to the host by a veth pair: the host side
+    ``10.N.0.1``, the namespace side ``10.N.0.2``. ``cut()`` takes the host
+    side down (a partition, both ways); ``heal()`` brings it back."""
+
+    def __init__(self, name: str, subnet: int = 77) -> None:
+        self.name = name
+        self.host_if, self.ns_if = "vh%s" % name[-6:], "vn%s" % name[-6:]
+        self.host_ip, self.ns_ip = "10.%d.0.1" % subnet, "10.%d.0.2" % subnet
+
+    @staticmethod
+    def possible() -> bool:
+        if os.geteuid() != 0 or shutil.which("ip") is None:
+            return False
+        probe = "flinprobe%d" % os.getpid()
+        ok = subprocess.run(["ip", "netns", "add", probe], capture_output=True).returncode == 0
+        if ok:
+            subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+        return ok
+
+    def _ip(self, *args: str, ns: bool = False) -> None:
+        cmd = (["ip", "netns", "exec", self.name, "ip"] if ns else ["ip"]) + list(args)
+        subprocess.run(cmd, check=True, capture_output=True)
+
+    def create(self) -> "Netns":
+        self.destroy()
+        subprocess.run(["ip", "netns", "add", self.name], check=True, capture_output=True)
+        self._ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
+        self._ip("link", "set", self.ns_if, "netns", self.name)
+        self._ip("addr", "add", self.host_ip + "/24", "dev", self.host_if)
+        self._ip("link", "set", self.host_if, "up")
+        self._ip("addr", "add", self.ns_ip + "/24", "dev", self.ns_if, ns=True)
+        self._ip("link", "set", self.ns_if, "up", ns=True)
+        self._ip("link", "set", "lo", "up", ns=True)
+        return self
+
+    def cut(self) -> None:
+        self._ip("link", "set", self.host_if, "down")
+
+    def heal(self) -> None:
+        self._ip("link", "set", self.host_if, "up")
+
+    def destroy(self) -> None:
+        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
