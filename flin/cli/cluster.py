@@ -59,8 +59,14 @@ def create(shards: int, nodes: str, **kw: Any) -> None:
 
 
 def _status(etcd: Any, name: str) -> dict:
+    from ..cluster.mover import progress_key
     from ..cluster.topology import Topology, registered_nodes
     topo, rev = Topology.read(etcd, name)
+    raw, _ = etcd.get(progress_key(name))
+    progress = json.loads(raw) if raw else None
+    if progress and topo.move and (progress.get("shard"), progress.get("to")) == \
+            (topo.move["shard"], topo.move["to"]):
+        topo.move = {**topo.move, "bytes": progress.get("bytes"), "keys": progress.get("keys")}
     live = registered_nodes(etcd, name)
     nodes = {}
     for n in list(topo.nodes) + sorted(set(live) - set(topo.nodes)):
@@ -70,6 +76,7 @@ def _status(etcd: Any, name: str) -> dict:
                     "routers": reg.get("routers") or [], "shards": topo.shards_of(n)}
     return {"cluster": name, "shards": topo.shards, "epoch": topo.epoch, "revision": rev,
             "nodes": nodes, "placement": topo.placement, "move": topo.move,
+            "plan": topo.plan, "error": topo.error,
             "unplaced": [s for s, p in enumerate(topo.placement) if p is None]}
 
 
@@ -105,6 +112,11 @@ def status(as_json: bool, **kw: Any) -> None:
         if st["unplaced"]:
             click.echo("unplaced shards: %s (the next node to start takes them)"
                        % _ranges(st["unplaced"]))
+        for shard, to, tries in st["plan"]:
+            click.echo("queued: shard %d to %s%s" % (shard, to, " (try %d)" % (tries + 1)
+                                                     if tries else ""))
+        if st["error"]:
+            click.echo("last failure: %s" % st["error"])
         m = st["move"]
         if m:
             click.echo("moving shard %s from %s to %s: %s%s"
@@ -112,6 +124,89 @@ def status(as_json: bool, **kw: Any) -> None:
                           ", %.1f MB copied" % (m["bytes"] / 1e6) if m.get("bytes") else ""))
     if any(n["shards"] and not n["alive"] for n in st["nodes"].values()):
         sys.exit(EXIT_SERVER)
+
+
+def _wait_moves(etcd: Any, name: str, timeout: float) -> None:
+    """Print the moves' progress until none is left; exit 4 if one failed for good."""
+    import time
+    from ..cluster.mover import progress_key
+    from ..cluster.topology import Topology
+    deadline = time.monotonic() + timeout
+    said = None
+    while True:
+        topo, _ = Topology.read(etcd, name)
+        if topo.move is None and not topo.plan:
+            if topo.error:
+                click.echo("flin: %s" % topo.error, err=True)
+                sys.exit(EXIT_SERVER)
+            click.echo("flin: every move is done (epoch %d)" % topo.epoch)
+            return
+        raw, _ = etcd.get(progress_key(name))
+        p = json.loads(raw) if raw else {}
+        m = topo.move or {}
+        line = "shard %s -> %s: %s" % (m.get("shard"), m.get("to"), m.get("state"))
+        if p.get("shard") == m.get("shard") and p.get("to") == m.get("to"):
+            line += ", %d keys, %.1f MB, %.1f MB/s" % (p.get("keys", 0), p.get("bytes", 0) / 1e6,
+                                                      p.get("mb_s", 0.0))
+        line += "; %d more queued" % len(topo.plan)
+        if topo.error:
+            line += " (%s)" % topo.error
+        if line != said:
+            click.echo(line)
+            said = line
+        if time.monotonic() > deadline:
+            click.echo("flin: moves still running after %.0fs (they go on; `flin cluster "
+                       "status` shows them)" % timeout, err=True)
+            sys.exit(EXIT_SERVER)
+        time.sleep(0.5)
+
+
+_wait_opt = click.option("--wait/--no-wait", default=True, show_default=True,
+                         help="Wait for the moves, showing their progress.")
+_timeout_opt = click.option("--timeout", default=3600.0, show_default=True,
+                            type=click.FloatRange(1), help="Seconds --wait waits.")
+
+
+@cluster.command("add-node")
+@etcd_opts
+@click.argument("node")
+@_wait_opt
+@_timeout_opt
+def add_node(node: str, wait: bool, timeout: float, **kw: Any) -> None:
+    """Make NODE a member and move shards onto it until they are even.
+
+    Start the node first (`flin start --etcd ... --node NODE`), or after:
+    the moves wait for it. Each move copies the shard while the cluster
+    serves, then switches it over in milliseconds."""
+    from ..cluster.topology import add_node as add
+    def go(etcd: Any) -> None:
+        topo = add(etcd, kw["cluster"], node)
+        queued = ([topo.move] if topo.move else []) + topo.plan
+        click.echo("flin: %s is a member; %d move%s queued" % (node, len(queued),
+                                                            "" if len(queued) == 1 else "s"))
+        if wait:
+            _wait_moves(etcd, kw["cluster"], timeout)
+    _with_etcd(kw, go)
+
+
+@cluster.command()
+@etcd_opts
+@click.argument("node")
+@_wait_opt
+@_timeout_opt
+def drain(node: str, wait: bool, timeout: float, **kw: Any) -> None:
+    """Move every shard off NODE (to the least loaded members); it then
+    leaves the members and can be stopped. Works while NODE is down only
+    if it holds no shard (a shard's data is on its node)."""
+    from ..cluster.topology import drain as drain_node
+    def go(etcd: Any) -> None:
+        topo = drain_node(etcd, kw["cluster"], node)
+        queued = ([topo.move] if topo.move else []) + topo.plan
+        click.echo("flin: draining %s; %d move%s queued" % (node, len(queued),
+                                                          "" if len(queued) == 1 else "s"))
+        if wait:
+            _wait_moves(etcd, kw["cluster"], timeout)
+    _with_etcd(kw, go)
 
 
 COMMANDS = [cluster]

@@ -8,8 +8,11 @@ Keys (``../shared/design/TOPOLOGY.md``):
   ``epoch`` (bumped on every change of where a shard lives),
   ``placement`` (shard -> node name; None: not placed yet, the first node
   to start claims it), ``nodes`` (the members, in the order they joined),
-  ``draining`` (members whose shards are being moved off) and ``move``
-  (the shard move in progress: ``{"shard", "from", "to", "state", "epoch"}``).
+  ``draining`` (members whose shards are being moved off), ``move`` (the
+  shard move in progress: ``{"shard", "from", "to", "state", "tries"}``,
+  state ``copy`` until the target holds every entry, then ``switch``: the
+  placement already names the target) and ``plan`` (the moves queued after
+  it, ``[shard, to, tries]``); ``error``: why the last move failed.
 - ``/flin/<cluster>/nodes/<name>``: a node's registration, on its lease
   (gone when the node dies): where its routers listen for clients and for
   shard workers. ``flin cluster status`` and every router read it.
@@ -64,6 +67,8 @@ class Topology:
     draining: list[str] = field(default_factory=list)
     move: dict[str, Any] | None = None
     opened: list[bool] = field(default_factory=list)   # a node has opened the shard's LevelDB
+    plan: list[list] = field(default_factory=list)
+    error: str | None = None
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -79,7 +84,8 @@ class Topology:
             raise TopologyError("topology version %r: this Flin reads version 1"
                                 % d.get("version"))
         return cls(**{k: d[k] for k in ("cluster", "shards", "epoch", "placement", "nodes",
-                                        "draining", "move", "opened", "version") if k in d})
+                                        "draining", "move", "opened", "plan", "error",
+                                        "version") if k in d})
 
     def shards_of(self, node: str) -> list[int]:
         return [s for s, n in enumerate(self.placement) if n == node]
@@ -140,6 +146,139 @@ def join(etcd: Etcd, cluster: str, node: str) -> Topology:
             t.placement = [node if p is None else p for p in t.placement]
             t.epoch += 1
     return Topology.change(etcd, cluster, edit)
+
+
+MAX_TRIES = 5          # a move that failed this often is dropped from the plan
+
+
+def _load(t: Topology) -> dict[str, int]:
+    """Shards per member that takes shards, counting the queued moves as done."""
+    where = list(t.placement)
+    moves = ([[t.move["shard"], t.move["to"]]] if t.move else []) + [m[:2] for m in t.plan]
+    for shard, to in moves:
+        where[shard] = to
+    load = {n: 0 for n in t.nodes if n not in t.draining}
+    for n in where:
+        if n in load:
+            load[n] += 1
+    return load
+
+
+def _after(t: Topology) -> list[str | None]:
+    where = list(t.placement)
+    for shard, to in ([[t.move["shard"], t.move["to"]]] if t.move else []) + \
+            [m[:2] for m in t.plan]:
+        where[shard] = to
+    return where
+
+
+def start_next(t: Topology) -> None:
+    """If no move runs, start the first queued one that still moves something."""
+    while t.move is None and t.plan:
+        shard, to, tries = t.plan.pop(0)
+        if t.placement[shard] != to and to in t.nodes:
+            t.move = {"shard": shard, "from": t.placement[shard], "to": to, "state": "copy",
+                      "tries": tries}
+
+
+def add_node(etcd: Etcd, cluster: str, node: str) -> Topology:
+    """Make ``node`` a member and queue the moves that even the shards out
+    (from the most loaded members to it)."""
+    check_name("node", node)
+
+    def edit(t: Topology) -> None:
+        if node in t.draining:
+            t.draining.remove(node)
+        if node not in t.nodes:
+            t.nodes.append(node)
+        load = _load(t)
+        where = _after(t)
+        fair = t.shards // max(1, len(load))
+        while load[node] < fair:
+            donor = max((n for n in load if n != node), key=lambda n: load[n], default=None)
+            if donor is None or load[donor] <= fair:
+                break
+            shard = max(s for s, n in enumerate(where) if n == donor)
+            t.plan.append([shard, node, 0])
+            where[shard] = node
+            load[donor] -= 1
+            load[node] += 1
+        t.error = None
+        start_next(t)
+    return Topology.change(etcd, cluster, edit)
+
+
+def drain(etcd: Etcd, cluster: str, node: str) -> Topology:
+    """Queue the moves of every shard of ``node`` to the other members (the
+    least loaded first); the node leaves the members once it holds none."""
+    def edit(t: Topology) -> None:
+        if node not in t.nodes:
+            raise TopologyError("node %s is not a member of cluster %s (members: %s)"
+                                % (node, cluster, ", ".join(t.nodes) or "none"))
+        others = [n for n in t.nodes if n != node and n not in t.draining]
+        if not others:
+            raise TopologyError("node %s is the last member that takes shards: add a node "
+                                "first (`flin cluster add-node`)" % node)
+        if node not in t.draining:
+            t.draining.append(node)
+        t.plan = [m for m in t.plan if m[1] != node]
+        if t.move is not None and t.move["to"] == node and t.move["state"] == "copy":
+            t.move = None                # its copy is dropped by the node's mover, if it runs
+        load = _load(t)
+        for shard, n in enumerate(_after(t)):
+            if n == node:
+                to = min(others, key=lambda o: load[o])
+                t.plan.append([shard, to, 0])
+                load[to] += 1
+        t.error = None
+        _leave_if_empty(t)
+        start_next(t)
+    return Topology.change(etcd, cluster, edit)
+
+
+def _leave_if_empty(t: Topology) -> None:
+    for n in list(t.draining):
+        if n not in t.placement and not any(m[1] == n for m in t.plan) and \
+                not (t.move and t.move["to"] == n):
+            t.draining.remove(n)
+            t.nodes.remove(n)
+
+
+def is_move(t: Topology, move: dict, state: str) -> bool:
+    m = t.move
+    return m is not None and m["shard"] == move["shard"] and m["to"] == move["to"] \
+        and m["state"] == state
+
+
+def commit_move(t: Topology, move: dict) -> None:
+    """The target holds every entry: the shard is the target's from this epoch."""
+    if not is_move(t, move, "copy"):
+        raise TopologyError("the move of shard %d to %s was called off meanwhile"
+                            % (move["shard"], move["to"]))
+    t.placement[move["shard"]] = move["to"]
+    t.opened[move["shard"]] = True
+    t.epoch += 1
+    t.move = {**move, "state": "switch", "epoch": t.epoch}
+
+
+def finish_move(t: Topology, move: dict) -> None:
+    if is_move(t, move, "switch"):
+        t.move = None
+        _leave_if_empty(t)
+        start_next(t)
+
+
+def fail_move(t: Topology, move: dict, why: str) -> None:
+    """The copy failed: queue the move again (at the end), up to ``MAX_TRIES``."""
+    if not is_move(t, move, "copy"):
+        return
+    t.move = None
+    tries = int(move.get("tries", 0)) + 1
+    t.error = "moving shard %d to %s failed (try %d): %s" % (move["shard"], move["to"],
+                                                             tries, why)
+    if tries < MAX_TRIES:
+        t.plan.append([move["shard"], move["to"], tries])
+    start_next(t)
 
 
 def registered_nodes(etcd: Etcd, cluster: str) -> dict[str, dict]:

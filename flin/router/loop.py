@@ -55,6 +55,7 @@ log = logging.getLogger("flin.router")
 
 EXIT_BIND = 5            # exit code: an endpoint could not be bound
 _TICK_S = 0.1            # timeout and heartbeat checks
+HANDOFF_S = 5.0          # a shard changing nodes: how long a batch finding no worker waits
 _BATCH_BYTES = 8 << 20   # flush a shard's outbox early past this size
 _SHARD_BYTES = 64 << 20  # values queued for one shard (one op always fits an empty outbox)
 _QUEUED_BYTES = 512 << 20  # values queued or in flight to all shards
@@ -92,8 +93,9 @@ class Router(Front, RespFront, Resharding, Shards):
         self.gate = Gatekeeper(self.ctx)   # ZAP thread: in this process, after fork
         self.links = links_for(cfg)(cfg, self.ctx, self.gate, n)   # to the workers
         self.links.inflight = self.inflight
+        self.placement: list = []           # cluster mode: the view's, shard -> node
         if self.node_view is not None:      # the shards this node runs make it ready
-            self.ready_shards = self.local_shards()
+            self.on_node_view(time.monotonic())
         self.front, self.ipc_claim = frontend_socket(self.ctx, self.gate, cfg)
         self.clients = ClientLimit(self.front, cfg.endpoint, cfg.max_clients, n)
         self.out = ReplyQueue(self.front, self.counts)
@@ -341,7 +343,7 @@ class Router(Front, RespFront, Resharding, Shards):
                 next_tick = now + _TICK_S
                 self.tick(now)
                 if self.node_view is not None and self.node_view.poll():
-                    self.ready_shards = self.local_shards()
+                    self.on_node_view(now)
                 self.reshard_tick(now)
                 self.clients.tick(now)
                 if self.resp is not None:
@@ -350,6 +352,21 @@ class Router(Front, RespFront, Resharding, Shards):
             self._fail_inflight(shard, "router stopped")
             self._fail_queued(shard)
         self.send_replies()
+
+    def on_node_view(self, now: float) -> None:
+        """A new node view: the shards changing nodes, what makes us ready."""
+        view = self.node_view.data if self.node_view is not None else {}
+        placement = view.get("placement") or []
+        move = view.get("move")
+        if move is not None and move.get("state") == "switch":
+            self.handoff[int(move["shard"])] = now + HANDOFF_S
+        for s, n in enumerate(placement):
+            if s < len(self.placement) and self.placement[s] != n:
+                self.handoff[s] = now + HANDOFF_S
+        self.placement = list(placement)
+        for s in [s for s, t in self.handoff.items() if t < now]:
+            del self.handoff[s]
+        self.ready_shards = self.local_shards()
 
     def local_shards(self) -> set[int]:
         """Cluster mode: the shards placed on this node (the view's)."""

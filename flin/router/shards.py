@@ -53,6 +53,9 @@ class Shards:
         n = self.slots = ring.shards             # shards linked (a reshard: both rings')
         self.ready_fd = ready_fd
         self.ready_shards: set[int] | None = None   # cluster mode: these up make us ready
+        # cluster mode: shards changing nodes -> until when a batch that finds
+        # no worker is sent again (as after Moved) rather than refused
+        self.handoff: dict[int, float] = {}
         self.state = [UNKNOWN] * n
         self.heard = [0.0] * n                   # last time the shard was heard from
         self.out_ops: list[list] = [[] for _ in range(n)]
@@ -103,6 +106,11 @@ class Shards:
         bid = self.next_bid
         self.next_bid += 1
         if not self.links.send(shard, protocol.encode(bid, ops)):
+            if self.handoff and self.handoff.get(shard, 0.0) > time.monotonic():
+                self.queued_bytes -= size
+                for (target, slot), op in zip(sinks, ops):   # the new node's worker comes
+                    self.on_moved(op, target, slot)
+                return
             if self.state[shard] == UP:
                 log.warning("shard %d is not connected", shard)
             self.state[shard] = DOWN

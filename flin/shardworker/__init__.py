@@ -9,6 +9,6 @@ May import: the shared floor (``flin.protocol``, ``errors``, ``config``,
 """
 from __future__ import annotations
 
-from .worker import EXIT_STORAGE, run
+from .worker import EXIT_MOVED, EXIT_STORAGE, run
 
-__all__ = ["EXIT_STORAGE", "run"]
+__all__ = ["EXIT_MOVED", "EXIT_STORAGE", "run"]

@@ -20,6 +20,14 @@ its writes to moving keys are refused with ``Moved`` (the router holds and
 resends them) so that the last catch-up is the last. ``MOVE_SWITCH`` takes
 the new epoch: from then on the shard owns only the new ring's keys.
 
+A whole-shard move to another node (cluster mode, ``flin.cluster.mover``)
+is a move with ``to`` = ``WHOLE``: every key moves, the entries go to the
+mover, which writes them into the shard's new LevelDB on the target node,
+and ``MOVE_SWITCH`` with ``WHOLE`` hands the shard off: a ``MOVED_OUT``
+marker in the folder (a restarted worker exits at once with
+``EXIT_MOVED``), every keyed op and scan answered ``Moved`` for a short
+linger, then the worker exits, and its node drops the folder.
+
 A target takes entries in with ``MOVE_IMPORT`` (plain puts in the message's
 write batch: nothing routes to it for those keys before the switch).
 
@@ -49,6 +57,8 @@ from .writes import UID_KEEP_MS
 log = logging.getLogger("flin.shard")
 
 CLEANUP = "CLEANUP"           # the marker file in a shard's folder
+MOVED_OUT = "MOVED_OUT"       # the marker of a folder whose shard another node has now
+WHOLE = -1                    # MOVE_BEGIN's and MOVE_SWITCH's ``to``: the whole shard moves
 MOVE_IDLE_S = 120.0           # a move no MOVE_* op touched for this long is dropped
 _CLEANUP_BUDGET = 2000        # keys looked at per cleanup step
 
@@ -81,11 +91,28 @@ class Owner:
         return None
 
 
+class Away(Owner):
+    """A shard handed off to another node: it owns no key any more."""
+
+    def owns(self, key: bytes) -> bool:
+        return False
+
+    def refuse(self, store: Store, op: list) -> Any:
+        info = OP_INFO.get(op[0])
+        if info is None or info.admin:
+            return None
+        return store.error(errors.Moved, "shard %d lives on another node now (epoch %d)"
+                           % (self.shard, self.epoch))
+
+
 class Move:
-    """A source's state while its keys move to the ring of ``to`` shards."""
+    """A source's state while its keys move to the ring of ``to`` shards
+    (``WHOLE``: all of them, to the same shard on another node)."""
 
     def __init__(self, store: Store, to: int, epoch: int, table: bytes | None = None) -> None:
-        self.next = Ring(to) if table is None else Ring.from_table(to, table)
+        self.whole = to == WHOLE
+        self.next = None if self.whole else \
+            Ring(to) if table is None else Ring.from_table(to, table)
         self.to, self.epoch = to, epoch
         self.snapshot = store.db.snapshot()
         self.dirty: dict[bytes, None] = {}     # moving keys written since the snapshot
@@ -95,7 +122,11 @@ class Move:
         self.used = time.monotonic()           # the last MOVE_* op (``MOVE_IDLE_S``)
 
     def moving(self, key: bytes) -> bool:
-        return self.next.shard(key) != self.shard
+        return self.whole or self.next.shard(key) != self.shard  # type: ignore[union-attr]
+
+    def target(self, key: bytes) -> int:
+        """The shard ``key`` moves to (``WHOLE`` in a whole-shard move)."""
+        return WHOLE if self.next is None else self.next.shard(key)
 
     def track(self, store: Store, op: list) -> Any:
         """Record the moving keys a write touches (and the request uid of an
@@ -106,8 +137,9 @@ class Move:
         if not keys:
             return None
         if self.fenced:
-            return store.error(errors.Moved, "shard %d: that key is moving to shard %d "
-                               "(epoch %d)" % (self.shard, self.next.shard(keys[0]), self.epoch))
+            return store.error(errors.Moved, "shard %d: that key is moving to %s (epoch %d)"
+                               % (self.shard, "another node" if self.whole else
+                                  "shard %d" % self.target(keys[0]), self.epoch))
         if op[0] in WRITES:
             for k in keys:
                 self.dirty[k] = None
@@ -190,7 +222,7 @@ def move_read(store: Store, op: list) -> Any:
     groups: dict[int, list] = {}
     size = looked = taken = 0
     last = None
-    nxt, me = move.next.shard, move.shard
+    nxt, me = move.target, move.shard
     with it:
         for key, value in it:
             looked += 1
@@ -238,7 +270,7 @@ def move_dirty(store: Store, op: list) -> Any:
     out: list = []
     size = 0
     db = store.db
-    nxt = move.next.shard
+    nxt = move.target
     uids = move.uids
     while uids and size < max_bytes:
         uid, key = uids.popitem()
@@ -295,6 +327,8 @@ def move_import(store: Store, op: list) -> Any:
 def move_switch(store: Store, op: list) -> Any:
     """[MOVE_SWITCH, to, epoch] -> True: own the keys of the ring of ``to`` shards."""
     _, to, epoch = op
+    if to == WHOLE:
+        return _hand_off(store, int(epoch))
     mark_cleanup(store)
     move = store.move
     ring = move.next if move is not None and move.to == to else Ring(int(to))
@@ -306,6 +340,34 @@ def move_switch(store: Store, op: list) -> Any:
     store.gate = fence
     store.cleanup_at = b""
     return True
+
+
+def _hand_off(store: Store, epoch: int) -> bool:
+    """The whole shard lives on another node from now on (its copy there is
+    complete, and the topology says so): mark the folder, refuse every keyed
+    op, and have the worker exit after a short linger (``worker.py``)."""
+    failure = _settled(store)
+    if failure is not None:
+        raise ValueError("shard %d could not commit before the hand-off" % store.shard)
+    path = os.path.join(store.path, MOVED_OUT)
+    with open(path, "w") as f:
+        f.write("%d\n" % epoch)
+        f.flush()
+        os.fsync(f.fileno())
+    if store.move is not None:
+        store.move.snapshot.close()
+        store.move = None
+    store.owner = Away(store.ring, store.shard, epoch)
+    store.gate = fence
+    if store.handed_off_at is None:
+        store.handed_off_at = time.monotonic()
+    log.info("shard %d: handed off to another node (epoch %d)", store.shard, epoch)
+    return True
+
+
+def handed_off(path: str) -> bool:
+    """Whether the shard folder at ``path`` was handed off to another node."""
+    return os.path.exists(os.path.join(path, MOVED_OUT))
 
 
 def move_abort(store: Store, op: list) -> Any:

@@ -94,6 +94,7 @@ class Store:
         # node's etcd lease may have expired; ``moving.lease_fence``), and why
         self.writable_until: float | None = None
         self.unwritable_why = ""
+        self.handed_off_at: float | None = None   # the shard moved to another node (moving.py)
 
     def error(self, cls: type[errors.ServerError], msg: str) -> ErrorReply:
         """An error result, counted for STATS."""

@@ -43,6 +43,8 @@ from .tracking import Tracker
 log = logging.getLogger("flin.shard")
 
 EXIT_STORAGE = 3          # the LevelDB could not be opened (corrupt, locked, missing) or vanished
+EXIT_MOVED = 6            # the shard was handed off to another node: not to be restarted here
+_HAND_OFF_LINGER_S = 0.2  # after a hand-off: answering Moved this long before exiting
 _SWEEP_EVERY_MS = 500     # between idle sweeps of expired keys
 _MAX_MERGE = 16           # queued batches applied as one write batch
 _SEGMENT_BYTES = 8 << 20  # values read or written before those ops are committed and answered
@@ -138,6 +140,10 @@ def run(cfg: Config, shard: int, ring: Ring | None = None, epoch: int = 1) -> in
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C goes to the supervisor
+    if moving.handed_off(cfg.shard_dir(shard)):
+        log.info("shard %d: %s was handed off to another node; not serving it",
+                 shard, cfg.shard_dir(shard))
+        return EXIT_MOVED
     try:
         store = open_store(cfg, shard)
     except plyvel.Error as exc:
@@ -179,6 +185,10 @@ def run(cfg: Config, shard: int, ring: Ring | None = None, epoch: int = 1) -> in
                     links.update(list(view.get("backends", [])))
                     moving.lease_fence(store, view.data, cfg.node or "")
             wait = _SWEEP_EVERY_MS / 1000
+            if store.handed_off_at is not None:    # answering Moved a little, then out
+                if now - store.handed_off_at > _HAND_OFF_LINGER_S:
+                    break
+                wait = _HAND_OFF_LINGER_S / 4
             if store.cleanup_at is not None:   # after a reshard: keys it no longer owns
                 wait = _CLEANUP_EVERY_S
                 if now >= next_cleanup:
@@ -200,6 +210,8 @@ def run(cfg: Config, shard: int, ring: Ring | None = None, epoch: int = 1) -> in
         admin.close(store)
         store.close()
         log.debug("shard %d: closed", shard)
+    if store.handed_off_at is not None:
+        return EXIT_MOVED
     if store.vanished:   # the supervisor marks the shard broken, naming the folder
         log.error("shard %d: its folder %s was deleted or replaced while it ran: "
                   "refusing writes and stopping", shard, cfg.shard_dir(shard))

@@ -14,19 +14,25 @@ The same supervisor as on one host (``supervisor.py``), with these changes:
   shards whose LevelDB it holds (``held``): a shard placed here whose
   folder is missing is refused, never created empty, if this folder held
   it or the topology says it was opened somewhere (``opened``);
+- when the topology's move names this node as its target, it runs the
+  mover (``flin.cluster.mover``), again if it dies, until the move is done;
+  the shard's worker starts here once the move is;
 - when the view's placement changes (a shard moved off this node), that
-  worker is stopped and not restarted.
+  worker is stopped (it exits by itself once handed off: ``EXIT_MOVED``),
+  not restarted, and its folder is dropped: the placement changes only
+  once the target holds every entry.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
 import os
+import shutil
 import signal
 import time
 import uuid
 
-from ..cluster import agent
+from ..cluster import agent, mover
 from ..cluster.etcd import Etcd, EtcdError
 from ..cluster.topology import Topology, TopologyError, join, registered_nodes
 from ..config import Config
@@ -37,10 +43,12 @@ from .datadir import (
     take, write_json,
 )
 from .supervisor import NOT_HERE, Child, Supervisor
+from .. import shardworker
 
 log = logging.getLogger("flin.supervisor")
 
 _AGENT_WAIT_S = 15.0      # how long a start waits for the agent's first view
+IDLE = "no move for this node"   # the mover's ``broken`` while it has nothing to do
 
 
 class ClusterSupervisor(Supervisor):
@@ -48,11 +56,14 @@ class ClusterSupervisor(Supervisor):
         super().__init__(cfg)
         self.incarnation = ""
         self.local: set[int] = set()
+        self.gone: set[int] = set()               # shards handed off, their folders to drop
         self.view = View(cfg.run_dir)
         self.agent = Child("agent", None, main=lambda: agent.run(self.cfg, self.incarnation))
+        self.mover = Child("mover", None, main=lambda: mover.run(self.cfg))
+        self.mover.broken = IDLE
 
     def _children(self) -> list[Child]:
-        return [self.agent, *super()._children()]
+        return [self.agent, self.mover, *super()._children()]
 
     def ready_what(self) -> str:
         return ("node %s of cluster %s: %d of %d shards ready on %s"
@@ -122,6 +133,8 @@ class ClusterSupervisor(Supervisor):
         self.workers = [Child("shard-%d" % s, s) for s in range(topo.shards)]
         held = set(manifest.get("held") or [])
         local = set(topo.shards_of(cfg.node or ""))
+        if topo.move is not None and topo.move["to"] == cfg.node:
+            local.discard(topo.move["shard"])     # the mover's, until the move is done
         missing = [s for s in sorted(local) if not shard_present(cfg, s)
                    and (s in held or topo.opened[s])]
         if missing:
@@ -130,6 +143,10 @@ class ClusterSupervisor(Supervisor):
             if not shard_present(cfg, s):
                 plyvel.DB(cfg.shard_dir(s), create_if_missing=True).close()
             held.add(s)
+        placed = topo.placement
+        # held here, placed elsewhere: moved away while this node was down (the
+        # placement changes only once the target holds every entry)
+        self.gone = {s for s in held - local if placed[s] != cfg.node}
         manifest["held"] = sorted(held)
         write_json(os.path.join(cfg.data, MANIFEST), manifest)
         if any(not topo.opened[s] for s in local):
@@ -182,26 +199,83 @@ class ClusterSupervisor(Supervisor):
         for child in super()._children():
             if child.broken is None:
                 self._fork(child)
+        self.view.stamp = None                    # (the tick acts on the first view too)
 
     # -- running --------------------------------------------------------------------
     def on_tick(self) -> None:
-        if not self.view.poll():
-            return
+        if self.view.poll():
+            self._follow_view()
+        if self.gone:
+            self._drop_moved_out()
+
+    def _follow_view(self) -> None:
         me = self.cfg.node
-        local = {s for s, n in enumerate(self.view.get("placement") or []) if n == me}
+        placement = self.view.get("placement") or []
+        move = self.view.get("move")
+        local = {s for s, n in enumerate(placement) if n == me}
+        if move is not None and move["to"] == me:
+            local.discard(move["shard"])          # the mover's, until the move is done
+            if self.mover.broken == IDLE:
+                self.mover.broken, self.mover.restart_at = None, 0.0
+        elif self.mover.broken is None and self.mover.pid is None:
+            self.mover.broken = IDLE
         if local == self.local:
             return
         for c in self.workers:
-            if c.shard in self.local and c.shard not in local and c.pid is not None:
-                log.info("shard %d now lives on node %s: stopping it here", c.shard,
-                         (self.view.get("placement") or [])[c.shard])
-                try:
-                    os.kill(c.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+            if c.shard in self.local and c.shard not in local:
+                if c.shard < len(placement) and placement[c.shard] != me:
+                    self.gone.add(c.shard)
+                if c.pid is not None:
+                    log.info("shard %d now lives on node %s: stopping it here", c.shard,
+                             placement[c.shard] if c.shard < len(placement) else "?")
+                    try:
+                        os.kill(c.pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
         self._set_local(local)
+        self._record_held()
         self._write_state()
 
+    def _drop_moved_out(self) -> None:
+        """Delete the folders of shards another node has now (once their
+        worker has exited): the placement names the target only after it
+        holds every entry."""
+        for s in sorted(self.gone):
+            if self.workers[s].pid is not None:
+                continue
+            self.gone.discard(s)
+            path = self.cfg.shard_dir(s)
+            if os.path.exists(path):
+                trash = "%s.moved-%d" % (path, time.time_ns())
+                os.rename(path, trash)
+                shutil.rmtree(trash, ignore_errors=True)
+                log.info("shard %d: dropped this node's copy (%s)", s, path)
+            self._record_held()
+
+    def _record_held(self) -> None:
+        manifest = load_manifest(self.cfg) or {}
+        held = sorted(s for s in range(self.cfg.shards) if s in self.local or
+                      (shard_present(self.cfg, s) and s not in self.gone
+                       and s in (manifest.get("held") or [])))
+        if manifest.get("held") != held:
+            manifest["held"] = held
+            write_json(os.path.join(self.cfg.data, MANIFEST), manifest)
+
+    def _died(self, child: Child, status: int) -> None:
+        if child is self.mover and os.WIFEXITED(status) and os.WEXITSTATUS(status) in (
+                0, mover.EXIT_FAILED):
+            child.pid = None
+            child.broken = IDLE      # the view says whether another move is ours
+            self.view.stamp = None
+            return
+        if child.shard is not None and os.WIFEXITED(status) \
+                and os.WEXITSTATUS(status) == shardworker.EXIT_MOVED:
+            child.pid = None
+            child.broken = NOT_HERE
+            self.local.discard(child.shard)
+            self.gone.add(child.shard)
+            return
+        super()._died(child, status)
     def start_reshard(self) -> None:
         from .reshard import progress
         self.reshard_asked = False
@@ -211,6 +285,7 @@ class ClusterSupervisor(Supervisor):
 
     def shutdown(self) -> None:
         try:
+            self._stop([self.mover], 5)   # a copy cut short starts over at the next start
             super().shutdown()
         finally:
             self._stop([self.agent], 5)   # last: it revokes the lease, and the node leaves

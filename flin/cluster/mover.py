@@ -1,0 +1,277 @@
+"""The mover: moves one whole shard onto this node while the cluster serves.
+
+A child of the target node's supervisor, started while the topology's
+``move`` names this node as its target (``topology.py``). Through this
+node's router 0 (``[SHARD, s, op]``, which reaches the source worker on
+whatever node it runs) it
+
+1. calls off an earlier attempt (``MOVE_ABORT``), makes the shard's folder
+   here anew, empty, marked ``IMPORTING``;
+2. ``MOVE_BEGIN`` with ``WHOLE`` (the source snapshots, and records the keys
+   written from then on), then pages the snapshot (``MOVE_READ``, the next
+   page asked for before this one is written) into the new LevelDB: values
+   with their expiry, and the request uids of INCR/CAS;
+3. catches up (``MOVE_DIRTY``) until little is left, then ``MOVE_FENCE``
+   (the source refuses every keyed op with ``Moved``; the routers resend
+   those for up to 2 s) and the last catch-up; syncs and closes the LevelDB;
+4. **commits**: a compare-and-swap of the topology puts the shard on this
+   node (epoch + 1, the move's state ``switch``); only from here the move
+   goes forward;
+5. removes the ``IMPORTING`` marker, hands the source off (``MOVE_SWITCH``
+   with ``WHOLE``: it answers ``Moved`` for a moment, exits, and its node
+   drops its folder), and clears the move (the next queued one starts);
+   this node's supervisor then starts the shard's worker here.
+
+A failure before the commit calls the move off (``MOVE_ABORT``; the move
+goes back in the plan, ``topology.fail_move``) and removes the folder here.
+A mover that dies is started again by the supervisor: in ``copy`` it
+starts over, in ``switch`` it does step 5. A fenced source no MOVE_* op
+touched for ``moving.MOVE_IDLE_S`` calls the move off by itself.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import time
+from typing import Any
+
+from .. import errors
+from ..client import Client
+from ..config import Config
+from ..protocol import (
+    MOVE_ABORT, MOVE_BEGIN, MOVE_DIRTY, MOVE_FENCE, MOVE_READ, MOVE_SWITCH, SHARD, ErrorReply,
+    unpack_blob,
+)
+from .etcd import Etcd, EtcdError
+from .topology import Topology, TopologyError, commit_move, fail_move, finish_move, root
+
+log = logging.getLogger("flin.cluster")
+
+IMPORTING = "IMPORTING"          # the marker of a shard folder being filled by a mover
+PAGE_KEYS = 5000                 # entries per MOVE_READ page
+PAGE_BYTES = 8 << 20             # bytes per page
+CATCH_UP_LEFT = 1000             # dirty keys below which the fence goes up
+CATCH_UP_ROUNDS = 20             # ... or after this many rounds
+EXIT_FAILED = 2                  # the move was called off
+
+
+class Failed(Exception):
+    """The move cannot go on; the message says why."""
+
+
+def progress_key(cluster: str) -> bytes:
+    return root(cluster) + b"progress"
+
+
+class Mover:
+    def __init__(self, cfg: Config, etcd: Etcd, move: dict) -> None:
+        self.cfg, self.etcd, self.move = cfg, etcd, move
+        self.shard = int(move["shard"])
+        self.path = cfg.shard_dir(self.shard)
+        self.client = Client(cfg.endpoint, timeout=30.0, retries=0, discover=False)
+        self.keys = self.bytes = 0
+        self.t0 = time.monotonic()
+        self.said = 0.0
+
+    # -- the source, through the router --------------------------------------------
+    def submit(self, op: list) -> int:
+        return self.client.submit([[SHARD, self.shard, op]])
+
+    def collect(self, rid: int) -> Any:
+        got = self.client.collect(rid)
+        result = got[0] if type(got) is list else got
+        if type(result) is ErrorReply:
+            raise Failed("shard %d on %s: %s" % (self.shard, self.move["from"], result.message))
+        return result
+
+    def ask(self, op: list) -> Any:
+        return self.collect(self.submit(op))
+
+    # -- the copy here ------------------------------------------------------------------
+    def fresh_folder(self) -> Any:
+        import plyvel
+        if os.path.exists(self.path):
+            shutil.rmtree(self.path)
+        os.makedirs(self.path)
+        _mark(self.path, IMPORTING)
+        return plyvel.DB(self.path, create_if_missing=True)
+
+    def apply(self, db: Any, flat: list, sync: bool = False) -> None:
+        """Entries (key, value|nil, ...) as the source keeps them; an expiring
+        value's expiry index entry is made anew, as MOVE_IMPORT does."""
+        from ..shardworker.encoding import DATA, EXPIRING, expiry_key
+        with db.write_batch(sync=sync) as wb:
+            for i in range(0, len(flat), 2):
+                key, value = flat[i], flat[i + 1]
+                if value is None:
+                    wb.delete(key)
+                    continue
+                wb.put(key, value)
+                self.bytes += len(key) + len(value)
+                if key[:1] == DATA and value[:1] and value[0] == EXPIRING:
+                    wb.put(expiry_key(int.from_bytes(value[1:9], "big"), key), b"")
+            self.keys += len(flat) // 2
+
+    def copy(self, db: Any) -> None:
+        rid = self.submit([MOVE_READ, None, PAGE_KEYS, PAGE_BYTES])
+        while True:
+            groups, last = self.collect(rid)
+            if last is not None:            # the next page is read while this one is written
+                rid = self.submit([MOVE_READ, last, PAGE_KEYS, PAGE_BYTES])
+            for i in range(0, len(groups), 3):
+                self.apply(db, unpack_blob(groups[i + 2]))
+            self.report("copy")
+            if last is None:
+                return
+
+    def catch_up(self, db: Any, until: int) -> int:
+        """Take dirty keys until at most ``until`` are left; how many are."""
+        left = -1
+        for _ in range(CATCH_UP_ROUNDS if until else 1_000_000):
+            flat, left = self.ask([MOVE_DIRTY, PAGE_KEYS, PAGE_BYTES])
+            self.apply(db, [x for i, x in enumerate(flat) if i % 3])   # drop the targets
+            if left <= until:
+                break
+        return left
+
+    def report(self, state: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.said < 1.0:
+            return
+        self.said = now
+        elapsed = max(now - self.t0, 1e-6)
+        try:
+            self.etcd.put(progress_key(self.cfg.cluster or ""), json.dumps(
+                {"shard": self.shard, "to": self.move["to"], "state": state, "keys": self.keys,
+                 "bytes": self.bytes, "seconds": round(elapsed, 2),
+                 "mb_s": round(self.bytes / elapsed / 1e6, 1)}).encode())
+        except EtcdError:
+            pass                                   # progress only
+
+    # -- the steps ----------------------------------------------------------------------
+    def run_copy(self) -> None:
+        cluster = self.cfg.cluster or ""
+        log.info("moving shard %d from %s to %s", self.shard, self.move["from"], self.move["to"])
+        try:
+            self.ask([MOVE_ABORT])                  # an earlier attempt's fence and snapshot
+            db = self.fresh_folder()
+            try:
+                self.ask([MOVE_BEGIN, -1, 0, None])
+                self.copy(db)
+                self.catch_up(db, CATCH_UP_LEFT)
+                self.ask([MOVE_FENCE])
+                stall = os.environ.get("FLIN_TEST_MOVE_STALL", "")
+                if stall.startswith("fenced:"):    # tests: a mover that dies here
+                    time.sleep(float(stall.split(":")[1]))
+                self.catch_up(db, 0)
+                self.apply(db, [], sync=True)
+            finally:
+                db.close()
+            _fsync_tree(self.path)
+            Topology.change(self.etcd, cluster, lambda t: commit_move(t, self.move))
+        except (Failed, errors.FlinError, OSError, TopologyError) as exc:
+            self.call_off(str(exc))
+            raise Failed(str(exc)) from None
+        log.info("shard %d: every entry is here (%d, %.1f MB in %.1fs): committed", self.shard,
+                 self.keys, self.bytes / 1e6, time.monotonic() - self.t0)
+
+    def call_off(self, why: str) -> None:
+        log.warning("moving shard %d to %s: %s; calling it off", self.shard, self.move["to"], why)
+        try:
+            self.ask([MOVE_ABORT])
+        except (Failed, errors.FlinError):
+            pass                                    # a source that is gone has no move
+        try:
+            Topology.change(self.etcd, self.cfg.cluster or "",
+                            lambda t: fail_move(t, self.move, why))
+        except (EtcdError, TopologyError) as exc:
+            log.warning("moving shard %d: the failure is not recorded (%s); the mover "
+                        "starts again", self.shard, exc)
+        if os.path.exists(os.path.join(self.path, IMPORTING)):
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def run_switch(self, epoch: int) -> None:
+        stall = os.environ.get("FLIN_TEST_MOVE_STALL", "")
+        if stall.startswith("committed:"):         # tests: a mover that dies after the commit
+            time.sleep(float(stall.split(":")[1]))
+        if os.path.exists(os.path.join(self.path, IMPORTING)):
+            os.unlink(os.path.join(self.path, IMPORTING))
+            _fsync_dir(self.path)
+        try:
+            self.client.timeout = 5.0
+            self.ask([MOVE_SWITCH, -1, epoch])
+        except (Failed, errors.FlinError) as exc:   # the source is gone: its node drops it
+            log.info("shard %d: the source did not take the hand-off (%s)", self.shard, exc)
+        Topology.change(self.etcd, self.cfg.cluster or "",
+                        lambda t: finish_move(t, self.move))
+        self.report("done", force=True)
+        log.info("shard %d now lives on %s (epoch %d)", self.shard, self.move["to"], epoch)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _mark(folder: str, name: str) -> None:
+    with open(os.path.join(folder, name), "w") as f:
+        f.write("%d\n" % os.getpid())
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: str) -> None:
+    for name in os.listdir(path):
+        p = os.path.join(path, name)
+        if os.path.isfile(p):
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    _fsync_dir(path)
+    _fsync_dir(os.path.dirname(path))
+
+
+def run(cfg: Config) -> int:
+    """The mover process's main: do this node's part of the move in the
+    topology, if it has one. 0: done (or nothing to do); ``EXIT_FAILED``:
+    called off; anything else: the supervisor starts it again."""
+    from .agent import options
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    etcd = Etcd(options(cfg))
+    try:
+        topo, _ = Topology.read(etcd, cfg.cluster or "")
+        move = topo.move
+        if move is None or move["to"] != cfg.node:
+            return 0
+        mover = Mover(cfg, etcd, move)
+        try:
+            if move["state"] == "copy":
+                try:
+                    mover.run_copy()
+                except Failed:
+                    return EXIT_FAILED
+                topo, _ = Topology.read(etcd, cfg.cluster or "")
+                move = topo.move or {}
+                mover.move = move
+            if move.get("state") == "switch" and move.get("to") == cfg.node:
+                mover.run_switch(int(move["epoch"]))
+        finally:
+            mover.close()
+        return 0
+    except (EtcdError, TopologyError) as exc:
+        log.warning("mover: %s; trying again", exc)
+        return 1
+    finally:
+        etcd.close()
