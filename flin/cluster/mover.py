@@ -124,6 +124,7 @@ class Mover:
             for i in range(0, len(groups), 3):
                 self.apply(db, unpack_blob(groups[i + 2]))
             self.report("copy")
+            _stall("copy")
             if last is None:
                 return
 
@@ -162,11 +163,10 @@ class Mover:
                 self.ask([MOVE_BEGIN, -1, 0, None])
                 self.copy(db)
                 self.catch_up(db, CATCH_UP_LEFT)
-                self.ask([MOVE_FENCE])
-                stall = os.environ.get("FLIN_TEST_MOVE_STALL", "")
-                if stall.startswith("fenced:"):    # tests: a mover that dies here
-                    time.sleep(float(stall.split(":")[1]))
-                self.catch_up(db, 0)
+                if os.environ.get("FLIN_TEST_MOVE_NO_FENCE") != "1":   # tests break it once
+                    self.ask([MOVE_FENCE])
+                    _stall("fenced")
+                    self.catch_up(db, 0)
                 self.apply(db, [], sync=True)
             finally:
                 db.close()
@@ -184,19 +184,18 @@ class Mover:
             self.ask([MOVE_ABORT])
         except (Failed, errors.FlinError):
             pass                                    # a source that is gone has no move
+        if os.path.exists(os.path.join(self.path, IMPORTING)):
+            shutil.rmtree(self.path, ignore_errors=True)
+        time.sleep(min(10.0, 1.0 + 2.0 * int(self.move.get("tries", 0))))   # not in a burst
         try:
             Topology.change(self.etcd, self.cfg.cluster or "",
                             lambda t: fail_move(t, self.move, why))
         except (EtcdError, TopologyError) as exc:
             log.warning("moving shard %d: the failure is not recorded (%s); the mover "
                         "starts again", self.shard, exc)
-        if os.path.exists(os.path.join(self.path, IMPORTING)):
-            shutil.rmtree(self.path, ignore_errors=True)
 
     def run_switch(self, epoch: int) -> None:
-        stall = os.environ.get("FLIN_TEST_MOVE_STALL", "")
-        if stall.startswith("committed:"):         # tests: a mover that dies after the commit
-            time.sleep(float(stall.split(":")[1]))
+        _stall("committed")
         if os.path.exists(os.path.join(self.path, IMPORTING)):
             os.unlink(os.path.join(self.path, IMPORTING))
             _fsync_dir(self.path)
@@ -212,6 +211,14 @@ class Mover:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _stall(step: str) -> None:
+    """Tests: ``FLIN_TEST_MOVE_STALL=STEP:SECONDS`` sleeps at ``step`` (``copy``:
+    after each page; ``fenced``; ``committed``), for a kill to land there."""
+    stall = os.environ.get("FLIN_TEST_MOVE_STALL", "")
+    if stall.startswith(step + ":"):
+        time.sleep(float(stall.split(":")[1]))
 
 
 def _mark(folder: str, name: str) -> None:

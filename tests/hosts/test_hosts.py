@@ -53,7 +53,7 @@ def test_three_nodes_serve_every_key_through_any_node_over_curve(hosts, keys_dir
     ctx = zmq.Context()
     impostor = ctx.socket(zmq.DEALER)
     impostor.setsockopt(zmq.IDENTITY, b"shard-0")
-    impostor.connect("tcp://%s:7800" % HOSTS[1])
+    impostor.connect("tcp://%s:%d" % (HOSTS[1], nodes[1].backend_port))
     impostor.send(protocol.encode(protocol.HELLO_ID, [0, os.getpid()]))
     time.sleep(0.5)
     key0 = next(b"k%d" % i for i in range(300) if Ring(6).shard(b"k%d" % i) == 0)

@@ -99,10 +99,18 @@ class Node:
     pids: set = field(default_factory=set)
     log_path: str = ""
     env: dict = field(default_factory=dict)
+    port: int = 0            # the client port (free ones, picked once: a restart keeps them)
+    backend_port: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.netns:
+            self.port, self.backend_port = free_port(self.host), free_port(self.host)
+        else:
+            self.port, self.backend_port = 7700, 7800   # a namespace of its own
 
     @property
     def endpoint(self) -> str:
-        return "tcp://%s:7700" % self.host
+        return "tcp://%s:%d" % (self.host, self.port)
 
     def args(self) -> list[str]:
         return ["--etcd", self.etcd, "--cluster", self.cluster]
@@ -112,7 +120,8 @@ class Node:
                                      "%s-%d.log" % (self.name, time.monotonic_ns()))
         log = open(self.log_path, "wb")
         cmd = [sys.executable, "-m", "flin", "start", "--data", self.data, *self.args(),
-               "--node", self.name, "--advertise", self.host, "--routers", "1", *self.extra]
+               "--node", self.name, "--advertise", self.host, "--routers", "1",
+               "--bind", self.endpoint, "--backend-port", str(self.backend_port), *self.extra]
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, cwd=ROOT,
