@@ -269,3 +269,40 @@ class Netns:
     def destroy(self) -> None:
         subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+
+def writer(endpoint: str, keys: list[str], seconds: float, out: str) -> None:
+    """SET ``keys`` round robin for ``seconds``; record each acknowledgement's
+    CLOCK_MONOTONIC time (the same clock in every namespace of the machine),
+    each refusal's, and whether reads kept being answered."""
+    import json
+    from flin import errors
+    c = flin.Client(endpoint, timeout=1.0, retries=0, discover=False)
+    acks, refused, reads, why = [], [], 0, {}
+    end = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < end:
+        i += 1
+        key = keys[i % len(keys)]
+        try:
+            c.set(key, "v%d" % i)
+            acks.append(time.monotonic())
+        except errors.FlinError as exc:
+            refused.append(time.monotonic())
+            why[type(exc).__name__ + ": " + str(exc)[:80]] = 1
+            try:
+                c.get(key)
+                reads += 1
+            except errors.FlinError:
+                pass
+            time.sleep(0.02)
+        time.sleep(0.005)
+    c.close()
+    with open(out, "w") as f:
+        json.dump({"acks": acks, "refused": refused, "reads_while_refused": reads,
+                   "why": sorted(why)}, f)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "writer":
+        writer(sys.argv[2], sys.argv[5:], float(sys.argv[3]), sys.argv[4])
