@@ -77,6 +77,7 @@ class Agent:
         self.writable_until = 0.0
         self.topology: dict[str, Any] | None = None
         self.nodes: dict[str, dict] = {}
+        self.last_seen: dict[str, dict] = {}    # every node's last registration seen
         self.etcd_state: dict[str, Any] = {"ok": False, "error": "not reached yet",
                                            "since": time.time()}
         self.written: str | None = None
@@ -118,6 +119,7 @@ class Agent:
                 except ValueError:
                     continue
         self.nodes = nodes
+        self.last_seen.update(nodes)
         if self.watching is None or rev > self.watch_rev + 1000:
             self.start_watch(rev)
 
@@ -189,13 +191,19 @@ class Agent:
         order += sorted(n for n in self.nodes if n not in order)
         nodes: dict[str, dict[str, Any]] = {}
         routers, backends = self.cfg.endpoints(), self.cfg.backends()
+        members = set(t.get("nodes") or [])
         for n in order:
-            reg = self.nodes.get(n) or {}
+            reg = self.nodes.get(n) or self.last_seen.get(n) or {}
             alive = n in self.nodes
             nodes[n] = {"alive": alive, "routers": reg.get("routers") or [],
                         "backends": reg.get("backends") or [], "advertise": reg.get("advertise")}
-            if alive and n != me:
+            if n == me:
+                continue
+            if alive:          # clients are told of the routers that are up
                 routers += [e for e in reg.get("routers") or [] if e not in routers]
+            if alive or n in members:
+                # the workers stay linked to a member's routers while its lease
+                # lapses: a blip of etcd's must not cut the data path
                 backends += [e for e in reg.get("backends") or [] if e not in backends]
         return {"me": me, "cluster": self.cfg.cluster, "epoch": t.get("epoch"),
                 "shards": t.get("shards"), "placement": t.get("placement") or [],

@@ -343,7 +343,8 @@ def _plan_shard(slots: int, cmd: list) -> Plan:
     elif op[0] == SNAPSHOT_CLOSE:
         _args(op, 2)
     else:
-        _args(op, _MOVE_ARGS.get(op[0], 1))   # the reshard driver's (its shards check the rest)
+        n = _MOVE_ARGS.get(op[0], 1)   # the movers' ops (their shards check the rest)
+        _args(op, n + 1 if op[0] == MOVE_READ and len(op) == n + 1 else n)
     if op[0] in (SNAPSHOT_READ, SNAPSHOT_CLOSE) and (type(op[1]) is not int or op[1] < 0):
         raise Invalid("a snapshot id is a non-negative integer")
     return [(shard, op)], None

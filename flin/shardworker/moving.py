@@ -208,17 +208,29 @@ def expire_move(store: Store) -> bool:
 
 
 def move_read(store: Store, op: list) -> Any:
-    """[MOVE_READ, after|nil, limit, max_bytes] -> [[target, entries, blob, ...], last|nil]:
-    the snapshot's entries that move, packed once per target (target -1: every
-    target) into a blob ``MOVE_IMPORT`` takes as it is: the router and the
-    driver pass bytes on, and loop over no entry."""
-    _, after, limit, max_bytes = op
+    """[MOVE_READ, after|nil, limit, max_bytes(, backward)] -> [[target, entries,
+    blob, ...], last|nil]: the snapshot's entries that move, packed once per
+    target (target -1: every target) into a blob ``MOVE_IMPORT`` takes as it
+    is: the router and the driver pass bytes on, and loop over no entry.
+    ``backward`` (whole-shard moves): the entries before ``after``, from the
+    end down, so that a mover can page from both ends at once."""
+    _, after, limit, max_bytes = op[:4]
+    backward = len(op) > 4 and op[4] is True
     move = _move_of(store)
     limit = max(1, min(int(limit), MAX_SCAN_LIMIT))
     max_bytes = max(1, min(int(max_bytes), MAX_SNAPSHOT_BYTES))
     snap = move.snapshot
-    it = snap.iterator(verify_checksums=True) if after is None else \
-        snap.iterator(start=after, include_start=False, verify_checksums=True)
+    if backward:
+        it = snap.iterator(reverse=True, verify_checksums=True) if after is None else \
+            snap.iterator(reverse=True, stop=after, verify_checksums=True)
+    else:
+        it = snap.iterator(verify_checksums=True) if after is None else \
+            snap.iterator(start=after, include_start=False, verify_checksums=True)
+    if move.whole:
+        return _read_whole(store, it, limit, max_bytes)
+    if backward:
+        it.close()
+        raise ValueError("only a whole-shard move pages backward")
     groups: dict[int, list] = {}
     size = looked = taken = 0
     last = None
@@ -255,6 +267,27 @@ def move_read(store: Store, op: list) -> Any:
     for target, group in groups.items():
         out += (target, len(group) // 2, pack_blob(group))
     return [out, last]
+
+
+def _read_whole(store: Store, it: Any, limit: int, max_bytes: int) -> list:
+    """``move_read`` of a whole-shard move: every value, uid and uid expiry
+    entry, in one blob (a tight loop: this is the move's speed)."""
+    group: list = []
+    size = looked = 0
+    last = None
+    most = 2 * limit
+    with it:
+        for key, value in it:
+            looked += 1
+            kind = key[:1]
+            if kind == DATA or kind == UID or (kind == EXPIRY and key[9:10] != DATA):
+                group += (key, value)
+                size += len(key) + len(value)
+                if len(group) >= most or size >= max_bytes or looked >= 20 * limit:
+                    last = key
+                    break
+    store.moved += size
+    return [[WHOLE, len(group) // 2, pack_blob(group)] if group else [], last]
 
 
 def move_dirty(store: Store, op: list) -> Any:
