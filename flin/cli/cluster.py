@@ -16,7 +16,7 @@ T = TypeVar("T")
 def _with_etcd(kw: dict, fn: Callable[[Any], T]) -> T:
     """Run ``fn(etcd)``; etcd failures and refusals become one line and an exit code."""
     from ..cluster.agent import options
-    from ..cluster.etcd import Etcd, EtcdError
+    from ..cluster.etcd import Etcd, EtcdError, EtcdRefused
     from ..cluster.topology import TopologyError
     cfg = etcd_config(kw)
     try:
@@ -27,7 +27,7 @@ def _with_etcd(kw: dict, fn: Callable[[Any], T]) -> T:
         return fn(etcd)
     except EtcdError as exc:
         click.echo("flin: %s" % exc, err=True)
-        sys.exit(EXIT_UNREACHABLE)
+        sys.exit(EXIT_SERVER if isinstance(exc, EtcdRefused) else EXIT_UNREACHABLE)
     except (TopologyError, ValueError) as exc:
         click.echo("flin: %s" % exc, err=True)
         sys.exit(EXIT_SERVER if isinstance(exc, TopologyError) else EXIT_USAGE)

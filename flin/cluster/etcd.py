@@ -30,6 +30,10 @@ class EtcdError(Exception):
     """etcd could not be reached, or refused the request (the message says which and why)."""
 
 
+class EtcdRefused(EtcdError):
+    """etcd answered, and refused the request (a wrong password, no permission ...)."""
+
+
 @dataclass
 class EtcdOptions:
     """How to reach etcd: ``urls`` as ``http[s]://HOST:PORT`` (several: any may answer)."""
@@ -125,7 +129,7 @@ class Etcd:
                     if self.opts.user is not None and attempt == 0 and "token" in text.lower():
                         self._token = None       # expired: take a new one, once
                         continue
-                    raise EtcdError("etcd %s refused the request: %s"
+                    raise EtcdRefused("etcd %s refused the request: %s"
                                     % (self.opts.urls[i], _short(text))) from None
         raise EtcdError("etcd cannot be reached (%s)" % "; ".join(errors))
 

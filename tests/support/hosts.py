@@ -34,8 +34,9 @@ def have_etcd() -> bool:
 class Etcd:
     """One etcd member on ``host``, its data in ``folder``."""
 
-    def __init__(self, folder: str, host: str = "127.0.0.1", extra_hosts: tuple = ()) -> None:
-        self.folder, self.host = folder, host
+    def __init__(self, folder: str, host: str = "127.0.0.1", extra_hosts: tuple = (),
+                 extra_args: tuple = ()) -> None:
+        self.folder, self.host, self.extra_args = folder, host, extra_args
         self.port, self.peer = free_port(host), free_port(host)
         self.hosts = (host, *extra_hosts)
         self.proc: subprocess.Popen | None = None
@@ -52,7 +53,7 @@ class Etcd:
             ["etcd", "--name", "t", "--data-dir", os.path.join(self.folder, "etcd"),
              "--listen-client-urls", clients, "--advertise-client-urls", self.url,
              "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-             "--initial-cluster", "t=" + peer, "--log-level", "error"],
+             "--initial-cluster", "t=" + peer, "--log-level", "error", *self.extra_args],
             stdout=log, stderr=log)
         deadline = time.monotonic() + 20
         import urllib.request
