@@ -127,6 +127,10 @@ class Queue:
         """Queue ``Client.routers``."""
         return self._queue(c.routers())
 
+    def node(self) -> Self:
+        """Queue ``Client.node``."""
+        return self._queue(c.node())
+
     def stats(self) -> Self:
         """Queue ``Client.stats``."""
         return self._queue(c.stats())

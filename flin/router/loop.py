@@ -32,7 +32,7 @@ from typing import Any
 
 import zmq
 
-from .. import errors, nodeview, protocol
+from .. import errors, protocol
 from ..config import Config
 from ..protocol import (
     CAS, GET, MAX_REPLY, MGET, MSET, PING, RESHARD, SCAN, SET, WRITES, ErrorReply,
@@ -48,6 +48,7 @@ from .replies import RETRY_MS, ReplyQueue
 from .front import Front
 from .respfront import RespFront
 from .resharding import MOVED_RETRY_S, Relay, Resharding
+from .nodes import Nodes
 from .shards import STALLED, UP, Shards, error as _err
 from .sockets import Gatekeeper, frontend_socket
 
@@ -55,13 +56,12 @@ log = logging.getLogger("flin.router")
 
 EXIT_BIND = 5            # exit code: an endpoint could not be bound
 _TICK_S = 0.1            # timeout and heartbeat checks
-HANDOFF_S = 5.0          # a shard changing nodes: how long a batch finding no worker waits
 _BATCH_BYTES = 8 << 20   # flush a shard's outbox early past this size
 _SHARD_BYTES = 64 << 20  # values queued for one shard (one op always fits an empty outbox)
 _QUEUED_BYTES = 512 << 20  # values queued or in flight to all shards
 
 
-class Router(Front, RespFront, Resharding, Shards):
+class Router(Front, RespFront, Resharding, Nodes, Shards):
     def __init__(self, cfg: Config, ring: Ring, ready_fd: int | None = None,
                  epoch: int = 1) -> None:
         super().__init__(cfg, ring, ready_fd)
@@ -74,17 +74,8 @@ class Router(Front, RespFront, Resharding, Shards):
         self.counts = {"requests": 0, "errors": 0, "dropped_replies": 0, "refused_replies": 0,
                        "waited_frames": 0}
         self.stats = stats.RouterStats()     # errors by code, in flight, latency (STATS)
-        # cluster mode: the node's view of the cluster (``flin.nodeview``)
-        self.node_view = nodeview.View(cfg.run_dir) if cfg.etcd else None
-        if self.node_view is not None:
-            self.node_view.poll()
         self.peers = cfg.routers > 1 or bool(cfg.etcd)   # other routers share the shards
-        self.cache = (ReadCache(int(cfg.read_cache_mb * 2**20), n)
-                      if cfg.read_cache_mb > 0 and not (self.peers and cfg.zmq_links)
-                      else None)
-        if cfg.read_cache_mb > 0 and self.cache is None:   # why: readcache.py
-            log.info("router %d: no read cache with %s", cfg.router_id,
-                     "other nodes' routers" if cfg.etcd else "--backend-keys")
+        self.cache = ReadCache.for_router(cfg, n, self.peers)
 
         self.planner = Planner(ring, stats.RouterView(self))
         self.planner.epoch = epoch
@@ -93,9 +84,7 @@ class Router(Front, RespFront, Resharding, Shards):
         self.gate = Gatekeeper(self.ctx)   # ZAP thread: in this process, after fork
         self.links = links_for(cfg)(cfg, self.ctx, self.gate, n)   # to the workers
         self.links.inflight = self.inflight
-        self.placement: list = []           # cluster mode: the view's, shard -> node
-        if self.node_view is not None:      # the shards this node runs make it ready
-            self.on_node_view(time.monotonic())
+        self.init_nodes()                   # cluster mode: the node view (``nodes.py``)
         self.front, self.ipc_claim = frontend_socket(self.ctx, self.gate, cfg)
         self.clients = ClientLimit(self.front, cfg.endpoint, cfg.max_clients, n)
         self.out = ReplyQueue(self.front, self.counts)
@@ -342,8 +331,7 @@ class Router(Front, RespFront, Resharding, Shards):
             if now >= next_tick:
                 next_tick = now + _TICK_S
                 self.tick(now)
-                if self.node_view is not None and self.node_view.poll():
-                    self.on_node_view(now)
+                self.node_tick(now)
                 self.reshard_tick(now)
                 self.clients.tick(now)
                 if self.resp is not None:
@@ -352,27 +340,6 @@ class Router(Front, RespFront, Resharding, Shards):
             self._fail_inflight(shard, "router stopped")
             self._fail_queued(shard)
         self.send_replies()
-
-    def on_node_view(self, now: float) -> None:
-        """A new node view: the shards changing nodes, what makes us ready."""
-        view = self.node_view.data if self.node_view is not None else {}
-        placement = view.get("placement") or []
-        move = view.get("move")
-        if move is not None and move.get("state") == "switch":
-            self.handoff[int(move["shard"])] = now + HANDOFF_S
-        for s, n in enumerate(placement):
-            if s < len(self.placement) and self.placement[s] != n:
-                self.handoff[s] = now + HANDOFF_S
-        self.placement = list(placement)
-        for s in [s for s, t in self.handoff.items() if t < now]:
-            del self.handoff[s]
-        self.ready_shards = self.local_shards()
-
-    def local_shards(self) -> set[int]:
-        """Cluster mode: the shards placed on this node (the view's)."""
-        view = self.node_view.data if self.node_view is not None else {}
-        me = view.get("me")
-        return {s for s, n in enumerate(view.get("placement") or []) if n == me}
 
     def _drain_links(self, events: dict) -> None:
         """Handle what the workers sent (a method: no frame outlives the turn)."""

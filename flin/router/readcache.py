@@ -37,17 +37,32 @@ Bounded in bytes (LRU); values larger than 1/16 of the cache are not kept.
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from typing import Any
 
 from ..protocol import written_keys
 
+log = logging.getLogger("flin.router")
+
 MISS = object()
 _ENTRY_OVERHEAD = 64          # bytes charged per entry beyond key and value
 
 
 class ReadCache:
+    @classmethod
+    def for_router(cls, cfg: Any, shards: int, peers: bool) -> "ReadCache | None":
+        """The cache a router keeps: none if ``--read-cache-mb 0``, nor when
+        other routers share the shards over ZeroMQ (see above)."""
+        if cfg.read_cache_mb <= 0:
+            return None
+        if peers and cfg.zmq_links:
+            log.info("router %d: no read cache with %s", cfg.router_id,
+                     "other nodes' routers" if cfg.etcd else "--backend-keys")
+            return None
+        return cls(int(cfg.read_cache_mb * 2**20), shards)
+
     def __init__(self, max_bytes: int, shards: int) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0

@@ -3,9 +3,12 @@
 Owns: the loop (``worker.py``), its end of the link to the router
 (``link.py``), the store (``store.py``: overlay, one write batch, sweeps,
 recovery), the key layout (``encoding.py``) and the op handlers
-(``reads.py``, ``writes.py``, ``admin.py``) in one table (``handlers.py``).
+(``reads.py``, ``writes.py``, ``admin.py``) in one table (``handlers.py``),
+a shard's part in a reshard or a move (``moving.py``; the checks before an
+op, ``fencing.py``; a whole shard handed to another node, ``handoff.py``).
 May import: the shared floor (``flin.protocol``, ``errors``, ``config``,
-``curve``, ``zmqflags``). Never the router, the supervisor or the client.
+``curve``, ``zmqflags``, ``nodeview``). Never the router, the supervisor or
+the client.
 """
 from __future__ import annotations
 

@@ -46,63 +46,21 @@ from typing import Any
 
 from .. import errors
 from ..protocol import (
-    CAS, INCR, MOVE_ABORT, MAX_SCAN_LIMIT, MAX_SNAPSHOT_BYTES, NO_KEYS, OP_INFO, WRITES, pack_blob,
+    CAS, INCR, MOVE_ABORT, MAX_SCAN_LIMIT, MAX_SNAPSHOT_BYTES, WRITES, pack_blob,
     unpack_blob, written_keys,
 )
 from ..ring import Ring
 from .encoding import DATA, EXPIRING, EXPIRY, UID, expiry_key
+from .fencing import Owner, fence
+from .handoff import WHOLE, hand_off, read_whole
 from .store import Store
 from .writes import UID_KEEP_MS
 
 log = logging.getLogger("flin.shard")
 
 CLEANUP = "CLEANUP"           # the marker file in a shard's folder
-MOVED_OUT = "MOVED_OUT"       # the marker of a folder whose shard another node has now
-WHOLE = -1                    # MOVE_BEGIN's and MOVE_SWITCH's ``to``: the whole shard moves
 MOVE_IDLE_S = 120.0           # a move no MOVE_* op touched for this long is dropped
 _CLEANUP_BUDGET = 2000        # keys looked at per cleanup step
-
-
-class Owner:
-    """The keys a shard owns at an epoch: those its ring gives it."""
-
-    __slots__ = ("ring", "shard", "epoch")
-
-    def __init__(self, ring: Ring, shard: int, epoch: int) -> None:
-        self.ring, self.shard, self.epoch = ring, shard, epoch
-
-    def owns(self, key: bytes) -> bool:
-        return self.ring.shard(key) == self.shard
-
-    def refuse(self, store: Store, op: list) -> Any:
-        """None if every key of ``op`` is this shard's, else the ``Moved`` error."""
-        info = OP_INFO.get(op[0])
-        if info is None or info.admin:
-            return None
-        try:
-            keys = written_keys(op) if info.keys != NO_KEYS else ()
-        except (IndexError, TypeError):
-            return None                     # malformed: the handler answers that
-        shard = self.ring.shard
-        for k in keys:
-            if type(k) is bytes and shard(k) != self.shard:
-                return store.error(errors.Moved, "shard %d does not own that key at epoch %d"
-                                   % (self.shard, self.epoch))
-        return None
-
-
-class Away(Owner):
-    """A shard handed off to another node: it owns no key any more."""
-
-    def owns(self, key: bytes) -> bool:
-        return False
-
-    def refuse(self, store: Store, op: list) -> Any:
-        info = OP_INFO.get(op[0])
-        if info is None or info.admin:
-            return None
-        return store.error(errors.Moved, "shard %d lives on another node now (epoch %d)"
-                           % (self.shard, self.epoch))
 
 
 class Move:
@@ -147,25 +105,6 @@ class Move:
             if type(uid) is bytes:
                 self.uids[uid] = keys[0]
         return None
-
-
-def fence(store: Store, op: list) -> Any:
-    """The check ``Store.apply_some`` runs before a keyed op when the shard has
-    an owner, a move or (cluster mode) a lease: None, or the error that refuses it."""
-    until = store.writable_until
-    if until is not None and op[0] in WRITES and time.monotonic() > until:
-        return store.error(errors.ShardUnavailable, store.unwritable_why)
-    if store.owner is not None:
-        refused = store.owner.refuse(store, op)
-        if refused is not None:
-            return refused
-    move = store.move
-    if move is not None and (op[0] in WRITES or move.fenced):
-        try:
-            return move.track(store, op)
-        except (IndexError, TypeError, KeyError):
-            return None
-    return None
 
 
 # -- the ops ------------------------------------------------------------------------
@@ -227,7 +166,7 @@ def move_read(store: Store, op: list) -> Any:
         it = snap.iterator(verify_checksums=True) if after is None else \
             snap.iterator(start=after, include_start=False, verify_checksums=True)
     if move.whole:
-        return _read_whole(store, it, limit, max_bytes)
+        return read_whole(store, it, limit, max_bytes)
     if backward:
         it.close()
         raise ValueError("only a whole-shard move pages backward")
@@ -267,27 +206,6 @@ def move_read(store: Store, op: list) -> Any:
     for target, group in groups.items():
         out += (target, len(group) // 2, pack_blob(group))
     return [out, last]
-
-
-def _read_whole(store: Store, it: Any, limit: int, max_bytes: int) -> list:
-    """``move_read`` of a whole-shard move: every value, uid and uid expiry
-    entry, in one blob (a tight loop: this is the move's speed)."""
-    group: list = []
-    size = looked = 0
-    last = None
-    most = 2 * limit
-    with it:
-        for key, value in it:
-            looked += 1
-            kind = key[:1]
-            if kind == DATA or kind == UID or (kind == EXPIRY and key[9:10] != DATA):
-                group += (key, value)
-                size += len(key) + len(value)
-                if len(group) >= most or size >= max_bytes or looked >= 20 * limit:
-                    last = key
-                    break
-    store.moved += size
-    return [[WHOLE, len(group) // 2, pack_blob(group)] if group else [], last]
 
 
 def move_dirty(store: Store, op: list) -> Any:
@@ -361,7 +279,7 @@ def move_switch(store: Store, op: list) -> Any:
     """[MOVE_SWITCH, to, epoch] -> True: own the keys of the ring of ``to`` shards."""
     _, to, epoch = op
     if to == WHOLE:
-        return _hand_off(store, int(epoch))
+        return hand_off(store, int(epoch))
     mark_cleanup(store)
     move = store.move
     ring = move.next if move is not None and move.to == to else Ring(int(to))
@@ -375,34 +293,6 @@ def move_switch(store: Store, op: list) -> Any:
     return True
 
 
-def _hand_off(store: Store, epoch: int) -> bool:
-    """The whole shard lives on another node from now on (its copy there is
-    complete, and the topology says so): mark the folder, refuse every keyed
-    op, and have the worker exit after a short linger (``worker.py``)."""
-    failure = _settled(store)
-    if failure is not None:
-        raise ValueError("shard %d could not commit before the hand-off" % store.shard)
-    path = os.path.join(store.path, MOVED_OUT)
-    with open(path, "w") as f:
-        f.write("%d\n" % epoch)
-        f.flush()
-        os.fsync(f.fileno())
-    if store.move is not None:
-        store.move.snapshot.close()
-        store.move = None
-    store.owner = Away(store.ring, store.shard, epoch)
-    store.gate = fence
-    if store.handed_off_at is None:
-        store.handed_off_at = time.monotonic()
-    log.info("shard %d: handed off to another node (epoch %d)", store.shard, epoch)
-    return True
-
-
-def handed_off(path: str) -> bool:
-    """Whether the shard folder at ``path`` was handed off to another node."""
-    return os.path.exists(os.path.join(path, MOVED_OUT))
-
-
 def move_abort(store: Store, op: list) -> Any:
     """[MOVE_ABORT] -> True: the reshard is off; what was taken in is cleaned up."""
     if store.move is not None:
@@ -414,20 +304,6 @@ def move_abort(store: Store, op: list) -> Any:
 
 
 # -- cleanup ------------------------------------------------------------------------
-def lease_fence(store: Store, view: dict, node: str) -> None:
-    """Cluster mode: take the node view's write deadline (``flin.nodeview``).
-    Past it the node's lease may have expired in etcd, and another node could
-    be given the shard, so writes are refused (reads still served) until the
-    agent renews the lease or learns that every other node lost etcd too."""
-    until = view.get("writable_until", 0.0)
-    store.writable_until = None if until is None else float(until)
-    store.unwritable_why = ("node %s cannot renew its etcd lease (%s): shard %d refuses "
-                            "writes until it does; reads are served"
-                            % (node, (view.get("etcd") or {}).get("error") or "no answer",
-                               store.shard))
-    store.gate = fence
-
-
 def on_start(store: Store, ring: Ring, epoch: int) -> None:
     """The topology a (re)started worker acts on; fenced if the folder was
     resharded, cleaning up if its marker says a pass is owed."""

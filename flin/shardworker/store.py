@@ -89,9 +89,9 @@ class Store:
         self.owner: Any = None
         self.move: Any = None
         self.cleanup_at: bytes | None = None
-        self.gate: Callable[[Store, list], Any] | None = None   # moving.fence, when on
+        self.gate: Callable[[Store, list], Any] | None = None   # fencing.fence, when on
         # cluster mode: writes are refused after this CLOCK_MONOTONIC time (the
-        # node's etcd lease may have expired; ``moving.lease_fence``), and why
+        # node's etcd lease may have expired; ``fencing.lease_fence``), and why
         self.writable_until: float | None = None
         self.unwritable_why = ""
         self.handed_off_at: float | None = None   # the shard moved to another node (moving.py)

@@ -34,7 +34,7 @@ from .. import nodeview, protocol
 from ..config import Config
 from ..errors import BadRequest, InternalError
 from ..ring import Ring
-from . import admin, moving
+from . import admin, fencing, handoff, moving
 from .handlers import HANDLERS
 from .link import Links
 from .store import Store
@@ -140,7 +140,7 @@ def run(cfg: Config, shard: int, ring: Ring | None = None, epoch: int = 1) -> in
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C goes to the supervisor
-    if moving.handed_off(cfg.shard_dir(shard)):
+    if handoff.handed_off(cfg.shard_dir(shard)):
         log.info("shard %d: %s was handed off to another node; not serving it",
                  shard, cfg.shard_dir(shard))
         return EXIT_MOVED
@@ -160,7 +160,7 @@ def run(cfg: Config, shard: int, ring: Ring | None = None, epoch: int = 1) -> in
     if cfg.etcd:          # cluster mode: the routers of every node, and the lease fence
         view = nodeview.View(cfg.run_dir)
         view.poll()
-        moving.lease_fence(store, view.data, cfg.node or "")
+        fencing.lease_fence(store, view.data, cfg.node or "")
     tracker = Tracker(cfg.routers) if cfg.routers > 1 and view is None else None
     links = Links(cfg, shard, tracker.reset if tracker is not None else None,
                   None if view is None else list(view.get("backends", [])))
@@ -183,7 +183,7 @@ def run(cfg: Config, shard: int, ring: Ring | None = None, epoch: int = 1) -> in
                 moving.expire_move(store)
                 if view is not None and view.poll():
                     links.update(list(view.get("backends", [])))
-                    moving.lease_fence(store, view.data, cfg.node or "")
+                    fencing.lease_fence(store, view.data, cfg.node or "")
             wait = _SWEEP_EVERY_MS / 1000
             if store.handed_off_at is not None:    # answering Moved a little, then out
                 if now - store.handed_off_at > _HAND_OFF_LINGER_S:

@@ -64,6 +64,11 @@ def test_three_nodes_serve_every_key_through_any_node_over_curve(hosts, keys_dir
     out = flin_cli("cluster", "status", *hosts.etcd_args())
     assert out.returncode == 0, out.stderr
     assert "3/3 nodes alive" in out.stdout and "node n2" in out.stdout
+    # a backup through one node takes every node's shards
+    dest = os.path.join(hosts.folder, "backup")
+    got = flin_cli("backup", "-e", nodes[2].endpoint, dest)
+    assert got.returncode == 0, got.stderr
+    assert "backup: 6 shards, 300 keys" in got.stdout, got.stdout
 
 
 def test_the_first_node_takes_unplaced_shards_and_data_survives_restart(hosts):

@@ -46,6 +46,9 @@ class View:
     def epoch(self) -> int:
         return 1
 
+    def cluster(self) -> dict | None:
+        return None
+
     def resp(self) -> str | None:
         return None
 
