@@ -256,6 +256,14 @@ def status(endpoint: str, timeout: float, as_json: bool) -> None:
     if st.get("resp"):
         click.echo("redis protocol on %s (redis-cli -h %s -p %s)"
                    % ((st["resp"],) + tuple(st["resp"].rsplit(":", 1))))
+    cl = st.get("cluster")
+    if cl:
+        etcd = cl.get("etcd") or {}
+        down = [n for n, v in (cl.get("nodes") or {}).items() if not v.get("alive")]
+        click.echo("node %s of cluster %s, topology epoch %s; etcd %s%s"
+                   % (cl.get("node"), cl.get("name"), cl.get("epoch"),
+                      "reached" if etcd.get("ok") else "NOT reached: %s" % etcd.get("error"),
+                      "; nodes down: %s" % ", ".join(down) if down else ""))
     r = st.get("reshard")
     click.echo("epoch %s%s" % (st.get("epoch", 1), "" if not r else
                "; resharding %s -> %s shards: %s, %d keys (%.1f MB) moved, %.1f MB/s"

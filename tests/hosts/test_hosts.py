@@ -109,6 +109,8 @@ def test_a_dead_node_fails_only_its_shards_at_once_and_serves_again(hosts):
     wait_for(lambda: not hosts.status()["nodes"]["n2"]["alive"], 15, "n2's lease to expire")
     got = flin_cli("cluster", "status", *hosts.etcd_args())
     assert got.returncode == 4 and "DOWN" in got.stdout
+    got = flin_cli("status", "-e", nodes[0].endpoint)
+    assert got.returncode == 4 and "nodes down: n2" in got.stdout, got.stdout
     nodes[1].start()
     with nodes[2].client(discover=False) as c:
         wait_for(lambda: c.status()["shards"][1]["alive"], 10, "shard 1 back")
