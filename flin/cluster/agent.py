@@ -123,13 +123,16 @@ class Agent:
         if self.watching is None or rev > self.watch_rev + 1000:
             self.start_watch(rev)
 
-    def start_watch(self, rev: int) -> None:
+    def stop_watch(self) -> None:
         if self.watching is not None:
             try:
                 self.watching()
-            except Exception:
+            except Exception:        # (its stream may be gone with etcd)
                 pass
         self.watching = None
+
+    def start_watch(self, rev: int) -> None:
+        self.stop_watch()
         try:
             events, cancel = self.etcd.watch_prefix(root(self.cfg.cluster or ""), rev + 1)
         except Exception as exc:      # the poll goes on meanwhile
@@ -232,12 +235,7 @@ class Agent:
             if self.etcd_state["ok"] or self.etcd_state.get("error") != str(exc):
                 log.warning("node %s: %s; serving on the last topology known", self.cfg.node, exc)
                 self.etcd_state = {"ok": False, "error": str(exc), "since": time.time()}
-            if self.watching is not None:
-                try:
-                    self.watching()
-                except Exception:
-                    pass
-                self.watching = None
+            self.stop_watch()
         self.fence(time.monotonic())
         self.publish()
 
@@ -246,11 +244,7 @@ class Agent:
             self.step()
             self.wake.wait(_POLL_S)
             self.wake.clear()
-        if self.watching is not None:
-            try:
-                self.watching()
-            except Exception:
-                pass
+        self.stop_watch()
         if self.lease:                  # the node leaves now, not a lease later
             try:
                 self.etcd.revoke(self.lease)

@@ -39,8 +39,7 @@ from ..config import Config
 from ..nodeview import View
 from ..ring import Ring
 from .datadir import (
-    MANIFEST, SUPERVISOR, StartError, load_manifest, missing_shards_message, shard_present,
-    take, write_json,
+    MANIFEST, StartError, load_manifest, missing_shards_message, shard_present, write_json,
 )
 from .supervisor import NOT_HERE, Child, Supervisor
 from .. import shardworker
@@ -71,38 +70,27 @@ class ClusterSupervisor(Supervisor):
                    self.cfg.bind))
 
     # -- start ----------------------------------------------------------------------
-    def prepare(self) -> None:
+    def prepare_folder(self) -> None:
+        """With the lock held: the folder's manifest, the topology from etcd
+        (joining its members), this node's shards."""
         cfg = self.cfg
-        os.makedirs(cfg.data, exist_ok=True)
-        owner = take(cfg, SUPERVISOR, "start another node on it", 30.0)
+        manifest = self._manifest()
+        self.incarnation = manifest["incarnation"]
+        etcd = Etcd(agent.options(cfg))
         try:
-            os.makedirs(cfg.run_dir, mode=0o700, exist_ok=True)
-            os.chmod(cfg.run_dir, 0o700)
-            manifest = self._manifest()
-            self.incarnation = manifest["incarnation"]
-            etcd = Etcd(agent.options(cfg))
-            try:
-                topo = join(etcd, cfg.cluster or "", cfg.node or "")
-                live = registered_nodes(etcd, cfg.cluster or "").get(cfg.node or "")
-                if live is not None and live.get("incarnation") != self.incarnation:
-                    raise StartError(
-                        "node %s of cluster %s is already up (its lease is held; supervisor "
-                        "pid %s on %s, at %s): give this one another --node"
-                        % (cfg.node, cfg.cluster, live.get("supervisor"), live.get("host"),
-                           live.get("advertise")))
-                self._open_shards(etcd, topo, manifest)
-            except (EtcdError, TopologyError, ValueError) as exc:
-                raise StartError(str(exc)) from None
-            finally:
-                etcd.close()
-            self._check_binds()
-        except OSError as exc:
-            owner.release()
-            raise StartError("cannot prepare %s: %s" % (cfg.data, exc)) from None
-        except BaseException:
-            owner.release()
-            raise
-        self.owner = owner
+            topo = join(etcd, cfg.cluster or "", cfg.node or "")
+            live = registered_nodes(etcd, cfg.cluster or "").get(cfg.node or "")
+            if live is not None and live.get("incarnation") != self.incarnation:
+                raise StartError(
+                    "node %s of cluster %s is already up (its lease is held; supervisor "
+                    "pid %s on %s, at %s): give this one another --node"
+                    % (cfg.node, cfg.cluster, live.get("supervisor"), live.get("host"),
+                       live.get("advertise")))
+            self._open_shards(etcd, topo, manifest)
+        except (EtcdError, TopologyError, ValueError) as exc:
+            raise StartError(str(exc)) from None
+        finally:
+            etcd.close()
 
     def _manifest(self) -> dict:
         cfg = self.cfg
@@ -155,17 +143,6 @@ class ClusterSupervisor(Supervisor):
                     t.opened[s] = True
             Topology.change(etcd, cfg.cluster or "", edit)
         self._set_local(local)
-
-    def _check_binds(self) -> None:
-        import zmq
-        from ..router.sockets import check_ipc_free
-        from .bindcheck import check_resp_free
-        try:
-            for endpoint in self.cfg.endpoints():
-                check_ipc_free(endpoint)
-            check_resp_free(self.cfg)
-        except (zmq.ZMQError, ValueError) as exc:
-            raise StartError(str(exc)) from None
 
     def _set_local(self, local: set[int]) -> None:
         self.local = local

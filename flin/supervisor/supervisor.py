@@ -199,13 +199,12 @@ class Supervisor(Reshards):
         try:
             os.makedirs(cfg.run_dir, mode=0o700, exist_ok=True)
             os.chmod(cfg.run_dir, 0o700)
-            recover(cfg)                  # a reshard a crash interrupted, first
-            self.epoch = check_or_write_manifest(cfg, self.ring).get("epoch", 1)
+            self.prepare_folder()
             processes.raise_open_file_limit()
             try:    # now that no earlier router of this folder can still be draining
                 for endpoint in cfg.endpoints():
                     check_ipc_free(endpoint)
-                check_resp_free(cfg)
+                check_resp_free(self.cfg)
             except (zmq.ZMQError, ValueError) as exc:
                 raise StartError(str(exc)) from None
         except OSError as exc:
@@ -215,6 +214,12 @@ class Supervisor(Reshards):
             owner.release()
             raise
         self.owner = owner
+
+    def prepare_folder(self) -> None:
+        """With the lock held: settle an interrupted reshard, then check or
+        create the manifest and the shards."""
+        recover(self.cfg)                 # a reshard a crash interrupted, first
+        self.epoch = check_or_write_manifest(self.cfg, self.ring).get("epoch", 1)
 
     def run(self) -> int:
         """Start everything, supervise until told to stop; the exit code."""

@@ -17,8 +17,33 @@ from flin.supervisor.processes import alive, descendants
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+class Supervised:
+    """What a test does with a ``flin start`` subprocess it started."""
+
+    proc: subprocess.Popen | None
+    pids: set
+    log_path: str
+    endpoint: str
+
+    def await_ready(self, what: str, timeout: float) -> None:
+        """Wait for its ready line; RuntimeError with its log if it never comes."""
+        line = self.proc.stdout.readline().decode()
+        if "ready" not in line:
+            self.proc.wait(timeout)
+            raise RuntimeError("%s did not start: %r\n%s" % (what, line, self.log()))
+        self.pids = descendants(self.proc.pid) | {self.proc.pid}
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()[-5000:]
+
+    def client(self, **kw) -> flin.Client:
+        kw.setdefault("timeout", 10.0)
+        return flin.Client(self.endpoint, **kw)
+
+
 @dataclass
-class Cluster:
+class Cluster(Supervised):
     """A running cluster started as ``flin start`` in a subprocess."""
 
     data: str
@@ -45,21 +70,9 @@ class Cluster:
             [sys.executable, "-m", "flin", "start", "--data", self.data, "--shards",
              str(self.shards), "--bind", self.endpoint, *routers, *self.extra],
             stdout=subprocess.PIPE, stderr=log, cwd=ROOT, preexec_fn=preexec)
-        line = self.proc.stdout.readline().decode()
-        if "ready" not in line:
-            self.proc.wait(timeout)
-            raise RuntimeError("cluster did not start: %r\n%s" % (line, self.log()))
+        self.await_ready("cluster", timeout)
         self.startup_s = time.monotonic() - t0
-        self.pids = descendants(self.proc.pid) | {self.proc.pid}
         return self
-
-    def log(self) -> str:
-        with open(self.log_path, errors="replace") as f:
-            return f.read()[-5000:]
-
-    def client(self, **kw) -> flin.Client:
-        kw.setdefault("timeout", 10.0)
-        return flin.Client(self.endpoint, **kw)
 
     def child_pids(self) -> set[int]:
         return descendants(self.proc.pid)
@@ -68,33 +81,46 @@ class Cluster:
         """SIGTERM the supervisor; return its exit code; fail on leftovers."""
         if self.proc is None:
             return 0
-        self.pids |= descendants(self.proc.pid)
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout)
-        finally:
-            self.proc.stdout.close()
+        code = stop_tree(self.proc, self.pids, timeout)
         self.proc = None
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(alive(p) for p in self.pids):
-            time.sleep(0.05)
-        left = [p for p in self.pids if alive(p)]
-        for p in left:
-            os.kill(p, signal.SIGKILL)
-        assert not left, "processes left behind after stop: %s" % left
         return code
 
     def kill(self) -> None:
         """SIGKILL the whole process tree (for crash tests)."""
-        pids = descendants(self.proc.pid) | {self.proc.pid}
-        for p in pids:
-            try:
-                os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.proc.wait(10)
-        self.proc.stdout.close()
+        kill_tree(self.proc)
         self.proc = None
+
+
+def stop_tree(proc: subprocess.Popen, pids: set, timeout: float) -> int:
+    """SIGTERM a supervisor; its exit code; fail if any of its processes
+    (``pids``, and its children now) is left behind."""
+    pids |= descendants(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(timeout)
+    finally:
+        proc.stdout.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.05)
+    left = [p for p in pids if alive(p)]
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    assert not left, "processes left behind after stop: %s" % left
+    return code
+
+
+def kill_tree(proc: subprocess.Popen) -> set:
+    """SIGKILL a supervisor and every process under it at once; their pids."""
+    pids = descendants(proc.pid) | {proc.pid}
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(10)
+    proc.stdout.close()
+    return pids
 
 
 def make_cluster(folder: str, shards: int = 8, extra: list | None = None) -> Cluster:

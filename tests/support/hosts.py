@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass, field
 
 import flin
-from flin.supervisor.processes import alive, descendants
+from flin.supervisor.processes import alive
 
-from .cluster import ROOT
+from .cluster import ROOT, Supervised, kill_tree, stop_tree
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -86,7 +86,7 @@ class Etcd:
 
 
 @dataclass
-class Node:
+class Node(Supervised):
     """One node: ``flin start --etcd`` in a subprocess (maybe inside a netns)."""
 
     name: str
@@ -129,53 +129,23 @@ class Node:
                                      env={**os.environ, **self.env})
         if not expect_ready:
             return self
-        line = self.proc.stdout.readline().decode()
-        if "ready" not in line:
-            self.proc.wait(timeout)
-            raise RuntimeError("node %s did not start: %r\n%s" % (self.name, line, self.log()))
-        self.pids = descendants(self.proc.pid) | {self.proc.pid}
+        self.await_ready("node %s" % self.name, timeout)
         return self
-
-    def log(self) -> str:
-        with open(self.log_path, errors="replace") as f:
-            return f.read()[-5000:]
-
-    def client(self, **kw) -> flin.Client:
-        kw.setdefault("timeout", 10.0)
-        return flin.Client(self.endpoint, **kw)
 
     def kill(self) -> None:
         """SIGKILL the supervisor and every child at once: the host died."""
-        pids = descendants(self.proc.pid) | {self.proc.pid}
-        for p in pids:
-            try:
-                os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.proc.wait(10)
-        self.proc.stdout.close()
+        pids = kill_tree(self.proc)
         self.proc = None
         deadline = time.monotonic() + 5
         while any(alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.02)
 
     def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM the node's supervisor; its exit code; fail on leftovers."""
         if self.proc is None:
             return 0
-        self.pids |= descendants(self.proc.pid)
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout)
-        finally:
-            self.proc.stdout.close()
+        code = stop_tree(self.proc, self.pids, timeout)
         self.proc = None
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(alive(p) for p in self.pids):
-            time.sleep(0.05)
-        left = [p for p in self.pids if alive(p)]
-        for p in left:
-            os.kill(p, signal.SIGKILL)
-        assert not left, "node %s left processes behind: %s" % (self.name, left)
         return code
 
 
