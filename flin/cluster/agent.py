@@ -153,12 +153,12 @@ class Agent:
         """Whether every other node that was alive says it cannot reach etcd."""
         from ..client import Client
         from ..errors import FlinError
-        for name, reg in self.nodes.items():
-            if name == self.cfg.node:
-                continue
+        members = set((self.topology or {}).get("nodes") or []) | set(self.nodes)
+        for name in sorted(members - {self.cfg.node}):
+            reg = self.nodes.get(name) or self.last_seen.get(name) or {}
             routers = reg.get("routers") or []
-            if not routers:
-                continue
+            if not routers:              # a member we cannot ask may have etcd
+                return False
             try:
                 with Client(routers[0], timeout=_PEER_TIMEOUT_S, retries=0,
                             discover=False) as peer:
@@ -211,6 +211,7 @@ class Agent:
         return {"me": me, "cluster": self.cfg.cluster, "epoch": t.get("epoch"),
                 "shards": t.get("shards"), "placement": t.get("placement") or [],
                 "move": t.get("move"), "draining": t.get("draining") or [],
+                "outcomes": t.get("outcomes") or {},
                 "nodes": nodes, "routers": routers, "backends": backends,
                 "etcd": self.etcd_state, "writable_until": self.writable_until,
                 "lease": self.lease, "ttl": self.ttl}

@@ -22,11 +22,18 @@ whatever node it runs) it
    drops its folder), and clears the move (the next queued one starts);
    this node's supervisor then starts the shard's worker here.
 
+Every op on the source carries the move's id (the topology's, new for each
+try): a mover whose move was withdrawn cannot touch the next one. The fence
+is durable (``shardworker/handoff.py``): a source restarted after it stays
+fenced, serving no key, until its node view shows how the move ended; the
+mover checks the fence once more after the last catch-up, before the commit.
+
 A failure before the commit calls the move off (``MOVE_ABORT``; the move
-goes back in the plan, ``topology.fail_move``) and removes the folder here.
-A mover that dies is started again by the supervisor: in ``copy`` it
-starts over, in ``switch`` it does step 5. A fenced source no MOVE_* op
-touched for ``moving.MOVE_IDLE_S`` calls the move off by itself.
+goes back in the plan, ``topology.fail_move``, which records its outcome)
+and removes the folder here, once etcd confirms the placement does not name
+this node. An unclear commit (etcd did not answer) is not a failure: the
+mover exits, and started again it reads the topology: in ``copy`` it starts
+over, in ``switch`` it does step 5.
 """
 from __future__ import annotations
 
@@ -45,12 +52,12 @@ from ..protocol import (
     MOVE_ABORT, MOVE_BEGIN, MOVE_DIRTY, MOVE_FENCE, MOVE_READ, MOVE_SWITCH, SHARD, ErrorReply,
     unpack_blob,
 )
+from ..shardworker.handoff import IMPORTING
 from .etcd import Etcd, EtcdError
 from .topology import Topology, TopologyError, commit_move, fail_move, finish_move, root
 
 log = logging.getLogger("flin.cluster")
 
-IMPORTING = "IMPORTING"          # the marker of a shard folder being filled by a mover
 PAGE_KEYS = 5000                 # entries per MOVE_READ page
 PAGE_BYTES = 8 << 20             # bytes per page (~80 ms of the source's time)
 GENTLE_BYTES = 1 << 20           # ... while clients use the shard: ~10 ms at a time
@@ -75,6 +82,7 @@ class Mover:
     def __init__(self, cfg: Config, etcd: Etcd, move: dict) -> None:
         self.cfg, self.etcd, self.move = cfg, etcd, move
         self.shard = int(move["shard"])
+        self.id = str(move.get("id"))             # every op on the source carries it
         self.path = cfg.shard_dir(self.shard)
         self.client = Client(cfg.endpoint, timeout=30.0, retries=0, discover=False)
         self.keys = self.bytes = 0
@@ -150,7 +158,7 @@ class Mover:
         ends = [False, False]            # a lane reached its end of the snapshot
         asked: dict[int, tuple[int, float]] = {}   # request id -> (lane, when)
         for lane in (0, 1):
-            asked[self.submit([MOVE_READ, None, PAGE_KEYS, PAGE_BYTES, lane == 1])] = \
+            asked[self.submit([MOVE_READ, None, PAGE_KEYS, PAGE_BYTES, lane == 1, self.id])] = \
                 (lane, time.monotonic())
         while asked:
             rid = min(asked)             # the oldest first
@@ -167,7 +175,8 @@ class Mover:
                                          and top >= bottom)
             gentle = not met and self.busy()
             if not met and not gentle:   # read while this one is written
-                asked[self.submit([MOVE_READ, last, PAGE_KEYS, PAGE_BYTES, lane == 1])] = \
+                asked[self.submit([MOVE_READ, last, PAGE_KEYS, PAGE_BYTES, lane == 1,
+                                   self.id])] = \
                     (lane, time.monotonic())
             for i in range(0, len(groups), 3):
                 self.apply(db, unpack_blob(groups[i + 2]))
@@ -176,14 +185,15 @@ class Mover:
             _stall("copy")
             if gentle and not asked:     # one lane, small pages, a pause after each
                 time.sleep(YIELD * took)
-                asked[self.submit([MOVE_READ, last, PAGE_KEYS, GENTLE_BYTES, lane == 1])] = \
+                asked[self.submit([MOVE_READ, last, PAGE_KEYS, GENTLE_BYTES, lane == 1,
+                                   self.id])] = \
                     (lane, time.monotonic())
 
     def catch_up(self, db: Any, until: int) -> int:
         """Take dirty keys until at most ``until`` are left; how many are."""
         left = -1
         for _ in range(CATCH_UP_ROUNDS if until else 1_000_000):
-            flat, left = self.ask([MOVE_DIRTY, PAGE_KEYS, PAGE_BYTES])
+            flat, left = self.ask([MOVE_DIRTY, PAGE_KEYS, PAGE_BYTES, self.id])
             self.apply(db, [x for i, x in enumerate(flat) if i % 3])   # drop the targets
             self.bytes += sum(len(x) for x in flat[2::3] if x)
             if left <= until:
@@ -209,31 +219,42 @@ class Mover:
         cluster = self.cfg.cluster or ""
         log.info("moving shard %d from %s to %s", self.shard, self.move["from"], self.move["to"])
         try:
-            self.ask([MOVE_ABORT])                  # an earlier attempt's fence and snapshot
+            self.ask([MOVE_ABORT, self.id])         # this move's earlier attempt, if any
             db = self.fresh_folder()
             try:
-                self.ask([MOVE_BEGIN, -1, 0, None])
+                self.ask([MOVE_BEGIN, -1, 0, self.id])
                 self.copy(db)
                 self.catch_up(db, CATCH_UP_LEFT)
                 if os.environ.get("FLIN_TEST_MOVE_NO_FENCE") != "1":   # tests break it once
-                    self.ask([MOVE_FENCE])
+                    self.ask([MOVE_FENCE, self.id])
                     _stall("fenced")
                     self.catch_up(db, 0)
+                    if self.ask([MOVE_FENCE, self.id]) != 0:   # still this move, still fenced
+                        raise Failed("the source took writes after its last catch-up")
                 self.apply(db, [], sync=True)
             finally:
                 db.close()
             _fsync_tree(self.path)
+        except (Failed, errors.FlinError, OSError) as exc:
+            self.call_off(str(exc))
+            raise Failed(str(exc)) from None
+        try:   # an unclear answer (a timeout) is not a "no": the mover starts again and reads
             Topology.change(self.etcd, cluster, lambda t: commit_move(t, self.move))
-        except (Failed, errors.FlinError, OSError, TopologyError) as exc:
+        except TopologyError as exc:                # called off meanwhile (a drain)
             self.call_off(str(exc))
             raise Failed(str(exc)) from None
         log.info("shard %d: every entry is here (%d, %.1f MB in %.1fs): committed", self.shard,
                  self.keys, self.bytes / 1e6, time.monotonic() - self.t0)
 
     def call_off(self, why: str) -> None:
+        """Before the commit: the source serves on, the copy here goes. Only once
+        etcd confirms that the topology does not name this node for it."""
         log.warning("moving shard %d to %s: %s; calling it off", self.shard, self.move["to"], why)
+        topo, _ = Topology.read(self.etcd, self.cfg.cluster or "")
+        if topo.placement[self.shard] == self.cfg.node:
+            raise Failed("the move was committed meanwhile: finishing it instead")
         try:
-            self.ask([MOVE_ABORT])
+            self.ask([MOVE_ABORT, self.id])
         except (Failed, errors.FlinError):
             pass                                    # a source that is gone has no move
         if os.path.exists(os.path.join(self.path, IMPORTING)):
@@ -253,8 +274,10 @@ class Mover:
             _fsync_dir(self.path)
         try:
             self.client.timeout = 5.0
-            self.ask([MOVE_SWITCH, -1, epoch])
-        except (Failed, errors.FlinError) as exc:   # the source is gone: its node drops it
+            self.ask([MOVE_SWITCH, -1, epoch, self.id])
+        except (Failed, errors.FlinError) as exc:
+            # the source is gone or cut off: it stays fenced (durably), serving no key,
+            # and hands itself off once its node view shows the commit
             log.info("shard %d: the source did not take the hand-off (%s)", self.shard, exc)
         Topology.change(self.etcd, self.cfg.cluster or "",
                         lambda t: finish_move(t, self.move))
@@ -302,25 +325,27 @@ def _fsync_tree(path: str) -> None:
     _fsync_dir(os.path.dirname(path))
 
 
-def run(cfg: Config) -> int:
+def run(cfg: Config, expected: str | None = None) -> int:
     """The mover process's main: do this node's part of the move in the
-    topology, if it has one. 0: done (or nothing to do); ``EXIT_FAILED``:
-    called off; anything else: the supervisor starts it again."""
+    topology (the one with id ``expected``, if given), if it has one. 0: done
+    (or nothing to do); ``EXIT_FAILED``: called off; anything else: the
+    supervisor starts it again."""
     from .agent import options
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     etcd = Etcd(options(cfg))
     try:
         topo, _ = Topology.read(etcd, cfg.cluster or "")
         move = topo.move
-        if move is None or move["to"] != cfg.node:
+        if move is None or move["to"] != cfg.node or \
+                (expected is not None and move.get("id") != expected):
             return 0
         mover = Mover(cfg, etcd, move)
         try:
             if move["state"] == "copy":
                 try:
                     mover.run_copy()
-                except Failed:
-                    return EXIT_FAILED
+                except Failed as exc:
+                    return 1 if "committed meanwhile" in str(exc) else EXIT_FAILED
                 topo, _ = Topology.read(etcd, cfg.cluster or "")
                 move = topo.move or {}
                 mover.move = move

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -32,6 +33,11 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 class TopologyError(Exception):
     """A topology change that cannot be made (the message says why)."""
+
+
+class Unchanged(Exception):
+    """Raised by an edit that finds its change made already (a write resent
+    after a timeout may have landed): ``Topology.change`` writes nothing."""
 
 
 def check_name(kind: str, name: str) -> str:
@@ -69,6 +75,7 @@ class Topology:
     opened: list[bool] = field(default_factory=list)   # a node has opened the shard's LevelDB
     plan: list[list] = field(default_factory=list)
     error: str | None = None
+    outcomes: dict[str, list] = field(default_factory=dict)   # shard -> [move id, how it ended]
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -85,7 +92,7 @@ class Topology:
                                 % d.get("version"))
         return cls(**{k: d[k] for k in ("cluster", "shards", "epoch", "placement", "nodes",
                                         "draining", "move", "opened", "plan", "error",
-                                        "version") if k in d})
+                                        "outcomes", "version") if k in d})
 
     def shards_of(self, node: str) -> list[int]:
         return [s for s, n in enumerate(self.placement) if n == node]
@@ -112,7 +119,10 @@ class Topology:
         ``edit`` raises ``TopologyError`` to refuse."""
         for _ in range(attempts):
             topo, rev = cls.read(etcd, cluster)
-            edit(topo)
+            try:
+                edit(topo)
+            except Unchanged:
+                return topo
             if etcd.swap(topology_key(cluster), topo.to_json(), rev):
                 return topo
         raise TopologyError("the topology kept changing under %d attempts; try again" % attempts)
@@ -178,7 +188,13 @@ def start_next(t: Topology) -> None:
         shard, to, tries = t.plan.pop(0)
         if t.placement[shard] != to and to in t.nodes:
             t.move = {"shard": shard, "from": t.placement[shard], "to": to, "state": "copy",
-                      "tries": tries}
+                      "tries": tries, "id": uuid.uuid4().hex[:16]}
+
+
+def ended(t: Topology, move: dict, how: str) -> None:
+    """Record how a move ended (``done`` or ``failed``): a source fenced for
+    it, restarted meanwhile, learns from this whether to hand off or go on."""
+    t.outcomes[str(move["shard"])] = [move.get("id"), how]
 
 
 def add_node(etcd: Etcd, cluster: str, node: str) -> Topology:
@@ -223,7 +239,8 @@ def drain(etcd: Etcd, cluster: str, node: str) -> Topology:
             t.draining.append(node)
         t.plan = [m for m in t.plan if m[1] != node]
         if t.move is not None and t.move["to"] == node and t.move["state"] == "copy":
-            t.move = None                # its copy is dropped by the node's mover, if it runs
+            ended(t, t.move, "failed")   # its mover is stopped, its copy dropped
+            t.move = None
         load = _load(t)
         for shard, n in enumerate(_after(t)):
             if n == node:
@@ -247,11 +264,13 @@ def _leave_if_empty(t: Topology) -> None:
 def is_move(t: Topology, move: dict, state: str) -> bool:
     m = t.move
     return m is not None and m["shard"] == move["shard"] and m["to"] == move["to"] \
-        and m["state"] == state
+        and m.get("id") == move.get("id") and m["state"] == state
 
 
 def commit_move(t: Topology, move: dict) -> None:
     """The target holds every entry: the shard is the target's from this epoch."""
+    if is_move(t, move, "switch"):
+        raise Unchanged()            # our own commit, resent after a timeout
     if not is_move(t, move, "copy"):
         raise TopologyError("the move of shard %d to %s was called off meanwhile"
                             % (move["shard"], move["to"]))
@@ -262,16 +281,19 @@ def commit_move(t: Topology, move: dict) -> None:
 
 
 def finish_move(t: Topology, move: dict) -> None:
-    if is_move(t, move, "switch"):
-        t.move = None
-        _leave_if_empty(t)
-        start_next(t)
+    if not is_move(t, move, "switch"):
+        raise Unchanged()
+    ended(t, move, "done")
+    t.move = None
+    _leave_if_empty(t)
+    start_next(t)
 
 
 def fail_move(t: Topology, move: dict, why: str) -> None:
     """The copy failed: queue the move again (at the end), up to ``MAX_TRIES``."""
     if not is_move(t, move, "copy"):
-        return
+        raise Unchanged()
+    ended(t, move, "failed")
     t.move = None
     tries = int(move.get("tries", 0)) + 1
     t.error = "moving shard %d to %s failed (try %d): %s" % (move["shard"], move["to"],

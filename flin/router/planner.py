@@ -17,7 +17,8 @@ from .. import errors
 from ..protocol import (
     ADMIN_OPS, CAS, COMPACT, DEL, EXISTS, EXPIRE, GET, GET_OLD, GETDEL, INCR, INT64_MAX, INT64_MIN,
     KEEP_TTL, MAX_ITEMS, MAX_KEY, MAX_REPLY, MAX_SCAN_LIMIT, MAX_SNAPSHOT_BYTES, MAX_TTL_MS,
-    MAX_VALUE, MGET, MOVE_BEGIN, MOVE_DIRTY, MOVE_IMPORT, MOVE_READ, MOVE_SWITCH, MSET, NX,
+    MAX_VALUE, MGET, MOVE_ABORT, MOVE_BEGIN, MOVE_DIRTY, MOVE_FENCE, MOVE_IMPORT, MOVE_READ,
+    MOVE_SWITCH, MSET, NX,
     NODE, OP_NAMES, PERSIST, PING, ROUTERS, SCAN, SET, SHARD, SNAPSHOT_CLOSE,
     SNAPSHOT_READ, STATS, STATUS, TTL, XX, ErrorReply,
 )
@@ -344,13 +345,16 @@ def _plan_shard(slots: int, cmd: list) -> Plan:
         _args(op, 2)
     else:
         n = _MOVE_ARGS.get(op[0], 1)   # the movers' ops (their shards check the rest)
-        _args(op, n + 1 if op[0] == MOVE_READ and len(op) == n + 1 else n)
+        extra = _MOVE_EXTRA.get(op[0], 0)   # a backward flag, a whole-shard move's id
+        if not n <= len(op) <= n + extra:
+            _args(op, n)
     if op[0] in (SNAPSHOT_READ, SNAPSHOT_CLOSE) and (type(op[1]) is not int or op[1] < 0):
         raise Invalid("a snapshot id is a non-negative integer")
     return [(shard, op)], None
 
 
 _MOVE_ARGS = {MOVE_BEGIN: 4, MOVE_READ: 4, MOVE_DIRTY: 3, MOVE_IMPORT: 2, MOVE_SWITCH: 3}
+_MOVE_EXTRA = {MOVE_READ: 2, MOVE_DIRTY: 1, MOVE_FENCE: 1, MOVE_SWITCH: 1, MOVE_ABORT: 1}
 
 # the planners that need only the ring; STATUS and STATS also need the view
 _PLANNERS: dict[int, Callable[[Ring, list], Plan]] = {

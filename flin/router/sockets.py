@@ -151,6 +151,8 @@ def backend_socket(ctx: zmq.Context, gate: Gatekeeper, cfg: Config) -> zmq.Socke
     back.setsockopt(zmq.LINGER, 1000)
     back.setsockopt(zmq.SNDHWM, 0)
     back.setsockopt(zmq.RCVHWM, 0)
+    back.setsockopt(zmq.HEARTBEAT_IVL, 1000)     # a worker's host that vanishes: dropped
+    back.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)  # in 3 s, its batches failed then
     secure_backend(gate, back, cfg)
     back.bind(cfg.backend)
     return back

@@ -43,7 +43,10 @@ class Owner:
 
 
 class Away(Owner):
-    """A shard handed off to another node: it owns no key any more."""
+    """A shard handed off to another node, or fenced for a move whose end it
+    does not know yet (``handoff.py``): it serves no key."""
+
+    why = "lives on another node now"
 
     def owns(self, key: bytes) -> bool:
         return False
@@ -52,8 +55,12 @@ class Away(Owner):
         info = OP_INFO.get(op[0])
         if info is None or info.admin:
             return None
-        return store.error(errors.Moved, "shard %d lives on another node now (epoch %d)"
-                           % (self.shard, self.epoch))
+        return store.error(errors.Moved, "shard %d %s (epoch %d)" % (self.shard, self.why,
+                                                                   self.epoch))
+
+
+class Fenced(Away):
+    why = "is moving to another node"
 
 
 def fence(store: Store, op: list) -> Any:

@@ -46,13 +46,13 @@ from typing import Any
 
 from .. import errors
 from ..protocol import (
-    CAS, INCR, MOVE_ABORT, MAX_SCAN_LIMIT, MAX_SNAPSHOT_BYTES, WRITES, pack_blob,
-    unpack_blob, written_keys,
+    CAS, INCR, MAX_SCAN_LIMIT, MAX_SNAPSHOT_BYTES, MOVE_ABORT, MOVE_DIRTY, MOVE_FENCE, MOVE_READ,
+    MOVE_SWITCH, WRITES, pack_blob, unpack_blob, written_keys,
 )
 from ..ring import Ring
 from .encoding import DATA, EXPIRING, EXPIRY, UID, expiry_key
-from .fencing import Owner, fence
-from .handoff import WHOLE, hand_off, read_whole
+from .fencing import Fenced, Owner, fence
+from .handoff import WHOLE, fenced_for, hand_off, load_fence, mark_fenced, read_whole, unfence
 from .store import Store
 from .writes import UID_KEEP_MS
 
@@ -78,6 +78,9 @@ class Move:
         self.fenced = False
         self.shard = store.shard
         self.used = time.monotonic()           # the last MOVE_* op (``MOVE_IDLE_S``)
+        # a whole-shard move's id (the topology's): its every op must carry it
+        self.id: str | None = None if not self.whole or table is None else \
+            table.decode() if type(table) is bytes else str(table)
 
     def moving(self, key: bytes) -> bool:
         return self.whole or self.next.shard(key) != self.shard  # type: ignore[union-attr]
@@ -91,6 +94,8 @@ class Move:
         INCR or CAS, which must follow its key); once fenced, refuse any op
         on a moving key, a read too: the value it would see may be behind a
         write of the same request that was refused and re-routed."""
+        if self.whole and self.fenced:  # every keyed op and scan: the whole shard moves
+            return Fenced(store.ring, self.shard, self.epoch).refuse(store, op)
         keys = [k for k in written_keys(op) if type(k) is bytes and self.moving(k)]
         if not keys:
             return None
@@ -119,6 +124,10 @@ def move_begin(store: Store, op: list) -> Any:
     failure = _settled(store)
     if failure is not None:
         return failure
+    held = fenced_for(store)
+    if held is not None:
+        raise ValueError("shard %d is fenced for move %s, whose end it does not know yet"
+                         % (store.shard, held))
     if store.move is not None:
         store.move.snapshot.close()
     store.move = Move(store, int(to), int(epoch), table)
@@ -126,11 +135,23 @@ def move_begin(store: Store, op: list) -> Any:
     return True
 
 
-def _move_of(store: Store) -> Move:
-    if store.move is None:
-        raise ValueError("shard %d has no reshard in progress (it restarted?)" % store.shard)
-    store.move.used = time.monotonic()
-    return store.move
+_BASE_ARGS = {MOVE_READ: 5, MOVE_DIRTY: 3, MOVE_FENCE: 1, MOVE_SWITCH: 3, MOVE_ABORT: 1}
+
+
+def move_id(op: list) -> str | None:
+    """The whole-shard move's id an op carries (its last element), or None."""
+    return op[-1] if len(op) > _BASE_ARGS.get(op[0], 99) else None
+
+
+def _move_of(store: Store, op: list) -> Move:
+    move = store.move
+    if move is None:
+        raise ValueError("shard %d has no move in progress (it restarted?)" % store.shard)
+    if move.id != move_id(op):
+        raise ValueError("shard %d: that is not the move in progress (another mover's?)"
+                         % store.shard)
+    move.used = time.monotonic()
+    return move
 
 
 def expire_move(store: Store) -> bool:
@@ -139,6 +160,8 @@ def expire_move(store: Store) -> bool:
     and what the shard took in is cleaned up. True if it did."""
     move = store.move
     if move is None or time.monotonic() - move.used < MOVE_IDLE_S:
+        return False
+    if move.whole and move.fenced:   # only its outcome in the topology ends it (handoff.py)
         return False
     log.warning("shard %d: no reshard step for %.0fs: calling the move off", store.shard,
                 MOVE_IDLE_S)
@@ -155,7 +178,7 @@ def move_read(store: Store, op: list) -> Any:
     end down, so that a mover can page from both ends at once."""
     _, after, limit, max_bytes = op[:4]
     backward = len(op) > 4 and op[4] is True
-    move = _move_of(store)
+    move = _move_of(store, op)
     limit = max(1, min(int(limit), MAX_SCAN_LIMIT))
     max_bytes = max(1, min(int(max_bytes), MAX_SNAPSHOT_BYTES))
     snap = move.snapshot
@@ -213,8 +236,8 @@ def move_dirty(store: Store, op: list) -> Any:
     current value of moving keys written since the snapshot (nil: not there),
     and the request uids of INCR/CAS on them (each to its key's target, with
     a new expiry entry); at most ``limit`` keys or past ``max_bytes``."""
-    _, limit, max_bytes = op
-    move = _move_of(store)
+    _, limit, max_bytes = op[:3]
+    move = _move_of(store, op)
     failure = _settled(store)
     if failure is not None:
         return failure
@@ -244,8 +267,12 @@ def move_dirty(store: Store, op: list) -> Any:
 
 
 def move_fence(store: Store, op: list) -> Any:
-    """[MOVE_FENCE] -> dirty keys left: from now on, writes to moving keys are refused."""
-    move = _move_of(store)
+    """[MOVE_FENCE(, id)] -> dirty keys left: from now on, writes to moving keys
+    are refused; for a whole-shard move every keyed op, and durably (a worker
+    restarted meanwhile stays fenced: ``handoff.py``)."""
+    move = _move_of(store, op)
+    if move.whole and not move.fenced:
+        mark_fenced(store, move.id or "")
     move.fenced = True
     return len(move.dirty)
 
@@ -277,9 +304,9 @@ def move_import(store: Store, op: list) -> Any:
 
 def move_switch(store: Store, op: list) -> Any:
     """[MOVE_SWITCH, to, epoch] -> True: own the keys of the ring of ``to`` shards."""
-    _, to, epoch = op
+    _, to, epoch = op[:3]
     if to == WHOLE:
-        return hand_off(store, int(epoch))
+        return hand_off(store, int(epoch), move_id(op))
     mark_cleanup(store)
     move = store.move
     ring = move.next if move is not None and move.to == to else Ring(int(to))
@@ -294,10 +321,16 @@ def move_switch(store: Store, op: list) -> Any:
 
 
 def move_abort(store: Store, op: list) -> Any:
-    """[MOVE_ABORT] -> True: the reshard is off; what was taken in is cleaned up."""
-    if store.move is not None:
-        store.move.snapshot.close()
+    """[MOVE_ABORT(, id)] -> True: the move is off; what was taken in is cleaned
+    up. A whole-shard move is called off only by its own id."""
+    move = store.move
+    if move is not None and move.whole and move.id != move_id(op):
+        return False
+    if move is not None:
+        move.snapshot.close()
         store.move = None
+    if fenced_for(store) is not None and fenced_for(store) == move_id(op):
+        unfence(store)
     if os.path.exists(os.path.join(store.path, CLEANUP)) and store.cleanup_at is None:
         store.cleanup_at = b""
     return True
@@ -310,6 +343,10 @@ def on_start(store: Store, ring: Ring, epoch: int) -> None:
     store.ring, store.epoch = ring, epoch
     if epoch > 1:
         store.owner = Owner(ring, store.shard, epoch)
+        store.gate = fence
+    load_fence(store)
+    if fenced_for(store) is not None:    # fenced for a whole-shard move when it stopped
+        store.owner = Fenced(ring, store.shard, epoch)
         store.gate = fence
     if os.path.exists(os.path.join(store.path, CLEANUP)):
         mark_cleanup(store)

@@ -94,7 +94,8 @@ class Store:
         # node's etcd lease may have expired; ``fencing.lease_fence``), and why
         self.writable_until: float | None = None
         self.unwritable_why = ""
-        self.handed_off_at: float | None = None   # the shard moved to another node (moving.py)
+        self.handed_off_at: float | None = None   # the shard moved to another node (handoff.py)
+        self.fenced_id: str | None = None         # fenced for this whole-shard move (handoff.py)
 
     def error(self, cls: type[errors.ServerError], msg: str) -> ErrorReply:
         """An error result, counted for STATS."""

@@ -144,6 +144,10 @@ def run(cfg: Config, shard: int, ring: Ring | None = None, epoch: int = 1) -> in
         log.info("shard %d: %s was handed off to another node; not serving it",
                  shard, cfg.shard_dir(shard))
         return EXIT_MOVED
+    if os.path.exists(os.path.join(cfg.shard_dir(shard), handoff.IMPORTING)):
+        log.error("shard %d: %s is a copy a move had not finished (%s): not serving it",
+                  shard, cfg.shard_dir(shard), handoff.IMPORTING)
+        return EXIT_STORAGE
     try:
         store = open_store(cfg, shard)
     except plyvel.Error as exc:
@@ -181,9 +185,11 @@ def run(cfg: Config, shard: int, ring: Ring | None = None, epoch: int = 1) -> in
                 store.sweep()
                 admin.expire_snapshots(store)
                 moving.expire_move(store)
-                if view is not None and view.poll():
-                    links.update(list(view.get("backends", [])))
-                    fencing.lease_fence(store, view.data, cfg.node or "")
+                if view is not None:
+                    if view.poll():
+                        links.update(list(view.get("backends", [])))
+                        fencing.lease_fence(store, view.data, cfg.node or "")
+                    handoff.settle(store, view.data)   # a fenced move's end
             wait = _SWEEP_EVERY_MS / 1000
             if store.handed_off_at is not None:    # answering Moved a little, then out
                 if now - store.handed_off_at > _HAND_OFF_LINGER_S:

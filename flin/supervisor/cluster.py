@@ -58,7 +58,8 @@ class ClusterSupervisor(Supervisor):
         self.gone: set[int] = set()               # shards handed off, their folders to drop
         self.view = View(cfg.run_dir)
         self.agent = Child("agent", None, main=lambda: agent.run(self.cfg, self.incarnation))
-        self.mover = Child("mover", None, main=lambda: mover.run(self.cfg))
+        self.mover_for: str | None = None         # the id of the move the mover is for
+        self.mover = Child("mover", None, main=lambda: mover.run(self.cfg, self.mover_for))
         self.mover.broken = IDLE
 
     def _children(self) -> list[Child]:
@@ -190,10 +191,18 @@ class ClusterSupervisor(Supervisor):
         placement = self.view.get("placement") or []
         move = self.view.get("move")
         local = {s for s, n in enumerate(placement) if n == me}
-        if move is not None and move["to"] == me:
+        mine = move is not None and move["to"] == me
+        if self.mover.pid is not None and (not mine or move.get("id") != self.mover_for):
+            log.info("the move the mover was for is no longer this node's: stopping it")
+            try:
+                os.kill(self.mover.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        if mine:
             local.discard(move["shard"])          # the mover's, until the move is done
-            if self.mover.broken == IDLE:
-                self.mover.broken, self.mover.restart_at = None, 0.0
+            if self.mover.broken == IDLE or self.mover_for != move.get("id"):
+                self.mover_for = move.get("id")
+                self.mover.broken = None        # (at its restart_at: not in a burst)
         elif self.mover.broken is None and self.mover.pid is None:
             self.mover.broken = IDLE
         if local == self.local:
@@ -201,7 +210,7 @@ class ClusterSupervisor(Supervisor):
         for c in self.workers:
             if c.shard in self.local and c.shard not in local:
                 if c.shard < len(placement) and placement[c.shard] != me:
-                    self.gone.add(c.shard)
+                    self.gone.add(c.shard)      # dropped once its move is cleared
                 if c.pid is not None:
                     log.info("shard %d now lives on node %s: stopping it here", c.shard,
                              placement[c.shard] if c.shard < len(placement) else "?")
@@ -217,9 +226,12 @@ class ClusterSupervisor(Supervisor):
         """Delete the folders of shards another node has now (once their
         worker has exited): the placement names the target only after it
         holds every entry."""
+        move = self.view.get("move") or {}
+        placement = self.view.get("placement") or []
         for s in sorted(self.gone):
-            if self.workers[s].pid is not None:
-                continue
+            if self.workers[s].pid is not None or move.get("shard") == s \
+                    or s >= len(placement) or placement[s] == self.cfg.node:
+                continue                          # not until the target serves it
             self.gone.discard(s)
             path = self.cfg.shard_dir(s)
             if os.path.exists(path):
@@ -243,6 +255,7 @@ class ClusterSupervisor(Supervisor):
                 0, mover.EXIT_FAILED):
             child.pid = None
             child.broken = IDLE      # the view says whether another move is ours
+            child.restart_at = time.monotonic() + 0.5
             self.view.stamp = None
             return
         if child.shard is not None and os.WIFEXITED(status) \

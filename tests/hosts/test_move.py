@@ -178,3 +178,56 @@ def test_a_source_killed_mid_copy_calls_the_move_off_and_it_is_tried_again(hosts
              "the move tried again")
     assert len(hosts.status()["nodes"]["n3"]["shards"]) == 1
     check_preload(n3, items)
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def test_a_source_worker_restarted_inside_the_fence_serves_nothing_and_loses_nothing(hosts):
+    """The fence is durable: the source's worker, killed while fenced (the
+    supervisor restarts it), comes back fenced; the mover's check before the
+    commit finds its move gone and calls it off; the source serves again once
+    its node sees the outcome, and the move is tried again and done."""
+    import signal
+    from flin.supervisor.processes import descendants
+    hosts.create(3, ["n1", "n2"])
+    n1 = hosts.node("n1", HOSTS[0]).start()
+    hosts.node("n2", HOSTS[1]).start()
+    items = preload(n1, 3000)
+    folder = hosts.folder
+    storms = [os.path.join(folder, "storm-%d.json" % i) for i in range(2)]
+    n3 = hosts.node("n3", HOSTS[2], env={"FLIN_TEST_MOVE_STALL": "fenced:3"}).start()
+    procs = [faultlib.spawn(["storm", n1.endpoint, "c%d" % i, "14", storms[i]])
+             for i in range(2)]
+    try:
+        time.sleep(1.0)
+        cli(hosts, "add-node", "n3", "--no-wait")
+        wait_for(lambda: os.path.exists(os.path.join(n1.data, "shard-02", "FENCED")), 30,
+                 "the source to be fenced")
+        victim = next(p for p in descendants(n1.proc.pid) if _comm(p) == "flin-shard-2")
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: any(_comm(p) == "flin-shard-2" and p != victim
+                             for p in descendants(n1.proc.pid)), 10, "the source's restart")
+        assert os.path.exists(os.path.join(n1.data, "shard-02", "FENCED"))
+        wait_for(lambda: "failed" in (hosts.status()["error"] or ""), 30, "the move called off")
+        n3.stop()                                  # the next try without the stall
+        n3.env = {}
+        n3.start()
+        wait_for(lambda: hosts.status()["move"] is None and not hosts.status()["plan"], 60,
+                 "the move tried again")
+    finally:
+        faultlib.reap(procs, 60)
+    assert hosts.status()["nodes"]["n3"]["shards"] == [2]
+    reports = []
+    for out in storms:
+        with open(out) as f:
+            reports.append(json.load(f))
+    assert not [w for r in reports for w in r["wrong"]]
+    live = _check(Endpoint(n3, 3), reports)
+    assert live["acked"] > 100 and not live["lost"], live["lost"][:5]
+    check_preload(n3, items)

@@ -116,7 +116,7 @@ ALLOWED = {
     "flin.router": set(),
     "flin.shardworker": set(),
     "flin.ops": {"flin.supervisor.datadir"},
-    "flin.cluster": {"flin.client", "flin.shardworker.encoding"},
+    "flin.cluster": {"flin.client", "flin.shardworker.encoding", "flin.shardworker.handoff"},
     "flin.supervisor": {"flin.router", "flin.shardworker", "flin.client", "flin.cluster"},
     "flin.cli": {"flin.client", "flin.supervisor", "flin.ops", "flin.cluster"},
 }
