@@ -229,6 +229,7 @@ class Mover:
                     self.ask([MOVE_FENCE, self.id])
                     _stall("fenced")
                     self.catch_up(db, 0)
+                    _stall("caught_up")
                     if self.ask([MOVE_FENCE, self.id]) != 0:   # still this move, still fenced
                         raise Failed("the source took writes after its last catch-up")
                 self.apply(db, [], sync=True)
@@ -290,7 +291,8 @@ class Mover:
 
 def _stall(step: str) -> None:
     """Tests: ``FLIN_TEST_MOVE_STALL=STEP:SECONDS`` sleeps at ``step`` (``copy``:
-    after each page; ``fenced``; ``committed``), for a kill to land there."""
+    after each page; ``fenced``; ``caught_up``: after the last catch-up;
+    ``committed``), for a kill to land there."""
     stall = os.environ.get("FLIN_TEST_MOVE_STALL", "")
     if stall.startswith(step + ":"):
         time.sleep(float(stall.split(":")[1]))
