@@ -90,6 +90,9 @@ class Etcd:
             session = requests.Session()
             if self.opts.ca:
                 session.verify = self.opts.ca
+                # else REQUESTS_CA_BUNDLE (or CURL_CA_BUNDLE) in the environment
+                # would win over the session's CA (requests merges it per request)
+                session.trust_env = False
             if self.opts.cert and self.opts.key:
                 session.cert = (self.opts.cert, self.opts.key)
             c = Etcd3Client(host=host.strip("[]"), port=int(port), protocol=scheme,

@@ -35,31 +35,35 @@ class Etcd:
     """One etcd member on ``host``, its data in ``folder``."""
 
     def __init__(self, folder: str, host: str = "127.0.0.1", extra_hosts: tuple = (),
-                 extra_args: tuple = ()) -> None:
-        self.folder, self.host, self.extra_args = folder, host, extra_args
+                 extra_args: tuple = (), tls: tuple[str, str] | None = None) -> None:
+        self.folder, self.host, self.extra_args, self.tls = folder, host, extra_args, tls
+        self.scheme = "https" if tls else "http"
         self.port, self.peer = free_port(host), free_port(host)
         self.hosts = (host, *extra_hosts)
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return "http://%s:%d" % (self.host, self.port)
+        return "%s://%s:%d" % (self.scheme, self.host, self.port)
 
     def start(self) -> "Etcd":
-        clients = ",".join("http://%s:%d" % (h, self.port) for h in self.hosts)
+        clients = ",".join("%s://%s:%d" % (self.scheme, h, self.port) for h in self.hosts)
+        tls = ["--cert-file", self.tls[0], "--key-file", self.tls[1]] if self.tls else []
         peer = "http://%s:%d" % (self.host, self.peer)
         log = open(os.path.join(self.folder, "etcd.log"), "ab")
         self.proc = subprocess.Popen(
             ["etcd", "--name", "t", "--data-dir", os.path.join(self.folder, "etcd"),
              "--listen-client-urls", clients, "--advertise-client-urls", self.url,
              "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-             "--initial-cluster", "t=" + peer, "--log-level", "error", *self.extra_args],
+             "--initial-cluster", "t=" + peer, "--log-level", "error", *tls, *self.extra_args],
             stdout=log, stderr=log)
         deadline = time.monotonic() + 20
+        import ssl
         import urllib.request
+        ctx = ssl.create_default_context(cafile=self.tls[0]) if self.tls else None
         while time.monotonic() < deadline:
             try:
-                urllib.request.urlopen(self.url + "/health", timeout=0.5).read()
+                urllib.request.urlopen(self.url + "/health", timeout=0.5, context=ctx).read()
                 return self
             except OSError:
                 if self.proc.poll() is not None:
