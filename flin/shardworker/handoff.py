@@ -18,7 +18,7 @@ import os
 import time
 from typing import Any
 
-from ..protocol import pack_blob
+from ..protocol import MOVE_ABORT, MOVE_DIRTY, MOVE_FENCE, MOVE_READ, MOVE_SWITCH, pack_blob
 from .encoding import DATA, EXPIRY, UID
 from .fencing import Away, Owner, fence
 from .store import Store
@@ -53,6 +53,14 @@ def read_whole(store: Store, it: Any, limit: int, max_bytes: int) -> list:
                 break
     store.moved += size
     return [[WHOLE, len(group) // 2, pack_blob(group)] if group else [], last]
+
+
+_BASE_ARGS = {MOVE_READ: 5, MOVE_DIRTY: 3, MOVE_FENCE: 1, MOVE_SWITCH: 3, MOVE_ABORT: 1}
+
+
+def move_id(op: list) -> str | None:
+    """The whole-shard move's id an op carries (its last element), or None."""
+    return op[-1] if len(op) > _BASE_ARGS.get(op[0], 99) else None
 
 
 def _write(path: str, text: str) -> None:

@@ -46,13 +46,15 @@ from typing import Any
 
 from .. import errors
 from ..protocol import (
-    CAS, INCR, MAX_SCAN_LIMIT, MAX_SNAPSHOT_BYTES, MOVE_ABORT, MOVE_DIRTY, MOVE_FENCE, MOVE_READ,
-    MOVE_SWITCH, WRITES, pack_blob, unpack_blob, written_keys,
+    CAS, INCR, MAX_SCAN_LIMIT, MAX_SNAPSHOT_BYTES, MOVE_ABORT, WRITES, pack_blob, unpack_blob,
+    written_keys,
 )
 from ..ring import Ring
 from .encoding import DATA, EXPIRING, EXPIRY, UID, expiry_key
 from .fencing import Fenced, Owner, fence
-from .handoff import WHOLE, fenced_for, hand_off, load_fence, mark_fenced, read_whole, unfence
+from .handoff import (
+    WHOLE, fenced_for, hand_off, load_fence, mark_fenced, move_id, read_whole, unfence,
+)
 from .store import Store
 from .writes import UID_KEEP_MS
 
@@ -133,14 +135,6 @@ def move_begin(store: Store, op: list) -> Any:
     store.move = Move(store, int(to), int(epoch), table)
     store.gate = fence
     return True
-
-
-_BASE_ARGS = {MOVE_READ: 5, MOVE_DIRTY: 3, MOVE_FENCE: 1, MOVE_SWITCH: 3, MOVE_ABORT: 1}
-
-
-def move_id(op: list) -> str | None:
-    """The whole-shard move's id an op carries (its last element), or None."""
-    return op[-1] if len(op) > _BASE_ARGS.get(op[0], 99) else None
 
 
 def _move_of(store: Store, op: list) -> Move:

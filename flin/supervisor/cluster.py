@@ -56,6 +56,7 @@ class ClusterSupervisor(Supervisor):
         self.incarnation = ""
         self.local: set[int] = set()
         self.gone: set[int] = set()               # shards handed off, their folders to drop
+        self.handed: dict[int, int] = {}          # shard -> the view's epoch at its hand-off
         self.view = View(cfg.run_dir)
         self.agent = Child("agent", None, main=lambda: agent.run(self.cfg, self.incarnation))
         self.mover_for: str | None = None         # the id of the move the mover is for
@@ -146,6 +147,8 @@ class ClusterSupervisor(Supervisor):
         self._set_local(local)
 
     def _set_local(self, local: set[int]) -> None:
+        epoch = self.view.get("epoch") or 0
+        local = {s for s in local if epoch > self.handed.get(s, -1)}   # not on a stale view
         self.local = local
         for c in self.workers:
             if c.shard in local:
@@ -260,6 +263,8 @@ class ClusterSupervisor(Supervisor):
             return
         if child.shard is not None and os.WIFEXITED(status) \
                 and os.WEXITSTATUS(status) == shardworker.EXIT_MOVED:
+            # handed off: only a view of a later epoch (a move back) runs it here again
+            self.handed[child.shard] = self.view.get("epoch") or 0
             child.pid = None
             child.broken = NOT_HERE
             self.local.discard(child.shard)
