@@ -56,7 +56,7 @@ def test_a_node_cut_off_stops_acknowledging_writes_before_its_lease_expires(tmp_
             c.set(mine[0], "before")
         out = os.path.join(tmp_short, "writer.json")
         w = subprocess.Popen(["ip", "netns", "exec", ns.name, sys.executable, "-m",
-                              "tests.support.hosts", "writer", n2.endpoint, "12", out, *mine],
+                              "tests.support.hosts", "writer", n2.endpoint, "9", out, *mine],
                              cwd=ROOT)
         time.sleep(2.0)
         cut = time.monotonic()
