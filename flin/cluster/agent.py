@@ -34,7 +34,9 @@ from typing import Any
 from .. import nodeview
 from ..config import Config
 from .etcd import Etcd, EtcdError, EtcdOptions
-from .topology import Topology, node_key, nodes_prefix, root, topology_key
+from .topology import (
+    Topology, TopologyError, fail_move, node_key, nodes_prefix, root, topology_key,
+)
 
 log = logging.getLogger("flin.cluster")
 
@@ -86,6 +88,7 @@ class Agent:
         self.watching: Any = None               # the watch's cancel function
         self.watch_rev = 0
         self.failsafe_ok_at = 0.0
+        self.target_gone_at: float | None = None   # when a move's target was first seen down
         self.no_fence = os.environ.get("FLIN_TEST_NO_LEASE_FENCE") == "1"   # tests break it
 
     # -- etcd ------------------------------------------------------------------------
@@ -103,6 +106,28 @@ class Agent:
                       json.dumps(registration(self.cfg, self.incarnation)).encode(),
                       lease=self.lease)
         self.renewed_at, self.refresh_at = sent, sent + self.ttl / 3
+
+    def expire_dead_target(self) -> None:
+        """A move in ``copy`` whose target has had no registration for three
+        lease TTLs is called off (any node's agent may: the compare-and-swap
+        makes it once), so that its fenced source serves again."""
+        move = (self.topology or {}).get("move")
+        if not move or move.get("state") != "copy" or move.get("to") in self.nodes:
+            self.target_gone_at = None
+            return
+        now = time.monotonic()
+        if self.target_gone_at is None:
+            self.target_gone_at = now
+        elif now - self.target_gone_at > 3 * self.ttl:
+            why = "its target %s is down" % move.get("to")
+            log.warning("node %s: moving shard %s: %s; calling the move off", self.cfg.node,
+                        move.get("shard"), why)
+            try:
+                Topology.change(self.etcd, self.cfg.cluster or "",
+                                lambda t: fail_move(t, move, why))
+            except TopologyError as exc:
+                log.warning("node %s: %s", self.cfg.node, exc)
+            self.target_gone_at = None
 
     def read(self) -> None:
         cluster = self.cfg.cluster or ""
@@ -178,7 +203,12 @@ class Agent:
                                       self.renewed_at + self.ttl - margin(self.ttl))
         if not self.etcd_state["ok"]:     # each turn: one etcd timeout, then this
             asked = time.monotonic()
-            if self.peers_lost_etcd():
+            try:
+                confirmed = self.peers_lost_etcd()
+            except Exception:             # (an odd answer counts as "no")
+                log.exception("node %s: asking the other nodes about etcd", self.cfg.node)
+                confirmed = False
+            if confirmed:
                 # etcd is down for everyone: nobody can be handed our shards
                 self.writable_until = asked + self.ttl - margin(self.ttl)
                 if now - self.failsafe_ok_at > 10:
@@ -229,6 +259,7 @@ class Agent:
         try:
             self.keep_lease(now)
             self.read()
+            self.expire_dead_target()
             if not self.etcd_state["ok"]:
                 log.info("node %s: reached etcd", self.cfg.node)
                 self.etcd_state = {"ok": True, "error": None, "since": time.time()}

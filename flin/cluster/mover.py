@@ -236,8 +236,10 @@ class Mover:
             finally:
                 db.close()
             _fsync_tree(self.path)
-        except (Failed, errors.FlinError, OSError) as exc:
-            self.call_off(str(exc))
+        except Exception as exc:                    # (anything: the try is counted)
+            if not isinstance(exc, (Failed, errors.FlinError, OSError)):
+                log.exception("moving shard %d: unexpected failure", self.shard)
+            self.call_off(str(exc) or type(exc).__name__)
             raise Failed(str(exc)) from None
         try:   # an unclear answer (a timeout) is not a "no": the mover starts again and reads
             Topology.change(self.etcd, cluster, lambda t: commit_move(t, self.move))

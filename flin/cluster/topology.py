@@ -75,7 +75,7 @@ class Topology:
     opened: list[bool] = field(default_factory=list)   # a node has opened the shard's LevelDB
     plan: list[list] = field(default_factory=list)
     error: str | None = None
-    outcomes: dict[str, list] = field(default_factory=dict)   # shard -> [move id, how it ended]
+    outcomes: dict[str, list] = field(default_factory=dict)   # shard -> [[move id, how], ...]
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -159,6 +159,7 @@ def join(etcd: Etcd, cluster: str, node: str) -> Topology:
 
 
 MAX_TRIES = 5          # a move that failed this often is dropped from the plan
+OUTCOMES_KEPT = 32     # ended moves remembered per shard (a fenced source may learn late)
 
 
 def _load(t: Topology) -> dict[str, int]:
@@ -194,7 +195,16 @@ def start_next(t: Topology) -> None:
 def ended(t: Topology, move: dict, how: str) -> None:
     """Record how a move ended (``done`` or ``failed``): a source fenced for
     it, restarted meanwhile, learns from this whether to hand off or go on."""
-    t.outcomes[str(move["shard"])] = [move.get("id"), how]
+    kept = [o for o in t.outcomes.get(str(move["shard"])) or [] if o[0] != move.get("id")]
+    t.outcomes[str(move["shard"])] = (kept + [[move.get("id"), how]])[-OUTCOMES_KEPT:]
+
+
+def outcome(view_or_topology: dict, shard: int, move: str) -> str | None:
+    """How move ``move`` of ``shard`` ended (``done``, ``failed``), if it did."""
+    for mid, how in (view_or_topology.get("outcomes") or {}).get(str(shard)) or []:
+        if mid == move:
+            return str(how)
+    return None
 
 
 def add_node(etcd: Etcd, cluster: str, node: str) -> Topology:
@@ -237,13 +247,13 @@ def drain(etcd: Etcd, cluster: str, node: str) -> Topology:
                                 "first (`flin cluster add-node`)" % node)
         if node not in t.draining:
             t.draining.append(node)
-        t.plan = [m for m in t.plan if m[1] != node]
-        if t.move is not None and t.move["to"] == node and t.move["state"] == "copy":
+        t.plan = [m for m in t.plan if m[1] not in t.draining]
+        if t.move is not None and t.move["to"] in t.draining and t.move["state"] == "copy":
             ended(t, t.move, "failed")   # its mover is stopped, its copy dropped
             t.move = None
         load = _load(t)
         for shard, n in enumerate(_after(t)):
-            if n == node:
+            if n in t.draining:          # this node's, and any other drain's left unqueued
                 to = min(others, key=lambda o: load[o])
                 t.plan.append([shard, to, 0])
                 load[to] += 1

@@ -64,10 +64,12 @@ def move_id(op: list) -> str | None:
 
 
 def _write(path: str, text: str) -> None:
-    with open(path, "w") as f:
+    """A marker file, durably and whole or not at all (a temporary file renamed)."""
+    with open(path + ".tmp", "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
+    os.replace(path + ".tmp", path)
     fd = os.open(os.path.dirname(path), os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -76,7 +78,8 @@ def _write(path: str, text: str) -> None:
 
 
 def mark_fenced(store: Store, move: str) -> None:
-    """Fence the shard for ``move``, durably, before it refuses its first op."""
+    """Fence the shard for ``move``, durably, before it refuses its first op
+    (written whole or not at all: a temporary file renamed over it)."""
     _write(os.path.join(store.path, FENCED), move + "\n")
     store.fenced_id = move
 
@@ -85,7 +88,7 @@ def load_fence(store: Store) -> None:
     """A (re)started worker: the fence its folder holds, if any."""
     try:
         with open(os.path.join(store.path, FENCED)) as f:
-            store.fenced_id = f.readline().strip() or "?"
+            store.fenced_id = f.readline().strip() or None   # (empty: never acknowledged)
     except FileNotFoundError:
         store.fenced_id = None
 
@@ -116,11 +119,17 @@ def settle(store: Store, view: dict) -> None:
     if fid is None or store.handed_off_at is not None:
         return
     move = view.get("move") or {}
-    outcome = (view.get("outcomes") or {}).get(str(store.shard)) or [None, None]
-    if (move.get("id") == fid and move.get("state") == "switch") or outcome == [fid, "done"]:
-        hand_off(store, int(view.get("epoch") or 0), fid)
-    elif outcome == [fid, "failed"]:
-        unfence(store)
+    how = None
+    for mid, ended in (view.get("outcomes") or {}).get(str(store.shard)) or []:
+        if mid == fid:
+            how = ended
+    try:
+        if (move.get("id") == fid and move.get("state") == "switch") or how == "done":
+            hand_off(store, int(move.get("epoch") or view.get("epoch") or 0), fid)
+        elif how == "failed":
+            unfence(store)
+    except OSError as exc:        # (a full disk): it stays fenced, and tries again
+        log.error("shard %d: settling its move failed: %s", store.shard, exc)
 
 
 def hand_off(store: Store, epoch: int, move: str | None = None) -> bool:

@@ -239,7 +239,12 @@ class ClusterSupervisor(Supervisor):
             path = self.cfg.shard_dir(s)
             if os.path.exists(path):
                 trash = "%s.moved-%d" % (path, time.time_ns())
-                os.rename(path, trash)
+                try:
+                    os.rename(path, trash)
+                except OSError as exc:
+                    log.error("shard %d: cannot drop %s (%s); trying again", s, path, exc)
+                    self.gone.add(s)
+                    continue
                 shutil.rmtree(trash, ignore_errors=True)
                 log.info("shard %d: dropped this node's copy (%s)", s, path)
             self._record_held()

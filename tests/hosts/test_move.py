@@ -237,3 +237,43 @@ def test_a_source_worker_restarted_inside_the_fence_serves_nothing_and_loses_not
     assert live["acked"] > 100 and not live["lost"], live["lost"][:5]
     assert called_off, "the move went on past a source restarted inside its fence"
     check_preload(n3, items)
+
+
+def test_a_target_dead_inside_the_fence_gives_the_shard_back_to_its_source(hosts):
+    """The target dies while its source is fenced: after three lease TTLs a
+    node's agent calls the move off, the source serves again, and the move
+    is done once the target is back."""
+    ttl = ["--lease-ttl", "2"]
+    hosts.create(3, ["n1", "n2"])
+    n1 = hosts.node("n1", HOSTS[0], ttl).start()
+    hosts.node("n2", HOSTS[1], ttl).start()
+    items = preload(n1, 3000)
+    n3 = hosts.node("n3", HOSTS[2], ttl, env={"FLIN_TEST_MOVE_STALL": "fenced:60"}).start()
+    cli(hosts, "add-node", "n3", "--no-wait")
+    wait_for(lambda: os.path.exists(os.path.join(n1.data, "shard-02", "FENCED")), 30,
+             "the source to be fenced")
+    n3.kill()
+    key = keys_on({2}, 3, 1, "back:")[0]
+    t0 = time.monotonic()
+    with n1.client(retries=0, timeout=3) as c:
+        wait_for(lambda: _set_ok(c, key), 30, "the source to take writes again")
+    assert time.monotonic() - t0 < 15
+    assert "is down" in (hosts.status()["error"] or "")
+    assert not os.path.exists(os.path.join(n1.data, "shard-02", "FENCED"))
+    n3.env = {}
+    n3.start()
+    wait_for(lambda: hosts.status()["move"] is None and not hosts.status()["plan"], 60,
+             "the move tried again")
+    assert hosts.status()["nodes"]["n3"]["shards"] == [2]
+    check_preload(n3, items)
+    with n3.client(discover=False) as c:
+        assert c.get(key) == b"ok"
+
+
+def _set_ok(c, key: str) -> bool:
+    from flin import errors
+    try:
+        c.set(key, "ok")
+        return True
+    except errors.FlinError:
+        return False
