@@ -87,7 +87,7 @@ def test_the_first_node_takes_unplaced_shards_and_data_survives_restart(hosts):
 
 
 def test_a_dead_node_fails_only_its_shards_at_once_and_serves_again(hosts):
-    nodes = three(hosts)
+    nodes = three(hosts, extra=["--lease-ttl", "2"])
     ring = Ring(6)
     keys = [b"d%d" % i for i in range(120)]
     with nodes[0].client() as c:
@@ -154,6 +154,8 @@ def test_refusals_say_why(hosts, tmp_short):
                    "--node", "n1", "--advertise", "10.1.2.3")
     assert got.returncode == 2 and "--backend-keys" in got.stderr
     n1 = hosts.node("n1", HOSTS[0]).start()
+    got = flin_cli("reshard", "--data", n1.data, "--shards", "4")
+    assert got.returncode == 1 and "cannot be resharded yet" in got.stderr, got.stderr
     # a second node under the same name, while the first holds its lease
     twin = hosts.node("n1b", HOSTS[1])
     twin.name = "n1"

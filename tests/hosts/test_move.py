@@ -204,7 +204,7 @@ def test_a_source_worker_restarted_inside_the_fence_serves_nothing_and_loses_not
     folder = hosts.folder
     storms = [os.path.join(folder, "storm-%d.json" % i) for i in range(2)]
     n3 = hosts.node("n3", HOSTS[2], env={"FLIN_TEST_MOVE_STALL": "caught_up:3"}).start()
-    procs = [faultlib.spawn(["storm", n1.endpoint, "c%d" % i, "14", storms[i]])
+    procs = [faultlib.spawn(["storm", n1.endpoint, "c%d" % i, "10", storms[i]])
              for i in range(2)]
     try:
         time.sleep(1.0)
