@@ -185,10 +185,20 @@ class Store:
     def settle(self) -> ErrorReply | None:
         """Commit this message's writes so far (at its end, or before a scan or
         snapshot must see them). If the commit fails, every answer that
-        depended on it becomes the failure: nothing unwritten is acknowledged."""
+        depended on it becomes the failure: nothing unwritten is acknowledged.
+        Cluster mode: a commit that ended past the node's write deadline (its
+        lease may have expired meanwhile) acknowledges nothing either: those
+        answers become ``OutcomeUnknown``."""
         dirty = self._dirty
         failure = self._commit() if self.pend else None
-        if failure is not None:
+        if failure is None and dirty and self.writable_until is not None \
+                and time.monotonic() > self.writable_until:
+            failure = self.error(errors.OutcomeUnknown, "written, but past the node's write "
+                                 "deadline (%s): outcome unknown" % self.unwritable_why)
+            for i in dirty:
+                self._results[i] = failure
+            failure = None            # (written: what follows in the message may go on)
+        elif failure is not None:
             for i in dirty:
                 self._results[i] = failure
         dirty.clear()

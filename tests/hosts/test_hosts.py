@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-import flin
 from flin import errors
 from flin.ring import Ring
 from tests.support.faults import wait_for

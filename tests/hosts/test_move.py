@@ -12,8 +12,8 @@ from flin.ring import Ring
 from tests.faults.test_faults_durability import _check
 from tests.faults.test_linearizability import histories, linearizable
 from tests.support import faults as faultlib
-from tests.support.faults import wait_for
-from tests.support.hosts import flin_cli
+from tests.support.faults import _comm, wait_for
+from tests.support.hosts import flin_cli, set_ok
 
 HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 
@@ -118,7 +118,7 @@ def test_add_node_and_drain_under_a_write_storm_lose_nothing_and_stay_linearizab
 def test_a_target_killed_mid_copy_rolls_back_and_the_move_starts_over(hosts):
     hosts.create(3, ["n1", "n2"])                     # n1: 0 and 2; one goes to n3
     n1 = hosts.node("n1", HOSTS[0]).start()
-    n2 = hosts.node("n2", HOSTS[1]).start()
+    hosts.node("n2", HOSTS[1]).start()
     items = preload(n1, 30000)                       # several pages per shard
     n3 = hosts.node("n3", HOSTS[2], env={"FLIN_TEST_MOVE_STALL": "copy:2"}).start()
     cli(hosts, "add-node", "n3", "--no-wait")
@@ -178,14 +178,6 @@ def test_a_source_killed_mid_copy_calls_the_move_off_and_it_is_tried_again(hosts
              "the move tried again")
     assert len(hosts.status()["nodes"]["n3"]["shards"]) == 1
     check_preload(n3, items)
-
-
-def _comm(pid: int) -> str:
-    try:
-        with open("/proc/%d/comm" % pid) as f:
-            return f.read().strip()
-    except OSError:
-        return ""
 
 
 def test_a_source_worker_restarted_inside_the_fence_serves_nothing_and_loses_nothing(hosts):
@@ -256,7 +248,7 @@ def test_a_target_dead_inside_the_fence_gives_the_shard_back_to_its_source(hosts
     key = keys_on({2}, 3, 1, "back:")[0]
     t0 = time.monotonic()
     with n1.client(retries=0, timeout=3) as c:
-        wait_for(lambda: _set_ok(c, key), 30, "the source to take writes again")
+        wait_for(lambda: set_ok(c, key), 30, "the source to take writes again")
     assert time.monotonic() - t0 < 15
     assert "is down" in (hosts.status()["error"] or "")
     assert not os.path.exists(os.path.join(n1.data, "shard-02", "FENCED"))
@@ -269,11 +261,3 @@ def test_a_target_dead_inside_the_fence_gives_the_shard_back_to_its_source(hosts
     with n3.client(discover=False) as c:
         assert c.get(key) == b"ok"
 
-
-def _set_ok(c, key: str) -> bool:
-    from flin import errors
-    try:
-        c.set(key, "ok")
-        return True
-    except errors.FlinError:
-        return False

@@ -16,7 +16,7 @@ import pytest
 from flin.ring import Ring
 from tests.support.cluster import ROOT
 from tests.support.faults import wait_for
-from tests.support.hosts import Etcd, Hosts, Netns, flin_cli
+from tests.support.hosts import Etcd, Hosts, Netns, flin_cli, set_ok
 
 pytestmark = pytest.mark.skipif(not Netns.possible(),
                                 reason="needs root and ip netns (CI runs as root)")
@@ -80,7 +80,7 @@ def test_a_node_cut_off_stops_acknowledging_writes_before_its_lease_expires(tmp_
         # back: a new lease, and writes again
         wait_for(lambda: hosts.status()["nodes"]["n2"]["alive"], 30, "n2 to register again")
         with n1.client(timeout=10) as c:
-            wait_for(lambda: _set_ok(c, mine[1]), 20, "writes to n2's shard again")
+            wait_for(lambda: set_ok(c, mine[1]), 20, "writes to n2's shard again")
     finally:
         try:
             if hosts is not None:
@@ -88,11 +88,3 @@ def test_a_node_cut_off_stops_acknowledging_writes_before_its_lease_expires(tmp_
         finally:
             ns.destroy()
 
-
-def _set_ok(c, key: str) -> bool:
-    from flin import errors
-    try:
-        c.set(key, "after")
-        return True
-    except errors.FlinError:
-        return False

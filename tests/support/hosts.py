@@ -246,6 +246,15 @@ class Netns:
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
 
 
+def set_ok(c: flin.Client, key: str) -> bool:
+    """Whether one SET of ``key`` is acknowledged now."""
+    try:
+        c.set(key, "ok")
+        return True
+    except flin.errors.FlinError:
+        return False
+
+
 def writer(endpoint: str, keys: list[str], seconds: float, out: str) -> None:
     """SET ``keys`` round robin for ``seconds``; record each acknowledgement's
     CLOCK_MONOTONIC time (the same clock in every namespace of the machine),
