@@ -27,6 +27,8 @@ try): a mover whose move was withdrawn cannot touch the next one. The fence
 is durable (``shardworker/handoff.py``): a source restarted after it stays
 fenced, serving no key, until its node view shows how the move ended; the
 mover checks the fence once more after the last catch-up, before the commit.
+Each try first changes the topology (``arm``): a commit of an earlier try
+whose answer timed out, still in flight in etcd, then fails its compare.
 
 A failure before the commit calls the move off (``MOVE_ABORT``; the move
 goes back in the plan, ``topology.fail_move``, which records its outcome)
@@ -54,7 +56,9 @@ from ..protocol import (
 )
 from ..shardworker.handoff import IMPORTING
 from .etcd import Etcd, EtcdError
-from .topology import Topology, TopologyError, commit_move, fail_move, finish_move, root
+from .topology import (
+    Topology, TopologyError, commit_move, fail_move, finish_move, is_move, root,
+)
 
 log = logging.getLogger("flin.cluster")
 
@@ -215,6 +219,17 @@ class Mover:
             pass                                   # progress only
 
     # -- the steps ----------------------------------------------------------------------
+    def arm(self) -> None:
+        """Before a try: change the topology (the move's ``attempt``), so that a
+        commit of an earlier try still in flight in etcd (its answer timed out)
+        fails its compare-and-swap rather than landing after this try began."""
+        def edit(t: Topology) -> None:
+            if t.move is None or not is_move(t, self.move, "copy"):
+                raise TopologyError("the move of shard %d is no longer being copied"
+                                    % self.shard)
+            t.move["attempt"] = int(t.move.get("attempt", 0)) + 1
+        Topology.change(self.etcd, self.cfg.cluster or "", edit)
+
     def run_copy(self) -> None:
         cluster = self.cfg.cluster or ""
         log.info("moving shard %d from %s to %s", self.shard, self.move["from"], self.move["to"])
@@ -346,6 +361,10 @@ def run(cfg: Config, expected: str | None = None) -> int:
         mover = Mover(cfg, etcd, move)
         try:
             if move["state"] == "copy":
+                try:
+                    mover.arm()
+                except TopologyError:          # it moved on meanwhile: read again
+                    return 1
                 try:
                     mover.run_copy()
                 except Failed as exc:
