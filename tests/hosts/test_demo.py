@@ -21,6 +21,14 @@ def _running_in(folder: str) -> list[int]:
     return pids
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")[:200]
+    except OSError:
+        return "?"
+
+
 def test_the_demo_starts_three_nodes_that_serve_and_stops_them(tmp_short):
     demo = os.path.join(tmp_short, "demo")
     env = {**os.environ, "FLIN_DEMO": demo, "FLIN_EXTRAS": "test"}
@@ -38,4 +46,5 @@ def test_the_demo_starts_three_nodes_that_serve_and_stops_them(tmp_short):
         stop = subprocess.run([script, "stop"], capture_output=True, text=True, env=env,
                               timeout=120)
     assert stop.returncode == 0, stop.stderr
-    assert not _running_in(demo), "the demo left processes behind"
+    left = _running_in(demo)
+    assert not left, "the demo left processes behind: %s" % [_cmdline(p) for p in left]
