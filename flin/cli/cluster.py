@@ -161,6 +161,20 @@ def _wait_moves(etcd: Any, name: str, timeout: float) -> None:
         time.sleep(0.5)
 
 
+def _plan_moves(kw: dict, change: Callable[[Any], Any], what: str, wait: bool,
+                timeout: float) -> None:
+    """Make a topology change that queues moves, say how many, and with
+    ``wait`` follow them to the end."""
+    def go(etcd: Any) -> None:
+        topo = change(etcd)
+        queued = ([topo.move] if topo.move else []) + topo.plan
+        click.echo("flin: %s; %d move%s queued" % (what, len(queued),
+                                                   "" if len(queued) == 1 else "s"))
+        if wait:
+            _wait_moves(etcd, kw["cluster"], timeout)
+    _with_etcd(kw, go)
+
+
 _wait_opt = click.option("--wait/--no-wait", default=True, show_default=True,
                          help="Wait for the moves, showing their progress.")
 _timeout_opt = click.option("--timeout", default=3600.0, show_default=True,
@@ -177,16 +191,10 @@ def add_node(node: str, wait: bool, timeout: float, **kw: Any) -> None:
 
     Start the node first (`flin start --etcd ... --node NODE`), or after:
     the moves wait for it. Each move copies the shard while the cluster
-    serves, then switches it over in milliseconds."""
+    serves, then fences the source while it catches up and switches over."""
     from ..cluster.topology import add_node as add
-    def go(etcd: Any) -> None:
-        topo = add(etcd, kw["cluster"], node)
-        queued = ([topo.move] if topo.move else []) + topo.plan
-        click.echo("flin: %s is a member; %d move%s queued" % (node, len(queued),
-                                                            "" if len(queued) == 1 else "s"))
-        if wait:
-            _wait_moves(etcd, kw["cluster"], timeout)
-    _with_etcd(kw, go)
+    _plan_moves(kw, lambda etcd: add(etcd, kw["cluster"], node), "%s is a member" % node,
+                wait, timeout)
 
 
 @cluster.command()
@@ -199,14 +207,8 @@ def drain(node: str, wait: bool, timeout: float, **kw: Any) -> None:
     leaves the members and can be stopped. Works while NODE is down only
     if it holds no shard (a shard's data is on its node)."""
     from ..cluster.topology import drain as drain_node
-    def go(etcd: Any) -> None:
-        topo = drain_node(etcd, kw["cluster"], node)
-        queued = ([topo.move] if topo.move else []) + topo.plan
-        click.echo("flin: draining %s; %d move%s queued" % (node, len(queued),
-                                                          "" if len(queued) == 1 else "s"))
-        if wait:
-            _wait_moves(etcd, kw["cluster"], timeout)
-    _with_etcd(kw, go)
+    _plan_moves(kw, lambda etcd: drain_node(etcd, kw["cluster"], node), "draining %s" % node,
+                wait, timeout)
 
 
 COMMANDS = [cluster]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -214,11 +213,3 @@ def _short(exc: object) -> str:
         return "timed out"
     return text[:200]
 
-
-def wait_until(pred: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()

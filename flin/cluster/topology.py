@@ -97,9 +97,6 @@ class Topology:
     def shards_of(self, node: str) -> list[int]:
         return [s for s, n in enumerate(self.placement) if n == node]
 
-    def owner(self, shard: int) -> str | None:
-        return self.placement[shard]
-
     # -- reading and changing it in etcd -------------------------------------------
     @classmethod
     def read(cls, etcd: Etcd, cluster: str) -> tuple["Topology", int]:
@@ -164,18 +161,15 @@ OUTCOMES_KEPT = 32     # ended moves remembered per shard (a fenced source may l
 
 def _load(t: Topology) -> dict[str, int]:
     """Shards per member that takes shards, counting the queued moves as done."""
-    where = list(t.placement)
-    moves = ([[t.move["shard"], t.move["to"]]] if t.move else []) + [m[:2] for m in t.plan]
-    for shard, to in moves:
-        where[shard] = to
     load = {n: 0 for n in t.nodes if n not in t.draining}
-    for n in where:
+    for n in _after(t):
         if n in load:
             load[n] += 1
     return load
 
 
 def _after(t: Topology) -> list[str | None]:
+    """Where each shard will live once the move in progress and the plan are done."""
     where = list(t.placement)
     for shard, to in ([[t.move["shard"], t.move["to"]]] if t.move else []) + \
             [m[:2] for m in t.plan]:

@@ -28,3 +28,11 @@ def expiry_of(raw: bytes) -> int:
 def expiry_key(expiry_ms: int, raw_key: bytes) -> bytes:
     """The expiry index entry that makes ``sweep`` find ``raw_key`` at ``expiry_ms``."""
     return EXPIRY + expiry_ms.to_bytes(8, "big") + raw_key
+
+
+def index_entry(raw_key: bytes, raw: bytes) -> bytes | None:
+    """The expiry index entry a stored entry copied elsewhere needs (a move's
+    import): None unless it is a value that expires."""
+    if raw and raw[0] == EXPIRING and raw_key[:1] == DATA:
+        return expiry_key(int.from_bytes(raw[1:9], "big"), raw_key)
+    return None

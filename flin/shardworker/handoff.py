@@ -93,10 +93,6 @@ def load_fence(store: Store) -> None:
         store.fenced_id = None
 
 
-def fenced_for(store: Store) -> str | None:
-    return store.fenced_id
-
-
 def unfence(store: Store) -> None:
     """The move was called off: serve again."""
     try:

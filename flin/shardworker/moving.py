@@ -50,10 +50,10 @@ from ..protocol import (
     written_keys,
 )
 from ..ring import Ring
-from .encoding import DATA, EXPIRING, EXPIRY, UID, expiry_key
+from .encoding import DATA, EXPIRY, UID, expiry_key, index_entry
 from .fencing import Fenced, Owner, fence
 from .handoff import (
-    WHOLE, fenced_for, hand_off, load_fence, mark_fenced, move_id, read_whole, unfence,
+    WHOLE, hand_off, load_fence, mark_fenced, move_id, read_whole, unfence,
 )
 from .store import Store
 from .writes import UID_KEEP_MS
@@ -126,7 +126,7 @@ def move_begin(store: Store, op: list) -> Any:
     failure = _settled(store)
     if failure is not None:
         return failure
-    held = fenced_for(store)
+    held = store.fenced_id
     if held is not None:
         raise ValueError("shard %d is fenced for move %s, whose end it does not know yet"
                          % (store.shard, held))
@@ -291,8 +291,9 @@ def move_import(store: Store, op: list) -> Any:
             continue
         pend[key] = value
         store.moved += len(value)
-        if key[:1] == DATA and value[0] == EXPIRING:
-            pend[expiry_key(int.from_bytes(value[1:9], "big"), key)] = b""
+        index = index_entry(key, value)
+        if index is not None:
+            pend[index] = b""
     return len(flat) // 2
 
 
@@ -323,7 +324,7 @@ def move_abort(store: Store, op: list) -> Any:
     if move is not None:
         move.snapshot.close()
         store.move = None
-    if fenced_for(store) is not None and fenced_for(store) == move_id(op):
+    if store.fenced_id is not None and store.fenced_id == move_id(op):
         unfence(store)
     if os.path.exists(os.path.join(store.path, CLEANUP)) and store.cleanup_at is None:
         store.cleanup_at = b""
@@ -339,7 +340,7 @@ def on_start(store: Store, ring: Ring, epoch: int) -> None:
         store.owner = Owner(ring, store.shard, epoch)
         store.gate = fence
     load_fence(store)
-    if fenced_for(store) is not None:    # fenced for a whole-shard move when it stopped
+    if store.fenced_id is not None:      # fenced for a whole-shard move when it stopped
         store.owner = Fenced(ring, store.shard, epoch)
         store.gate = fence
     if os.path.exists(os.path.join(store.path, CLEANUP)):

@@ -159,15 +159,15 @@ class ClusterSupervisor(Supervisor):
 
     def start_children(self) -> None:
         """The agent first; the rest once it holds the lease and wrote the view."""
-        os.environ.pop("FLIN_AGENT_VIEW", None)
         try:
             os.unlink(os.path.join(self.cfg.run_dir, "cluster.json"))
         except FileNotFoundError:
             pass
         self._fork(self.agent)
         deadline = time.monotonic() + _AGENT_WAIT_S
-        while not (self.view.poll() and self.view.get("lease")):
-            if self.view.data.get("lease"):
+        while True:
+            self.view.poll()
+            if self.view.get("lease"):
                 break
             self._reap()
             if self.agent.pid is None:

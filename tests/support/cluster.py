@@ -41,6 +41,14 @@ class Supervised:
         kw.setdefault("timeout", 10.0)
         return flin.Client(self.endpoint, **kw)
 
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM the supervisor; return its exit code; fail on leftovers."""
+        if self.proc is None:
+            return 0
+        code = stop_tree(self.proc, self.pids, timeout)
+        self.proc = None
+        return code
+
 
 @dataclass
 class Cluster(Supervised):
@@ -76,14 +84,6 @@ class Cluster(Supervised):
 
     def child_pids(self) -> set[int]:
         return descendants(self.proc.pid)
-
-    def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM the supervisor; return its exit code; fail on leftovers."""
-        if self.proc is None:
-            return 0
-        code = stop_tree(self.proc, self.pids, timeout)
-        self.proc = None
-        return code
 
     def kill(self) -> None:
         """SIGKILL the whole process tree (for crash tests)."""

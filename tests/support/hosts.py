@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import flin
 from flin.supervisor.processes import alive
 
-from .cluster import ROOT, Supervised, kill_tree, stop_tree
+from .cluster import ROOT, Supervised, kill_tree
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -143,14 +143,6 @@ class Node(Supervised):
         deadline = time.monotonic() + 5
         while any(alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.02)
-
-    def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM the node's supervisor; its exit code; fail on leftovers."""
-        if self.proc is None:
-            return 0
-        code = stop_tree(self.proc, self.pids, timeout)
-        self.proc = None
-        return code
 
 
 def flin_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
