@@ -286,10 +286,9 @@ def move_import(store: Store, op: list) -> Any:
         if type(key) is not bytes or (value is not None and type(value) is not bytes):
             raise TypeError("entries are bin keys and bin values or nil")
         store.touched = True
-        if value is None:
-            pend[key] = None
-            continue
         pend[key] = value
+        if value is None:
+            continue
         store.moved += len(value)
         index = index_entry(key, value)
         if index is not None:
