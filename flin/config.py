@@ -90,6 +90,7 @@ class Config:
     advertise: str | None = None         # the host address other nodes reach this node at
     backend_port: int = 7800             # router i takes shard workers' links on advertise:port+i
     lease_ttl: int = 5                   # s: the node's etcd lease (liveness, and the write fence)
+    repl_port: int = 7900                # a replicated shard s streams to its copies on advertise:port+s
     etcd_user: str | None = None         # etcd user ...
     etcd_password_file: str | None = None  # ... and a file whose first line is its password
     etcd_ca: str | None = None           # CA bundle for https:// etcd URLs
@@ -122,6 +123,13 @@ class Config:
             return "tcp://%s:%d" % (self.advertise, self.backend_port + router)
         return "ipc://" + os.path.join(self.run_dir, "shards.sock" if router == 0
                                        else "shards-%d.sock" % router)
+
+    def repl_endpoint(self, shard: int, advertise: str | None = None,
+                      port: int | None = None) -> str:
+        """Where shard ``shard``'s copy on a node (this one, or one at
+        ``advertise`` with its ``port``) takes its replication link."""
+        return "tcp://%s:%d" % (advertise or self.advertise,
+                                (port or self.repl_port) + shard)
 
     @property
     def backend(self) -> str:

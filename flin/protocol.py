@@ -46,6 +46,8 @@ A command is an array that starts with its opcode::
                                                 ({"name", "node", "epoch", "nodes", "placement",
                                                 "move", "etcd"}), nil on one host (the router's)
     [GETDEL, key]                            -> value | nil, and the key is deleted
+    [REPLICA, [GET|MGET|EXISTS|TTL, ...]]    -> that read's result, from any copy of its
+                                                shard (replicas: it may be stale)
 
 ``STATS``: every shard's counters and the router's own (``flin.router.stats``).
 ``SHARD`` addresses one shard without hashing, for the admin ops only::
@@ -98,7 +100,7 @@ ROUTERS, GETDEL = 20, 21
 # resharding (``flin reshard``): a source's and a target's steps, and the router's own
 MOVE_BEGIN, MOVE_READ, MOVE_DIRTY, MOVE_FENCE, MOVE_IMPORT = 22, 23, 24, 25, 26
 MOVE_SWITCH, MOVE_ABORT, RESHARD = 27, 28, 29
-NODE = 30
+NODE, REPLICA = 30, 31
 
 # which arguments are keys (the read cache forgets them on a write)
 NO_KEYS, ONE_KEY, KEY_LIST, KEY_VALUE_PAIRS = "none", "one", "list", "pairs"
@@ -152,13 +154,15 @@ OPS: tuple[OpInfo, ...] = (
     OpInfo(MOVE_ABORT, "move_abort", False, RETRY_YES, NO_KEYS, True),
     OpInfo(RESHARD, "reshard", False, RETRY_NO, NO_KEYS, False),
     OpInfo(NODE, "node", False, RETRY_YES, NO_KEYS, False),
+    OpInfo(REPLICA, "replica", False, RETRY_YES, NO_KEYS, False),
 )
 OP_INFO: dict[int, OpInfo] = {op.code: op for op in OPS}
 OP_NAMES: dict[int, str] = {op.code: op.name for op in OPS}
 WRITES = frozenset(op.code for op in OPS if op.writes)
 ADMIN_OPS = frozenset(op.code for op in OPS if op.admin)
 DATA_OP_NAMES = frozenset(op.name for op in OPS
-                          if not op.admin and op.code not in (STATUS, SHARD, ROUTERS, RESHARD, NODE))
+                          if not op.admin and op.code not in (STATUS, SHARD, ROUTERS, RESHARD, NODE,
+                                                         REPLICA))
 
 
 def written_keys(op: list[Any]) -> list[bytes]:

@@ -9,6 +9,7 @@ from typing import Any, Callable, TypeVar
 import click
 
 from .common import EXIT_SERVER, EXIT_UNREACHABLE, EXIT_USAGE, etcd_config, etcd_opts
+from .replicas import replica_lines, replica_status
 
 T = TypeVar("T")
 
@@ -47,14 +48,24 @@ def cluster() -> None:
 @click.option("--nodes", default="", metavar="NAME[,NAME...]",
               help="Place the shards round robin on these nodes; without it the first node "
                    "to start takes them all (then `flin cluster add-node` spreads them).")
-def create(shards: int, nodes: str, **kw: Any) -> None:
+@click.option("--replicas", default=1, show_default=True, type=click.IntRange(1, 9),
+              help="Copies of each shard, on distinct --nodes: one primary, the rest "
+                   "followers; failover through etcd (README \"Replicas\").")
+@click.option("--acks", default="majority", show_default=True,
+              type=click.Choice(["majority", "one"]),
+              help="A write is acknowledged once a majority of its shard's copies hold it "
+                   "(survives the loss of a minority), or once its primary does (faster; a "
+                   "failover may lose the last writes).")
+def create(shards: int, nodes: str, replicas: int, acks: str, **kw: Any) -> None:
     """Write a new cluster's first topology to etcd."""
     from ..cluster.topology import create as create_topology
     names = [n.strip() for n in nodes.split(",") if n.strip()]
-    topo = _with_etcd(kw, lambda etcd: create_topology(etcd, kw["cluster"], shards, names))
-    click.echo("flin: cluster %s created: %d shards%s, epoch %d"
+    topo = _with_etcd(kw, lambda etcd: create_topology(etcd, kw["cluster"], shards, names,
+                                                       replicas, acks))
+    click.echo("flin: cluster %s created: %d shards%s%s, epoch %d"
                % (topo.cluster, topo.shards,
                   " on %s" % ", ".join(names) if names else " (the first node to start takes them)",
+                  ", %d copies each (acks %s)" % (replicas, acks) if replicas > 1 else "",
                   topo.epoch))
 
 
@@ -77,7 +88,8 @@ def _status(etcd: Any, name: str) -> dict:
     return {"cluster": name, "shards": topo.shards, "epoch": topo.epoch, "revision": rev,
             "nodes": nodes, "placement": topo.placement, "move": topo.move,
             "plan": topo.plan, "error": topo.error,
-            "unplaced": [s for s, p in enumerate(topo.placement) if p is None]}
+            "unplaced": [s for s, p in enumerate(topo.placement) if p is None],
+            **replica_status(etcd, topo)}
 
 
 def _ranges(ids: list[int]) -> str:
@@ -117,6 +129,8 @@ def status(as_json: bool, **kw: Any) -> None:
                                                      if tries else ""))
         if st["error"]:
             click.echo("last failure: %s" % st["error"])
+        for line in replica_lines(st):
+            click.echo(line)
         m = st["move"]
         if m:
             click.echo("moving shard %s from %s to %s: %s%s"
@@ -209,6 +223,19 @@ def drain(node: str, wait: bool, timeout: float, **kw: Any) -> None:
     from ..cluster.topology import drain as drain_node
     _plan_moves(kw, lambda etcd: drain_node(etcd, kw["cluster"], node), "draining %s" % node,
                 wait, timeout)
+
+
+@cluster.command("replicas")
+@etcd_opts
+@click.argument("count", type=click.IntRange(1, 9))
+def set_replicas(count: int, **kw: Any) -> None:
+    """Keep COUNT copies of every shard: new followers go on the members
+    holding the fewest and copy their primary while it serves; fewer copies
+    drop followers, never a primary."""
+    from ..cluster.replicas import set_replicas as change
+    topo = _with_etcd(kw, lambda etcd: change(etcd, kw["cluster"], count))
+    click.echo("flin: %d cop%s of each shard (epoch %d); `flin cluster status` shows them "
+               "catch up" % (count, "y" if count == 1 else "ies", topo.epoch))
 
 
 COMMANDS = [cluster]

@@ -81,6 +81,9 @@ from .common import (
 @click.option("--backend-port", default=7800, show_default=True, envvar="FLIN_BACKEND_PORT",
               type=click.IntRange(1, 65535),
               help="Cluster mode: router i takes the shard workers' links on HOST:PORT+i.")
+@click.option("--repl-port", default=7900, show_default=True, envvar="FLIN_REPL_PORT",
+              type=click.IntRange(1, 65535),
+              help="Cluster mode with replicas: shard S's copy here streams on HOST:PORT+S.")
 @click.option("--lease-ttl", default=5, show_default=True, envvar="FLIN_LEASE_TTL",
               type=click.IntRange(2, 600),
               help="Cluster mode: seconds of the node's etcd lease (its liveness).")
@@ -91,7 +94,7 @@ def start(data: str, shards: int, bind: str, routers: int, sync: bool, read_cach
           backend_keys: str | None, resp: str, resp_timeout: float,
           resp_password_file: str | None, resp_tls_cert: str | None, resp_tls_key: str | None,
           metrics_port: int | None, detach: bool, node: str | None, advertise: str | None,
-          backend_port: int, lease_ttl: int, **etcd_kw: str | None) -> None:
+          backend_port: int, repl_port: int, lease_ttl: int, **etcd_kw: str | None) -> None:
     """Run a cluster until SIGINT/SIGTERM (in the foreground unless --detach).
 
     With --etcd, --cluster, --node and --advertise: run this machine's node of
@@ -144,7 +147,7 @@ def start(data: str, shards: int, bind: str, routers: int, sync: bool, read_cach
         for k in ETCD_FIELDS:
             setattr(cfg, k, getattr(etcd_cfg, k))
         cfg.node, cfg.advertise, cfg.backend_port = node, advertise, backend_port
-        cfg.lease_ttl = lease_ttl
+        cfg.lease_ttl, cfg.repl_port = lease_ttl, repl_port
     cfg.metrics_port = metrics_port
     if resp.lower() != "off":
         try:

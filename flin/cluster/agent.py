@@ -33,7 +33,9 @@ from typing import Any
 
 from .. import nodeview
 from ..config import Config
+from .election import publish_positions, run_elections
 from .etcd import Etcd, EtcdError, EtcdOptions
+from .replicas import primaries, terms
 from .topology import (
     Topology, TopologyError, fail_move, node_key, nodes_prefix, root, topology_key,
 )
@@ -42,6 +44,7 @@ log = logging.getLogger("flin.cluster")
 
 _POLL_S = 0.5           # between reads of the topology, watch or not
 _PEER_TIMEOUT_S = 0.5   # a peer's answer to "do you see etcd?"
+_POSITIONS_S = 1.0      # between publications of where this node's copies stand
 
 
 def options(cfg: Config) -> EtcdOptions:
@@ -65,6 +68,7 @@ def margin(ttl: int) -> float:
 def registration(cfg: Config, incarnation: str) -> dict[str, Any]:
     return {"routers": cfg.endpoints(), "backends": cfg.backends(),
             "advertise": cfg.advertise, "resp": cfg.resp, "incarnation": incarnation,
+            "repl_port": cfg.repl_port,
             "supervisor": os.getppid(), "host": os.uname().nodename}
 
 
@@ -79,6 +83,9 @@ class Agent:
         self.writable_until = 0.0
         self.topology: dict[str, Any] | None = None
         self.nodes: dict[str, dict] = {}
+        self.primaries: dict[int, dict] = {}    # replicas: shard -> {"node", "term"}
+        self.terms: dict[int, int] = {}         # replicas: shard -> its last term
+        self.positions_at = 0.0
         self.last_seen: dict[str, dict] = {}    # every node's last registration seen
         self.etcd_state: dict[str, Any] = {"ok": False, "error": "not reached yet",
                                            "since": time.time()}
@@ -144,6 +151,8 @@ class Agent:
                 except ValueError:
                     continue
         self.nodes = nodes
+        self.primaries = primaries(got, cluster)
+        self.terms = terms(got, cluster)
         self.last_seen.update(nodes)
         if self.watching is None or rev > self.watch_rev + 1000:
             self.start_watch(rev)
@@ -229,7 +238,8 @@ class Agent:
             reg = self.nodes.get(n) or self.last_seen.get(n) or {}
             alive = n in self.nodes
             nodes[n] = {"alive": alive, "routers": reg.get("routers") or [],
-                        "backends": reg.get("backends") or [], "advertise": reg.get("advertise")}
+                        "backends": reg.get("backends") or [], "advertise": reg.get("advertise"),
+                        "repl_port": reg.get("repl_port")}
             if n == me:
                 continue
             if alive:          # clients are told of the routers that are up
@@ -244,7 +254,10 @@ class Agent:
                 "outcomes": t.get("outcomes") or {},
                 "nodes": nodes, "routers": routers, "backends": backends,
                 "etcd": self.etcd_state, "writable_until": self.writable_until,
-                "lease": self.lease, "ttl": self.ttl}
+                "lease": self.lease, "ttl": self.ttl,
+                "replicas": t.get("replicas") or [], "acks": t.get("acks") or "majority",
+                "primaries": {str(s): [p.get("node"), p.get("term")]
+                              for s, p in self.primaries.items()}}
 
     def publish(self) -> None:
         view = self.view()
@@ -260,6 +273,12 @@ class Agent:
             self.keep_lease(now)
             self.read()
             self.expire_dead_target()
+            if run_elections(self):      # the workers learn it at once, not a turn later
+                self.fence(time.monotonic())
+                self.publish()
+            if now >= self.positions_at:
+                self.positions_at = now + _POSITIONS_S
+                publish_positions(self)
             if not self.etcd_state["ok"]:
                 log.info("node %s: reached etcd", self.cfg.node)
                 self.etcd_state = {"ok": True, "error": None, "since": time.time()}

@@ -170,12 +170,22 @@ class Etcd:
     def swap(self, key: bytes, value: bytes, revision: int, lease: int = 0) -> bool:
         """Put ``value`` only if ``key``'s mod revision is still ``revision``
         (0: only if it does not exist); whether it did."""
-        put: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
-        if lease:
-            put["lease"] = lease
+        return self.swap_many([(key, revision)], [(key, value, lease)])
+
+    def swap_many(self, compares: list[tuple[bytes, int]],
+                  puts: list[tuple[bytes, bytes, int]]) -> bool:
+        """One transaction: the ``puts`` ``(key, value, lease)`` only if every
+        compared key's mod revision is still the one given (0: it does not
+        exist); whether they were made."""
+        ops = []
+        for key, value, lease in puts:
+            put: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
+            if lease:
+                put["lease"] = lease
+            ops.append({"request_put": put})
         txn = {"compare": [{"key": _b64(key), "result": "EQUAL", "target": "MOD",
-                            "mod_revision": revision}],
-               "success": [{"request_put": put}], "failure": []}
+                            "mod_revision": rev} for key, rev in compares],
+               "success": ops, "failure": []}
         got = self.call(lambda c: c.post(c.get_url("/kv/txn"), data=json.dumps(txn)))
         return bool(got.get("succeeded"))
 

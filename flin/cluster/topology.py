@@ -77,6 +77,10 @@ class Topology:
     error: str | None = None
     outcomes: dict[str, list] = field(default_factory=dict)   # shard -> [[move id, how], ...]
     version: int = 1
+    # replicas (``replicas.py``): shard -> its nodes, [] for one copy; when a
+    # write is acknowledged: "majority" of a shard's replicas, or "one"
+    replicas: list[list[str]] = field(default_factory=list)
+    acks: str = "majority"
 
     def __post_init__(self) -> None:
         self.opened = (list(self.opened) + [False] * self.shards)[:self.shards]
@@ -92,9 +96,12 @@ class Topology:
                                 % d.get("version"))
         return cls(**{k: d[k] for k in ("cluster", "shards", "epoch", "placement", "nodes",
                                         "draining", "move", "opened", "plan", "error",
-                                        "outcomes", "version") if k in d})
+                                        "outcomes", "version", "replicas", "acks") if k in d})
 
     def shards_of(self, node: str) -> list[int]:
+        """The shards ``node`` holds: placed there, or (replicas) one of its copies."""
+        if self.replicas:
+            return [s for s, nodes in enumerate(self.replicas) if node in nodes]
         return [s for s, n in enumerate(self.placement) if n == node]
 
     # -- reading and changing it in etcd -------------------------------------------
@@ -125,9 +132,11 @@ class Topology:
         raise TopologyError("the topology kept changing under %d attempts; try again" % attempts)
 
 
-def create(etcd: Etcd, cluster: str, shards: int, nodes: list[str]) -> Topology:
+def create(etcd: Etcd, cluster: str, shards: int, nodes: list[str], replicas: int = 1,
+           acks: str = "majority") -> Topology:
     """Write a new cluster's first topology: ``shards`` shards, placed round
-    robin on ``nodes`` (none: the first node to start takes them all)."""
+    robin on ``nodes`` (none: the first node to start takes them all); with
+    ``replicas`` > 1, each shard's copies on that many distinct nodes."""
     check_name("cluster", cluster)
     if not 1 <= shards <= MAX_SHARDS:
         raise TopologyError("--shards must be 1 to %d" % MAX_SHARDS)
@@ -137,7 +146,15 @@ def create(etcd: Etcd, cluster: str, shards: int, nodes: list[str]) -> Topology:
         raise TopologyError("--nodes names a node twice")
     placement: list[str | None] = [nodes[s % len(nodes)] if nodes else None
                                    for s in range(shards)]
-    topo = Topology(cluster=cluster, shards=shards, placement=placement, nodes=list(nodes))
+    if acks not in ("majority", "one"):
+        raise TopologyError("--acks must be majority or one")
+    if replicas < 1 or (replicas > 1 and len(nodes) < replicas):
+        raise TopologyError("%d replicas need --nodes naming at least %d nodes (given: %s)"
+                            % (replicas, replicas, ", ".join(nodes) or "none"))
+    copies = [[nodes[(s + i) % len(nodes)] for i in range(replicas)]
+              for s in range(shards)] if replicas > 1 else []
+    topo = Topology(cluster=cluster, shards=shards, placement=placement, nodes=list(nodes),
+                    replicas=copies, acks=acks)
     if not etcd.swap(topology_key(cluster), topo.to_json(), 0):
         raise TopologyError("cluster %r already exists in etcd %s"
                             % (cluster, ",".join(etcd.opts.urls)))
@@ -201,12 +218,20 @@ def outcome(view_or_topology: dict, shard: int, move: str) -> str | None:
     return None
 
 
+def _no_replicas(t: Topology, what: str) -> None:
+    if t.replicas:
+        raise TopologyError("cluster %s keeps %d replicas of each shard: %s moves whole "
+                            "shards of one copy only; change where copies live with "
+                            "`flin cluster replicas`" % (t.cluster, len(t.replicas[0]), what))
+
+
 def add_node(etcd: Etcd, cluster: str, node: str) -> Topology:
     """Make ``node`` a member and queue the moves that even the shards out
     (from the most loaded members to it)."""
     check_name("node", node)
 
     def edit(t: Topology) -> None:
+        _no_replicas(t, "add-node")
         if node in t.draining:
             t.draining.remove(node)
         if node not in t.nodes:
@@ -232,6 +257,7 @@ def drain(etcd: Etcd, cluster: str, node: str) -> Topology:
     """Queue the moves of every shard of ``node`` to the other members (the
     least loaded first); the node leaves the members once it holds none."""
     def edit(t: Topology) -> None:
+        _no_replicas(t, "drain")
         if node not in t.nodes:
             raise TopologyError("node %s is not a member of cluster %s (members: %s)"
                                 % (node, cluster, ", ".join(t.nodes) or "none"))

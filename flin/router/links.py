@@ -13,24 +13,22 @@ Two kinds, one interface, chosen by ``links_for(cfg)``:
 - ``ZmqLinks``: the ZeroMQ ROUTER/DEALER link, used when the link must be
   authenticated and encrypted (``--backend-keys``, CURVE), and in cluster
   mode, where workers of every node link to every router over TCP. A
-  socket monitor sees a worker's connection drop (its process or host
-  died); every shard with batches in flight is then probed at once (a send
-  to an identity no longer connected fails: ROUTER_MANDATORY), so those
-  batches fail then, not at ``shard_timeout``.
+  socket monitor sees a worker's connection drop; every shard with batches
+  in flight is then probed at once (ROUTER_MANDATORY: a send to a gone
+  identity fails), so those batches fail then, not at ``shard_timeout``.
+  A replicated shard's primary is named ``shard-S-TERM``: a hello of a
+  higher term takes the slot, a lower term is not heard (the term fence).
 
 Both have ``send(shard, payload) -> bool`` (False: not connected),
 ``register(poller)``, ``handle(events)`` yielding ``(shard, payload)``
 for every message that arrived, ``(shard, None)`` for a link that closed,
-and ``heard(shard, now)``: when bytes last came from the shard (the router
-tells a stalled shard from a busy one by it). The worker's end is
-``flin.shardworker.link``; the framing is in ``protocol``.
+and ``heard(shard, now)``: when bytes last came from the shard. The
+worker's end is ``flin.shardworker.link``; the framing is in ``protocol``.
 
-Reading is bounded in bytes on the Unix link: a frame of
-``linkframe.BIG_FRAME`` or more is read (into a buffer of its size) only
-while all such frames read or being read in this loop turn fit in
-``READ_BYTES`` (one always may; ``release`` at the end of a turn); another
-waits, unread, in its socket (its worker waits in ``send``), and counts as
-heard from while the frames it waits for move.
+Reading is bounded in bytes on the Unix link: a frame of ``linkframe.BIG_FRAME``
+or more is read only while all such frames of this loop turn fit in ``READ_BYTES``
+(one always may; ``release`` ends a turn); another waits unread in its socket
+(its worker waits in ``send``), and counts as heard from meanwhile.
 """
 from __future__ import annotations
 
@@ -325,6 +323,7 @@ class ZmqLinks:
     def __init__(self, cfg: Config, ctx: zmq.Context, gate: Any, shards: int) -> None:
         self.sock = backend_socket(ctx, gate, cfg)
         self.idents = [b"shard-%d" % s for s in range(shards)]
+        self.terms = [-1] * shards         # a replicated primary's term, by its name
         self.shards = shards
         self.monitor = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self.inflight: Any = None          # the router's batches in flight, per shard
@@ -335,6 +334,7 @@ class ZmqLinks:
         poller.register(self.monitor, zmq.POLLIN)
 
     def grow(self, shards: int) -> None:
+        self.terms += [-1] * (shards - len(self.idents))
         self.idents += [b"shard-%d" % s for s in range(len(self.idents), shards)]
         self.shards = max(self.shards, shards)
 
@@ -368,16 +368,22 @@ class ZmqLinks:
                 frames = self.sock.recv_multipart(NOBLOCK)
             except zmq.Again:
                 return
+            ident = frames[0]
             try:
-                shard = int(frames[0][6:])
+                num, _, named = ident[6:].partition(b"-")
+                shard, term = int(num), int(named or -1)
             except ValueError:
                 continue
-            if 0 <= shard < self.shards:
-                yield shard, frames[-1]
+            if not 0 <= shard < self.shards:
+                continue
+            if term >= 0 and ident != self.idents[shard]:   # the term fence (above)
+                if term < self.terms[shard] or protocol.request_id_of(frames[-1]):
+                    continue
+                self.idents[shard], self.terms[shard] = ident, term
+            yield shard, frames[-1]
 
     def _disconnected(self) -> Iterator[tuple[int, None]]:
-        """A worker's connection dropped: the shards with batches in flight
-        that no longer take a message are lost."""
+        """A connection dropped: shards with batches in flight that take no message are lost."""
         while True:
             try:
                 self.monitor.recv_multipart(NOBLOCK)

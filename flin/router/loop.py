@@ -35,7 +35,7 @@ import zmq
 from .. import errors, protocol
 from ..config import Config
 from ..protocol import (
-    CAS, GET, MAX_REPLY, MGET, MSET, PING, RESHARD, SCAN, SET, WRITES, ErrorReply,
+    CAS, GET, MAX_REPLY, MGET, MSET, PING, REPLICA, RESHARD, SCAN, SET, WRITES, ErrorReply,
 )
 from ..ring import Ring
 from . import stats
@@ -232,7 +232,7 @@ class Router(Front, RespFront, Resharding, Nodes, Shards):
             if not subops:
                 self.deliver(req, i, finish([]))
                 continue
-            code = cmd[0]
+            code = cmd[0] if cmd[0] != REPLICA else cmd[1][0]
             g = (Gather(len(subops), req, i, finish, MAX_REPLY, flat_bytes) if code == MGET
                  else Gather(len(subops), req, i, finish, HELD_BYTES) if code == SCAN
                  else Gather(len(subops), req, i, finish))

@@ -5,16 +5,21 @@ that finds no worker for one of them is sent again (``shards.send_batch``,
 as after ``Moved``) rather than refused, while the new node's worker comes."""
 from __future__ import annotations
 
+import random
 import time
+from typing import Any
 
 from .. import nodeview
 from ..config import Config
+from .shards import UP
 
 HANDOFF_S = 5.0          # a shard changing nodes: how long a batch finding no worker waits
 
 
 class Nodes:
     cfg: Config
+    ring: Any
+    state: list
     ready_shards: set[int] | None
     handoff: dict[int, float]
 
@@ -22,6 +27,9 @@ class Nodes:
         cfg = self.cfg
         self.node_view = nodeview.View(cfg.run_dir) if cfg.etcd else None
         self.placement: list = []           # the view's, shard -> node
+        self.primaries: dict[int, list] = {}   # replicas: shard -> [node, term]
+        self.copies = 1                      # replicas: copies of each shard
+        self.planner.pick = self.replica_slot  # type: ignore[attr-defined]
         if self.node_view is not None:
             self.node_view.poll()
             self.on_node_view(time.monotonic())
@@ -33,6 +41,9 @@ class Nodes:
     def on_node_view(self, now: float) -> None:
         """A new node view: the shards changing nodes, what makes us ready."""
         view = self.node_view.data if self.node_view is not None else {}
+        if view.get("replicas"):
+            self.on_replicas(view, now)
+            return
         placement = view.get("placement") or []
         move = view.get("move")
         if move is not None and move.get("state") == "switch":
@@ -44,6 +55,34 @@ class Nodes:
         for s in [s for s, t in self.handoff.items() if t < now]:
             del self.handoff[s]
         self.ready_shards = self.local_shards()
+
+    def on_replicas(self, view: dict, now: float) -> None:
+        """Replicas: each shard's primary (named by etcd) takes its slot; its
+        copies take the slots after the shards' (``shardworker.worker.replica_slot``)
+        for replica reads. A shard whose primary changes, or that has none
+        now, is waited for (``HANDOFF_S``) rather than refused."""
+        reps = view.get("replicas") or []
+        n = len(reps)
+        self.copies = max((len(r) for r in reps), default=1)
+        self.grow(n * (1 + self.copies))  # type: ignore[attr-defined]
+        prim = {int(s): p for s, p in (view.get("primaries") or {}).items()}
+        for s in range(n):
+            if prim.get(s) != self.primaries.get(s) or s not in prim:
+                self.handoff[s] = now + HANDOFF_S
+        self.primaries = prim
+        for s in [s for s, t in self.handoff.items() if t < now]:
+            del self.handoff[s]
+        me = view.get("me")
+        self.ready_shards = {s for s, p in prim.items() if p and p[0] == me}
+
+    def replica_slot(self, shard: int) -> int:
+        """Where a read that accepts staleness goes: any copy that is up."""
+        if self.copies < 2:
+            return shard
+        n, up = self.ring.shards, self.state
+        slots = [s for s in (shard + n * (1 + k) for k in range(self.copies))
+                 if s < len(up) and up[s] == UP]
+        return random.choice(slots) if slots else shard
 
     def local_shards(self) -> set[int]:
         """The shards placed on this node (the view's)."""

@@ -19,7 +19,7 @@ from ..protocol import (
     KEEP_TTL, MAX_ITEMS, MAX_KEY, MAX_REPLY, MAX_SCAN_LIMIT, MAX_SNAPSHOT_BYTES, MAX_TTL_MS,
     MAX_VALUE, MGET, MOVE_ABORT, MOVE_BEGIN, MOVE_DIRTY, MOVE_FENCE, MOVE_IMPORT, MOVE_READ,
     MOVE_SWITCH, MSET, NX,
-    NODE, OP_NAMES, PERSIST, PING, ROUTERS, SCAN, SET, SHARD, SNAPSHOT_CLOSE,
+    NODE, OP_NAMES, PERSIST, PING, REPLICA, ROUTERS, SCAN, SET, SHARD, SNAPSHOT_CLOSE,
     SNAPSHOT_READ, STATS, STATUS, TTL, XX, ErrorReply,
 )
 from ..ring import Ring
@@ -84,10 +84,7 @@ def _args(cmd: list, n: int) -> None:
 
 
 def first_error(results: list) -> ErrorReply | None:
-    for r in results:
-        if type(r) is ErrorReply:
-            return r
-    return None
+    return next((r for r in results if type(r) is ErrorReply), None)
 
 
 def _all_or_error(results: list) -> Any:
@@ -128,8 +125,7 @@ def _group(ring: Ring, keys: list) -> dict[int, tuple[list, list]]:
     groups: dict[int, tuple[list, list]] = {}
     for i, k in enumerate(keys):
         s = shard(k)
-        g = groups.get(s)
-        if g is None:
+        if (g := groups.get(s)) is None:
             groups[s] = g = ([], [])
         g[0].append(k)
         g[1].append(i)
@@ -296,11 +292,9 @@ def _plan_status(slots: int, view: ClusterView) -> Plan:
     return [(s, [PING]) for s in range(slots)], finish
 
 
-def _plan_routers(view: ClusterView, cmd: list) -> Plan:
-    """[ROUTERS]: every router's client endpoint, from this router (no shard)."""
+def _plan_routers(view: ClusterView, cmd: list) -> Plan:   # from this router, no shard
     _args(cmd, 1)
-    endpoints = view.endpoints()
-    return [], lambda _: list(endpoints)
+    return [], lambda _, endpoints=view.endpoints(): list(endpoints)
 
 
 def _plan_stats(slots: int, view: ClusterView, cmd: list) -> Plan:
@@ -355,6 +349,7 @@ def _plan_shard(slots: int, cmd: list) -> Plan:
 
 _MOVE_ARGS = {MOVE_BEGIN: 4, MOVE_READ: 4, MOVE_DIRTY: 3, MOVE_IMPORT: 2, MOVE_SWITCH: 3}
 _MOVE_EXTRA = {MOVE_READ: 2, MOVE_DIRTY: 1, MOVE_FENCE: 1, MOVE_SWITCH: 1, MOVE_ABORT: 1}
+_REPLICA_READS = ([GET], [MGET], [EXISTS], [TTL])
 
 # the planners that need only the ring; STATUS and STATS also need the view
 _PLANNERS: dict[int, Callable[[Ring, list], Plan]] = {
@@ -372,6 +367,7 @@ class Planner:
         self.ring, self.view = ring, view
         self.slots = ring.shards   # shards STATUS, STATS, COMPACT and SHARD reach (a reshard: both rings')
         self.epoch = 1             # the ring's (``resharding.py``): SCAN's parts carry it
+        self.pick: Callable[[int], int] = lambda s: s   # a copy's slot (``nodes.py``)
 
     def plan(self, cmd: Any) -> Plan:
         """Validate ``cmd`` and split it; raises ``Invalid`` with the reason."""
@@ -392,6 +388,11 @@ class Planner:
             return _plan_stats(self.slots, self.view, cmd)
         if cmd[0] == ROUTERS:
             return _plan_routers(self.view, cmd)
+        if cmd[0] == REPLICA:          # a read any copy of the shard may answer
+            if len(cmd) != 2 or type(cmd[1]) is not list or cmd[1][:1] not in _REPLICA_READS:
+                raise Invalid("REPLICA wraps one read: GET, MGET, EXISTS or TTL")
+            subops, finish = self.plan(cmd[1])
+            return [(self.pick(s), op) for s, op in subops], finish
         if cmd[0] == NODE:
             _args(cmd, 1)
             cluster = self.view.cluster()

@@ -17,56 +17,17 @@ import fcntl
 import logging
 import os
 import socket
-from typing import Any
 
 import zmq
 
 from .. import protocol
 from ..config import Config
-from ..curve import AUTHORIZED, BACK_SERVER, load_key_pair
+from ..curve import AUTHORIZED, BACK_SERVER
+from ..zapgate import BACK_DOMAIN, Gatekeeper
 
 log = logging.getLogger("flin.security")
 
 FRONT_DOMAIN = "flin"               # ZAP domain of the client endpoint
-BACK_DOMAIN = "flin-backend"        # ZAP domain of the router-worker link
-
-
-class Gatekeeper:
-    """The router's ZAP handler: a ``zmq.auth`` thread on the router's context,
-    one authorised-keys folder per ZAP domain.
-
-    Create it inside the router process (a thread does not survive ``fork``,
-    and the supervisor forks) and before a CURVE socket binds: libzmq lets
-    every key in while no ZAP handler listens. ``ZAP_ENFORCE_DOMAIN`` makes
-    the socket refuse all instead, should the handler ever be missing."""
-
-    def __init__(self, ctx: zmq.Context) -> None:
-        self.ctx = ctx
-        self.auth: Any = None
-
-    def serve(self, sock: zmq.Socket, secret_file: str, authorized: str, domain: str) -> None:
-        """Make ``sock`` (not yet bound) a CURVE server that accepts only the
-        keys in ``authorized``."""
-        public, secret = load_key_pair(secret_file)
-        if self.auth is None:
-            from zmq.auth.thread import ThreadAuthenticator
-            self.auth = ThreadAuthenticator(self.ctx, log=logging.getLogger("flin.zap"))
-            self.auth.start()
-        self.auth.configure_curve(domain=domain, location=authorized)
-        if not self.auth.certs.get(domain):
-            raise ValueError("no authorised keys loaded from %s" % authorized)
-        sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
-        sock.zap_domain = domain.encode()
-        sock.curve_server = True
-        sock.curve_publickey = public
-        sock.curve_secretkey = secret
-        log.info("CURVE on for domain %s: %d authorised keys", domain,
-                 len(self.auth.certs[domain]))
-
-    def stop(self) -> None:
-        if self.auth is not None:
-            self.auth.stop()
-            self.auth = None
 
 
 def frontend_socket(ctx: zmq.Context, gate: Gatekeeper,

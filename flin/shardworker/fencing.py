@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from .. import errors
-from ..protocol import NO_KEYS, OP_INFO, WRITES, written_keys
+from ..protocol import ADMIN_OPS, NO_KEYS, OP_INFO, WRITES, written_keys
 from ..ring import Ring
 from .store import Store
 
@@ -66,6 +66,11 @@ class Fenced(Away):
 def fence(store: Store, op: list) -> Any:
     """The check ``Store.apply_some`` runs before a keyed op when the shard has
     an owner, a move or (cluster mode) a lease: None, or the error that refuses it."""
+    replica = store.replica
+    if replica is not None and op[0] not in ADMIN_OPS:
+        refused = replica.refuse(op, op[0] in WRITES, store.via_replica)
+        if refused is not None:
+            return refused
     until = store.writable_until
     if until is not None and op[0] in WRITES and time.monotonic() > until:
         return store.error(errors.ShardUnavailable, store.unwritable_why)

@@ -39,10 +39,16 @@ class WorkerLink:
     """A worker's end of its link to one router, of the kind the router uses."""
 
     def __init__(self, cfg: Config, shard: int, router: int = 0,
-                 endpoint: str | None = None) -> None:
+                 endpoint: str | None = None, ident: bytes | None = None,
+                 replica: bool = False) -> None:
         self.cfg, self.shard, self.router = cfg, shard, router
         self.endpoint = endpoint or cfg.backend_of(router)   # the ZeroMQ link's
         self.retired = False             # a router of the cluster's that went away for good
+        # replicas: the link as the shard's primary (named by its term; linked
+        # only while primary), or as one of its copies, for replica reads
+        self.ident = ident or b"shard-%d" % shard
+        self.replica = replica
+        self.paused = False
         self.hello = protocol.encode(protocol.HELLO_ID, [shard, os.getpid()])
         self.zmq = cfg.zmq_links
         self.sock: Any = None
@@ -55,7 +61,7 @@ class WorkerLink:
         there (``failed`` says why)."""
         if self.zmq:                     # ZeroMQ connects (and reconnects) by itself
             self.ctx = zmq.Context(1)
-            self.sock = worker_socket(self.ctx, self.cfg, self.shard, self.endpoint)
+            self.sock = worker_socket(self.ctx, self.cfg, self.ident, self.endpoint)
             self.sock.send(self.hello)
             return True
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -117,10 +123,10 @@ class WorkerLink:
             if frames:
                 return frames
 
-    def close(self) -> None:
+    def close(self, linger: int = 2000) -> None:
         if self.sock is not None:
             if self.zmq:
-                self.sock.close(linger=2000)
+                self.sock.close(linger=linger)
             else:
                 self.sock.close()
             self.sock = None
@@ -142,11 +148,16 @@ class Links:
 
     def __init__(self, cfg: Config, shard: int,
                  on_connect: Callable[[int], None] | None = None,
-                 endpoints: list[str] | None = None) -> None:
+                 endpoints: list[str] | None = None, replica_slot: int | None = None) -> None:
         self.cfg, self.shard, self.on_connect = cfg, shard, on_connect
+        self.replica_slot = replica_slot       # a replicated shard's copy: its read slot
+        self.primary_ident: bytes | None = None   # and while primary, its name as that
         self.all = [WorkerLink(cfg, shard, i) for i in range(cfg.routers)] \
-            if endpoints is None else \
-            [WorkerLink(cfg, shard, i, e) for i, e in enumerate(endpoints)]
+            if endpoints is None else []
+        for e in endpoints or []:
+            self._add(e)
+        self.extra: list = []                  # other sockets polled with the links ...
+        self.on_extra: Callable[[], None] | None = None   # ... and what reads them
         self.solo = cfg.routers == 1 and not cfg.zmq_links
         self.up: list[WorkerLink] = []
         self.zpoll = zmq.Poller() if cfg.zmq_links else None
@@ -176,13 +187,50 @@ class Links:
         have = {link.endpoint for link in self.all if not link.retired}
         for e in endpoints:
             if e not in have:
-                self.all.append(WorkerLink(self.cfg, self.shard, len(self.all), e))
+                self._add(e)
         self.retry_at = 0.0
+
+    def _add(self, endpoint: str) -> None:
+        if self.replica_slot is None:
+            self.all.append(WorkerLink(self.cfg, self.shard, len(self.all), endpoint))
+            return
+        primary = WorkerLink(self.cfg, self.shard, len(self.all), endpoint,
+                             self.primary_ident or b"shard-%d-0" % self.shard)
+        primary.paused = self.primary_ident is None
+        self.all.append(primary)
+        self.all.append(WorkerLink(self.cfg, self.shard, len(self.all), endpoint,
+                                   b"shard-%d" % self.replica_slot, replica=True))
+
+    def set_role(self, role: str, term: int) -> None:
+        """A replicated copy became primary (link as it, named by the term) or
+        stopped being it (those links close at once: what they held is lost)."""
+        self.primary_ident = b"shard-%d-%d" % (self.shard, term) if role == "primary" else None
+        for link in self.all:
+            if link.replica or link.retired:
+                continue
+            if link.sock is not None and link.ident != self.primary_ident:
+                self.drop(link, linger=0)
+            link.paused = self.primary_ident is None
+            link.ident = self.primary_ident or link.ident
+        self.retry_at = 0.0
+
+    def set_extra(self, socks: list, on_extra: Callable[[], None]) -> None:
+        """Poll ``socks`` with the links; ``on_extra()`` when one is readable."""
+        if self.zpoll is None or socks == self.extra:
+            return
+        for sock in self.extra:
+            if sock not in socks:
+                self.zpoll.unregister(sock)
+        for sock in socks:
+            if sock not in self.extra:
+                self.zpoll.register(sock, zmq.POLLIN)
+        self.extra, self.on_extra = list(socks), on_extra
 
     def _reconnect(self, now: float) -> None:
         self.retry_at = now + _RETRY_S
         for link in self.all:
-            if link.sock is None and not link.retired and link.try_connect():
+            if link.sock is None and not link.retired and not link.paused \
+                    and link.try_connect():
                 self.up.append(link)
                 if self.on_connect is not None:
                     self.on_connect(link.router)
@@ -192,7 +240,8 @@ class Links:
                     fd = link.sock.fileno()   # type: ignore[attr-defined]
                     self.by_fd[fd] = link
                     self.poll.register(fd, select.POLLIN)
-        missing = [link for link in self.all if link.sock is None and not link.retired]
+        missing = [link for link in self.all if link.sock is None and not link.retired
+                   and not link.paused]
         if missing and now >= self.say_at:
             log.warning("shard %d: cannot reach router%s %s (%s); still trying", self.shard,
                         "s" if len(missing) > 1 else "",
@@ -201,7 +250,7 @@ class Links:
                         os.strerror(missing[0].failed or errno.ENOENT))
             self.say_at = now + 30
 
-    def drop(self, link: WorkerLink) -> None:
+    def drop(self, link: WorkerLink, linger: int = 2000) -> None:
         """Close a link whose router went away; it is reconnected later."""
         if link in self.up:
             self.up.remove(link)
@@ -212,7 +261,7 @@ class Links:
                 self.by_fd.pop(fd, None)
                 self.poll.unregister(fd)
             log.debug("shard %d: link to router %d closed", self.shard, link.router)
-        link.close()
+        link.close(linger)
         self.say_at = time.monotonic() + _SAY_AFTER_S
 
     def send(self, router: int, payload: bytes) -> None:
@@ -244,12 +293,18 @@ class Links:
         got: list[tuple[int, bytes]] = []
         now = time.monotonic()
         if len(self.up) < len(self.all) and not all(
-                link.retired for link in self.all if link.sock is None):
+                link.retired or link.paused for link in self.all if link.sock is None):
             if now >= self.retry_at:
                 self._reconnect(now)
             timeout = min(timeout, max(0.0, self.retry_at - now))
         if self.zpoll is not None:
-            ready = [self.all_by_sock(s) for s, _ in self.zpoll.poll(int(timeout * 1000))]
+            ready = []
+            for s, _ in self.zpoll.poll(int(timeout * 1000)):
+                if s in self.extra:
+                    if self.on_extra is not None:
+                        self.on_extra()
+                else:
+                    ready.append(self.all_by_sock(s))
         else:
             ready = [self.by_fd[fd] for fd, _ in self.poll.poll(int(timeout * 1000))
                      if fd in self.by_fd]
@@ -271,12 +326,12 @@ class Links:
             link.close()
 
 
-def worker_socket(ctx: zmq.Context, cfg: Config, shard: int, endpoint: str) -> zmq.Socket:
+def worker_socket(ctx: zmq.Context, cfg: Config, ident: bytes, endpoint: str) -> zmq.Socket:
     """A worker's DEALER on the ZeroMQ link, connected to a router's ``endpoint``.
     ZeroMQ heartbeats: a router host that vanishes without closing the TCP
     connection (power, network) is noticed in seconds, not at TCP's timeout."""
     sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.IDENTITY, b"shard-%d" % shard)
+    sock.setsockopt(zmq.IDENTITY, ident)
     sock.setsockopt(zmq.LINGER, 2000)
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)

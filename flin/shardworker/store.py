@@ -96,6 +96,8 @@ class Store:
         self.unwritable_why = ""
         self.handed_off_at: float | None = None   # the shard moved to another node (handoff.py)
         self.fenced_id: str | None = None         # fenced for this whole-shard move (handoff.py)
+        self.replica: Any = None         # its part in the shard's replication (replication.py)
+        self.via_replica = False         # the message came on a replica-read link
 
     def error(self, cls: type[errors.ServerError], msg: str) -> ErrorReply:
         """An error result, counted for STATS."""
@@ -227,6 +229,7 @@ class Store:
         if self.write_failed_at:  # a failed append may have left a torn record: reopen first
             return self.error(errors.StorageError, "write not applied: the shard is recovering "
                         "from a failed write (disk full?)")
+        replica, seq = self.replica, 0
         try:
             with self.db.write_batch(sync=self.sync) as wb:
                 for k, v in pend.items():
@@ -234,12 +237,20 @@ class Store:
                         wb.delete(k)
                     else:
                         wb.put(k, v)
+                if replica is not None:      # numbered, in the same write batch
+                    seq = replica.stamp(wb)
         except plyvel.Error as exc:
+            if seq:
+                replica.seq -= 1
             self.write_failed_at = time.monotonic()
             return self.error(errors.StorageError, "write failed, not applied: %s" % exc)
         self.write_failed_at = 0.0
         if not self.still_there():   # after the write: a delete before it is never acknowledged
             return self._gone()
+        if replica is not None and not replica.replicate(list(pend.items()), seq):
+            return self.error(errors.OutcomeUnknown, "shard %d: written on its primary, but "
+                              "fewer than %d of its copies acknowledged it in time: outcome "
+                              "unknown" % (self.shard, replica.need))
         return None
 
     def _gone(self) -> ErrorReply:

@@ -37,6 +37,7 @@ from ..ring import Ring
 from . import admin, fencing, handoff, moving
 from .handlers import HANDLERS
 from .link import Links
+from .replication import Replica
 from .store import Store
 from .tracking import Tracker
 
@@ -50,6 +51,7 @@ _MAX_MERGE = 16           # queued batches applied as one write batch
 _SEGMENT_BYTES = 8 << 20  # values read or written before those ops are committed and answered
 _SEGMENT_OPS = 10_000     # ops applied before they are committed and answered
 _CLEANUP_EVERY_S = 0.02   # between cleanup steps after a reshard (each looks at 2,000 keys)
+_REPLICA_VIEW_S = 0.05    # a replicated copy reads the node view this often (who is primary)
 
 
 def _open_files_allowed(wanted: int) -> int:
@@ -127,6 +129,17 @@ def serve(store: Store, frames: list[tuple[int, bytes]], shard: int,
             yield origin, protocol.encode(batch_id, failure)
 
 
+def replica_slot(view: dict, shard: int) -> int | None:
+    """A replicated shard's copy here: the router slot it takes replica reads
+    on (``shards + shards * its place among the copies``); None without replicas."""
+    reps = view.get("replicas") or []
+    copies = reps[shard] if shard < len(reps) else []
+    if len(copies) < 2 or view.get("me") not in copies:
+        return None
+    n = int(view.get("shards") or len(reps))
+    return shard + n * (1 + copies.index(view.get("me")))
+
+
 def run(cfg: Config, shard: int, ring: Ring | None = None, epoch: int = 1) -> int:
     """The worker process's main loop (the supervisor has named the process
     and set its signals up); returns the process exit code. ``ring`` and
@@ -161,22 +174,49 @@ def run(cfg: Config, shard: int, ring: Ring | None = None, epoch: int = 1) -> in
         return EXIT_STORAGE
     moving.on_start(store, ring or Ring(cfg.shards), epoch)
     view = None
+    slot: int | None = None
     if cfg.etcd:          # cluster mode: the routers of every node, and the lease fence
         view = nodeview.View(cfg.run_dir)
         view.poll()
         fencing.lease_fence(store, view.data, cfg.node or "")
+        slot = replica_slot(view.data, shard)
     tracker = Tracker(cfg.routers) if cfg.routers > 1 and view is None else None
     links = Links(cfg, shard, tracker.reset if tracker is not None else None,
-                  None if view is None else list(view.get("backends", [])))
+                  None if view is None else list(view.get("backends", [])), slot)
+    if slot is not None and view is not None:     # a copy of a replicated shard
+        try:
+            store.replica = Replica(cfg, store, cfg.node or "")
+        except Exception:
+            log.exception("shard %d: cannot start its replication", shard)
+            links.close()
+            store.close()
+            return EXIT_STORAGE
+        store.replica.on_role = links.set_role
+        store.replica.follow_view(view.data)
+    replica = store.replica
     if not links.connect(lambda: stopping):
+        if replica is not None:
+            replica.close()
         admin.close(store)
         store.close()
         return 0
     log.debug("shard %d: serving %s", shard, cfg.shard_dir(shard))
-    next_sweep = next_cleanup = 0.0
+    next_sweep = next_cleanup = next_view = 0.0
     try:
         while not stopping:
             now = time.monotonic()
+            if replica is not None:    # who is primary: looked at often (a failover waits on it)
+                links.set_extra(replica.sockets(), replica.on_message)
+                replica.tick()
+                if now >= next_view and view is not None:
+                    next_view = now + _REPLICA_VIEW_S
+                    if view.poll():
+                        links.update(list(view.get("backends", [])))
+                        fencing.lease_fence(store, view.data, cfg.node or "")
+                        if replica_slot(view.data, shard) != slot:
+                            log.info("shard %d: its copies changed places; restarting", shard)
+                            break
+                        replica.follow_view(view.data)
             if now >= next_sweep:  # background work, bounded, busy or idle
                 next_sweep = now + _SWEEP_EVERY_MS / 1000
                 if not store.still_there():
@@ -185,12 +225,12 @@ def run(cfg: Config, shard: int, ring: Ring | None = None, epoch: int = 1) -> in
                 store.sweep()
                 admin.expire_snapshots(store)
                 moving.expire_move(store)
-                if view is not None:
+                if view is not None and replica is None:
                     if view.poll():
                         links.update(list(view.get("backends", [])))
                         fencing.lease_fence(store, view.data, cfg.node or "")
                     handoff.settle(store, view.data)   # a fenced move's end
-            wait = _SWEEP_EVERY_MS / 1000
+            wait = _SWEEP_EVERY_MS / 1000 if replica is None else _REPLICA_VIEW_S
             if store.handed_off_at is not None:    # answering Moved a little, then out
                 if now - store.handed_off_at > _HAND_OFF_LINGER_S:
                     break
@@ -207,12 +247,24 @@ def run(cfg: Config, shard: int, ring: Ring | None = None, epoch: int = 1) -> in
                 continue
             if store.write_failed_at and store.recover():
                 log.warning("shard %d: reopened its LevelDB after a failed write", shard)
+            if replica is not None:    # replica reads apart: they may not write
+                reads = [f for f in frames if links.all[f[0]].replica]
+                if reads:
+                    frames = [f for f in frames if not links.all[f[0]].replica]
+                    store.via_replica = True
+                    try:
+                        for router, reply in serve(store, reads, shard):
+                            links.send(router, reply)
+                    finally:
+                        store.via_replica = False
             for router, reply in serve(store, frames, shard, tracker):
                 links.send(router, reply)      # to a router that died: lost with it
             if store.vanished:
                 break
     finally:
         links.close()
+        if replica is not None:
+            replica.close()
         admin.close(store)
         store.close()
         log.debug("shard %d: closed", shard)

@@ -34,6 +34,7 @@ import uuid
 
 from ..cluster import agent, mover
 from ..cluster.etcd import Etcd, EtcdError
+from ..cluster.replicas import term_prefix, terms
 from ..cluster.topology import Topology, TopologyError, join, registered_nodes
 from ..config import Config
 from ..nodeview import View
@@ -43,11 +44,24 @@ from .datadir import (
 )
 from .supervisor import NOT_HERE, Child, Supervisor
 from .. import shardworker
+from ..shardworker.following import mark_new
 
 log = logging.getLogger("flin.supervisor")
 
 _AGENT_WAIT_S = 15.0      # how long a start waits for the agent's first view
 IDLE = "no move for this node"   # the mover's ``broken`` while it has nothing to do
+
+
+def new_copy(path: str, follower: bool) -> None:
+    """A new, empty shard folder; a ``follower`` one holds no voting copy
+    until its first snapshot copy from the primary (``shardworker.following``)."""
+    import plyvel
+    db = plyvel.DB(path, create_if_missing=True)
+    try:
+        if follower:
+            mark_new(db)
+    finally:
+        db.close()
 
 
 class ClusterSupervisor(Supervisor):
@@ -117,7 +131,6 @@ class ClusterSupervisor(Supervisor):
     def _open_shards(self, etcd: Etcd, topo: Topology, manifest: dict) -> None:
         """The shards placed here: check each one's LevelDB, creating those
         never opened anywhere; then record them (here, then in etcd)."""
-        import plyvel
         cfg = self.cfg = dataclasses.replace(self.cfg, shards=topo.shards)
         self.ring = Ring(topo.shards)
         self.workers = [Child("shard-%d" % s, s) for s in range(topo.shards)]
@@ -126,12 +139,16 @@ class ClusterSupervisor(Supervisor):
         if topo.move is not None and topo.move["to"] == cfg.node:
             local.discard(topo.move["shard"])     # the mover's, until the move is done
         missing = [s for s in sorted(local) if not shard_present(cfg, s)
-                   and (s in held or topo.opened[s])]
+                   and (s in held or topo.opened[s]) and not topo.replicas]
         if missing:
             raise StartError(missing_shards_message(cfg, missing))
+        had = terms(etcd.get_prefix(term_prefix(cfg.cluster or ""))[0], cfg.cluster or "") \
+            if topo.replicas else {}
         for s in sorted(local):
             if not shard_present(cfg, s):
-                plyvel.DB(cfg.shard_dir(s), create_if_missing=True).close()
+                # a copy missing from a shard that has had a primary (a new copy,
+                # or a wiped one) starts empty and copies its primary's
+                new_copy(cfg.shard_dir(s), follower=had.get(s, 0) > 0)
             held.add(s)
         placed = topo.placement
         # held here, placed elsewhere: moved away while this node was down (the
@@ -193,7 +210,12 @@ class ClusterSupervisor(Supervisor):
         me = self.cfg.node
         placement = self.view.get("placement") or []
         move = self.view.get("move")
-        local = {s for s, n in enumerate(placement) if n == me}
+        reps = self.view.get("replicas") or []
+        local = {s for s, n in enumerate(placement) if n == me} if not reps else \
+            {s for s, copies in enumerate(reps) if me in copies}
+        for s in sorted(local - self.local):
+            if reps and not shard_present(self.cfg, s):   # a copy added here
+                new_copy(self.cfg.shard_dir(s), follower=True)
         mine = move is not None and move["to"] == me
         if self.mover.pid is not None and (not mine or move.get("id") != self.mover_for):
             log.info("the move the mover was for is no longer this node's: stopping it")
@@ -212,7 +234,7 @@ class ClusterSupervisor(Supervisor):
             return
         for c in self.workers:
             if c.shard in self.local and c.shard not in local:
-                if c.shard < len(placement) and placement[c.shard] != me:
+                if reps or c.shard < len(placement) and placement[c.shard] != me:
                     self.gone.add(c.shard)      # dropped once its move is cleared
                 if c.pid is not None:
                     log.info("shard %d now lives on node %s: stopping it here", c.shard,
@@ -231,9 +253,11 @@ class ClusterSupervisor(Supervisor):
         holds every entry."""
         move = self.view.get("move") or {}
         placement = self.view.get("placement") or []
+        reps = self.view.get("replicas") or []
         for s in sorted(self.gone):
             if self.workers[s].pid is not None or move.get("shard") == s \
-                    or s >= len(placement) or placement[s] == self.cfg.node:
+                    or s >= len(placement) or (placement[s] == self.cfg.node if not reps
+                                               else self.cfg.node in reps[s]):
                 continue                          # not until the target serves it
             self.gone.discard(s)
             path = self.cfg.shard_dir(s)

@@ -27,6 +27,26 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def free_ports(host: str, n: int) -> int:
+    """The first of ``n`` consecutive free ports on ``host``."""
+    import random
+    for _ in range(200):
+        base = random.randrange(20000, 60000 - n)
+        socks = []
+        try:
+            for p in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind((host, p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no %d consecutive free ports on %s" % (n, host))
+
+
 def have_etcd() -> bool:
     return shutil.which("etcd") is not None
 
@@ -106,12 +126,14 @@ class Node(Supervised):
     env: dict = field(default_factory=dict)
     port: int = 0            # the client port (free ones, picked once: a restart keeps them)
     backend_port: int = 0
+    repl_port: int = 0       # the first of 16 (shard s's copy: +s)
 
     def __post_init__(self) -> None:
         if not self.netns:
             self.port, self.backend_port = free_port(self.host), free_port(self.host)
+            self.repl_port = free_ports(self.host, 16)
         else:
-            self.port, self.backend_port = 7700, 7800   # a namespace of its own
+            self.port, self.backend_port, self.repl_port = 7700, 7800, 7900   # a namespace of its own
 
     @property
     def endpoint(self) -> str:
@@ -126,7 +148,8 @@ class Node(Supervised):
         log = open(self.log_path, "wb")
         cmd = [sys.executable, "-m", "flin", "start", "--data", self.data, *self.args(),
                "--node", self.name, "--advertise", self.host, "--routers", "1",
-               "--bind", self.endpoint, "--backend-port", str(self.backend_port), *self.extra]
+               "--bind", self.endpoint, "--backend-port", str(self.backend_port),
+               "--repl-port", str(self.repl_port), *self.extra]
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, cwd=ROOT,
@@ -161,8 +184,9 @@ class Hosts:
     def etcd_args(self) -> list[str]:
         return ["--etcd", self.etcd.url, "--cluster", self.cluster]
 
-    def create(self, shards: int, nodes: list[str] | None = None) -> subprocess.CompletedProcess:
-        args = ["cluster", "create", *self.etcd_args(), "--shards", str(shards)]
+    def create(self, shards: int, nodes: list[str] | None = None,
+               extra: tuple = ()) -> subprocess.CompletedProcess:
+        args = ["cluster", "create", *self.etcd_args(), "--shards", str(shards), *extra]
         if nodes:
             args += ["--nodes", ",".join(nodes)]
         got = flin_cli(*args)

@@ -109,14 +109,15 @@ def _reaches(graph: dict[str, set[str]], start: str) -> set[str]:
 
 
 FLOOR = {"flin.protocol", "flin.linkframe", "flin.ring", "flin.errors", "flin.config", "flin.curve",
-         "flin.figures", "flin.zmqflags", "flin.nodeview"}
+         "flin.figures", "flin.zmqflags", "flin.nodeview", "flin.zapgate"}
 # what each layer may import (besides the floor and its own package)
 ALLOWED = {
     "flin.client": set(),
     "flin.router": set(),
     "flin.shardworker": set(),
     "flin.ops": {"flin.supervisor.datadir"},
-    "flin.cluster": {"flin.client", "flin.shardworker.encoding", "flin.shardworker.handoff"},
+    "flin.cluster": {"flin.client", "flin.shardworker.encoding", "flin.shardworker.handoff",
+                     "flin.shardworker.following"},
     "flin.supervisor": {"flin.router", "flin.shardworker", "flin.client", "flin.cluster"},
     "flin.cli": {"flin.client", "flin.supervisor", "flin.ops", "flin.cluster"},
 }
