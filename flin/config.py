@@ -89,7 +89,7 @@ class Config:
     node: str | None = None              # this node's name in it
     advertise: str | None = None         # the host address other nodes reach this node at
     backend_port: int = 7800             # router i takes shard workers' links on advertise:port+i
-    lease_ttl: int = 5                   # s: the node's etcd lease (liveness, and the write fence)
+    lease_ttl: int = 3                   # s: the node's etcd lease (liveness, the write fence, failover)
     repl_port: int = 7900                # a replicated shard s streams to its copies on advertise:port+s
     etcd_user: str | None = None         # etcd user ...
     etcd_password_file: str | None = None  # ... and a file whose first line is its password

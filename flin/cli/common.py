@@ -113,6 +113,10 @@ _client_key = click.option("--client-key", type=key_file, envvar="FLIN_CLIENT_KE
                            help="This client's CURVE key pair file (NAME.key_secret).")
 
 
+replica_opt = click.option("--replica", is_flag=True, expose_value=False, callback=_keep,
+                           help="Read from any copy of the key's shard (replicas: may be stale).")
+
+
 def endpoint_opt(f: Callable) -> Callable:
     """--endpoint, and the CURVE keys to connect with."""
     return _endpoint(_server_key(_client_key(f)))
@@ -142,7 +146,8 @@ def run_client(endpoint: str, timeout: float, fn: Callable[[Client], T]) -> T:
     meta = click.get_current_context().meta
     try:
         client_ = Client(endpoint, timeout=timeout, server_key=meta.get("flin.server_key"),
-                         client_keys=meta.get("flin.client_key"), discover=False)
+                         client_keys=meta.get("flin.client_key"), discover=False,
+                         read_from="replica" if meta.get("flin.replica") else "primary")
     except errors.InvalidArgument as exc:
         raise click.UsageError(str(exc))
     except (ValueError, OSError) as exc:

@@ -11,7 +11,8 @@ import click
 from ..client import Client
 from ..protocol import INT64_MAX, INT64_MIN, MAX_TTL_MS
 from .common import (
-    BYTES, EXIT_NOT_FOUND, Seconds, endpoint_opt, out, run_client, shown, timeout_opt,
+    BYTES, EXIT_NOT_FOUND, Seconds, endpoint_opt, out, replica_opt, run_client, shown,
+    timeout_opt,
 )
 
 _ttl = click.option("--ttl", type=Seconds(0, MAX_TTL_MS / 1000, min_open=True),
@@ -22,6 +23,7 @@ _by = click.argument("by", default=1, type=click.IntRange(INT64_MIN, INT64_MAX))
 @click.command()
 @endpoint_opt
 @timeout_opt
+@replica_opt
 @click.argument("key", type=BYTES)
 def get(endpoint: str, timeout: float, key: bytes) -> None:
     """Print KEY's value (exit 1 if it does not exist)."""
@@ -61,6 +63,7 @@ def del_(endpoint: str, timeout: float, keys: tuple[bytes, ...]) -> None:
 @click.command()
 @endpoint_opt
 @timeout_opt
+@replica_opt
 @click.argument("key", type=BYTES)
 def exists(endpoint: str, timeout: float, key: bytes) -> None:
     """Print 1 if KEY exists, else 0."""
@@ -70,6 +73,7 @@ def exists(endpoint: str, timeout: float, key: bytes) -> None:
 @click.command()
 @endpoint_opt
 @timeout_opt
+@replica_opt
 @click.argument("keys", nargs=-1, required=True, type=BYTES)
 def mget(endpoint: str, timeout: float, keys: tuple[bytes, ...]) -> None:
     """Print each KEY's value on its own line ("(nil)" if missing)."""
@@ -132,6 +136,7 @@ def persist(endpoint: str, timeout: float, key: bytes) -> None:
 @click.command()
 @endpoint_opt
 @timeout_opt
+@replica_opt
 @click.argument("key", type=BYTES)
 def ttl(endpoint: str, timeout: float, key: bytes) -> None:
     """Print KEY's seconds to live (-1 no expiry, -2 no such key)."""

@@ -84,7 +84,7 @@ from .common import (
 @click.option("--repl-port", default=7900, show_default=True, envvar="FLIN_REPL_PORT",
               type=click.IntRange(1, 65535),
               help="Cluster mode with replicas: shard S's copy here streams on HOST:PORT+S.")
-@click.option("--lease-ttl", default=5, show_default=True, envvar="FLIN_LEASE_TTL",
+@click.option("--lease-ttl", default=3, show_default=True, envvar="FLIN_LEASE_TTL",
               type=click.IntRange(2, 600),
               help="Cluster mode: seconds of the node's etcd lease (its liveness).")
 def start(data: str, shards: int, bind: str, routers: int, sync: bool, read_cache_mb: float,

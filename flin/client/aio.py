@@ -71,13 +71,16 @@ class Client(Settings):
     endpoint: ``tcp://host:port`` or ``ipc://path``. timeout: seconds a call
     may take in all, retries included. retries: extra attempts, as the sync
     client. server_key / client_keys: CURVE, as the sync client. discover:
-    spread requests over the host's routers, as the sync client.
+    spread requests over the host's routers, as the sync client. read_from:
+    ``"replica"`` sends GET, MGET, EXISTS and TTL to any copy (maybe stale),
+    as the sync client.
     """
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 5.0,
                  retries: int = 3, server_key: Any = None, client_keys: Any = None,
-                 discover: bool = True) -> None:
-        super().__init__(endpoint, timeout, retries, server_key, client_keys, discover)
+                 discover: bool = True, read_from: str = "primary") -> None:
+        super().__init__(endpoint, timeout, retries, server_key, client_keys, discover,
+                         read_from)
         self._mux = Mux(self)
 
     async def execute(self, commands: list[Any], timeout: float | None = None) -> list[Any]:
@@ -90,7 +93,7 @@ class Client(Settings):
     async def _run(self, call: Call[T]) -> T:
         """``Client._run``, awaited: resend as ``retry`` allows, within
         ``timeout``. ``Mux.execute`` inlined: one coroutine less per call."""
-        cmd = call.cmd
+        cmd = c.from_replica(call.cmd) if self.read_from == "replica" else call.cmd
         mux = self._mux
         resend = retry_safe(cmd)
         t0 = time.monotonic()

@@ -48,7 +48,11 @@ class Settings:
     ``Client`` and ``flin.asyncio.Client``: see ``Client`` for each argument)."""
 
     def __init__(self, endpoint: str, timeout: float, retries: int, server_key: Any,
-                 client_keys: Any, discover: bool) -> None:
+                 client_keys: Any, discover: bool, read_from: str = "primary") -> None:
+        if read_from not in ("primary", "replica"):
+            raise errors.InvalidArgument("read_from must be 'primary' or 'replica', not %r"
+                                         % (read_from,))
+        self.read_from = read_from
         self.endpoint = endpoint
         self._pool = Pool(endpoint, discover)
         self._curve = curve.client_keys(server_key, client_keys)
@@ -77,12 +81,17 @@ class Client(Settings):
     discover: learn the host's other routers (``flin start --routers``) from
     the first answer and spread requests over all of them (``transport.Pool``);
     False: only ever talk to ``endpoint``.
+    read_from: ``"primary"`` (linearizable reads), or ``"replica"``: GET, MGET,
+    EXISTS and TTL go to any copy of the key's shard (README "Replicas"),
+    spreading the reads, and may be stale (by the copy's lag); pipelines and
+    writes always go to the primary. ``InvalidArgument`` for anything else.
     """
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 5.0,
                  retries: int = 3, server_key: Any = None, client_keys: Any = None,
-                 discover: bool = True) -> None:
-        super().__init__(endpoint, timeout, retries, server_key, client_keys, discover)
+                 discover: bool = True, read_from: str = "primary") -> None:
+        super().__init__(endpoint, timeout, retries, server_key, client_keys, discover,
+                         read_from)
         self._threads = Threads(self)
         self._local = self._threads.local   # ``_local.conn``: this thread's socket
 
@@ -128,7 +137,7 @@ class Client(Settings):
     # -- one command -------------------------------------------------------------------
     def _run(self, call: Call[T]) -> T:
         """Send one command, resending it as ``retry`` allows, within ``timeout``."""
-        cmd = call.cmd
+        cmd = c.from_replica(call.cmd) if self.read_from == "replica" else call.cmd
         execute = self._local.conn.execute
         attempts = retry.Attempts(cmd, self.retries, self.timeout)
         resend = retry_safe(cmd)

@@ -17,7 +17,7 @@ from ..errors import InvalidArgument
 from ..protocol import (
     CAS, COMPACT, DEL, EXISTS, EXPIRE, GET, INCR, INT64_MAX, INT64_MIN, MAX_TTL_MS, MGET, MSET,
     NX, PERSIST, PING, SCAN, SET, SHARD, SNAPSHOT_CLOSE, SNAPSHOT_OPEN, SNAPSHOT_READ, STATS,
-    NODE, ROUTERS, STATUS, TTL, XX,
+    NODE, REPLICA, ROUTERS, STATUS, TTL, XX,
 )
 
 Key = bytes | str
@@ -111,6 +111,14 @@ def _scan_page(values: bool) -> Callable[[Any], tuple[list[Any], bytes | None]]:
 
 
 # -- data -------------------------------------------------------------------------
+_REPLICA_READS = frozenset((GET, MGET, EXISTS, TTL))
+
+
+def from_replica(cmd: list[Any]) -> list[Any]:
+    """``cmd`` as a read any copy may answer (``read_from="replica"``), if it is one."""
+    return [REPLICA, cmd] if cmd[0] in _REPLICA_READS else cmd
+
+
 def ping() -> Call[bool]:
     return Call([PING], _same)
 

@@ -86,6 +86,7 @@ class Agent:
         self.primaries: dict[int, dict] = {}    # replicas: shard -> {"node", "term"}
         self.terms: dict[int, int] = {}         # replicas: shard -> its last term
         self.positions_at = 0.0
+        self.orphaned: dict[int, float] = {}    # a new shard's first sight, no primary yet
         self.last_seen: dict[str, dict] = {}    # every node's last registration seen
         self.etcd_state: dict[str, Any] = {"ok": False, "error": "not reached yet",
                                            "since": time.time()}

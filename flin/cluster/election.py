@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from ..shardworker.following import ask_positions
@@ -37,11 +38,14 @@ def run_elections(agent: Any) -> dict[int, int]:
     cfg = agent.cfg
     me, cluster = cfg.node or "", cfg.cluster or ""
     reps = (agent.topology or {}).get("replicas") or []
-    # a shard's first primary is its first copy (the primaries spread over
-    # the nodes), unless that node is not up
+    # a shard's first primary is its first copy (the primaries spread over the
+    # nodes), unless that node has not come up within a lease
+    now = time.monotonic()
     orphans = [s for s, copies in enumerate(reps)
                if me in copies and s not in agent.primaries
-               and (agent.terms.get(s, 0) > 0 or copies[0] == me or copies[0] not in agent.nodes)]
+               and (agent.terms.get(s, 0) > 0 or copies[0] == me or
+                    (copies[0] not in agent.nodes
+                     and now - agent.orphaned.setdefault(s, now) > agent.ttl))]
     if not orphans or not agent.lease:
         return {}
     targets = {}

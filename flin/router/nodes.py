@@ -59,19 +59,17 @@ class Nodes:
     def on_replicas(self, view: dict, now: float) -> None:
         """Replicas: each shard's primary (named by etcd) takes its slot; its
         copies take the slots after the shards' (``shardworker.worker.replica_slot``)
-        for replica reads. A shard whose primary changes, or that has none
-        now, is waited for (``HANDOFF_S``) rather than refused."""
+        for replica reads. A batch that finds no primary linked is sent again
+        (as after ``Moved``, for ``MOVED_FOR_S``) rather than refused: an
+        election is under way, or about to be."""
         reps = view.get("replicas") or []
         n = len(reps)
         self.copies = max((len(r) for r in reps), default=1)
         self.grow(n * (1 + self.copies))  # type: ignore[attr-defined]
         prim = {int(s): p for s, p in (view.get("primaries") or {}).items()}
-        for s in range(n):
-            if prim.get(s) != self.primaries.get(s) or s not in prim:
-                self.handoff[s] = now + HANDOFF_S
+        for s in range(n):   # a primary lost, or being elected: always waited for a while
+            self.handoff[s] = float("inf")
         self.primaries = prim
-        for s in [s for s, t in self.handoff.items() if t < now]:
-            del self.handoff[s]
         me = view.get("me")
         self.ready_shards = {s for s, p in prim.items() if p and p[0] == me}
 

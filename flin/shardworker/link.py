@@ -303,8 +303,8 @@ class Links:
                 if s in self.extra:
                     if self.on_extra is not None:
                         self.on_extra()
-                else:
-                    ready.append(self.all_by_sock(s))
+                elif (found := self.all_by_sock(s)) is not None:
+                    ready.append(found)
         else:
             ready = [self.by_fd[fd] for fd, _ in self.poll.poll(int(timeout * 1000))
                      if fd in self.by_fd]
@@ -316,8 +316,8 @@ class Links:
             got += [(link.router, f) for f in frames]
         return got
 
-    def all_by_sock(self, sock: Any) -> WorkerLink:
-        return next(link for link in self.up if link.sock is sock)
+    def all_by_sock(self, sock: Any) -> WorkerLink | None:
+        return next((link for link in self.up if link.sock is sock), None)
 
     def close(self) -> None:
         for link in list(self.up):

@@ -206,7 +206,6 @@ def run(cfg: Config, shard: int, ring: Ring | None = None, epoch: int = 1) -> in
         while not stopping:
             now = time.monotonic()
             if replica is not None:    # who is primary: looked at often (a failover waits on it)
-                links.set_extra(replica.sockets(), replica.on_message)
                 replica.tick()
                 if now >= next_view and view is not None:
                     next_view = now + _REPLICA_VIEW_S
@@ -242,6 +241,8 @@ def run(cfg: Config, shard: int, ring: Ring | None = None, epoch: int = 1) -> in
                     moving.cleanup_step(store)
             # one message, and whatever else is queued (from any router) joins its
             # write batch; a router that went away is reconnected meanwhile
+            if replica is not None:    # (its socket to the primary may have changed)
+                links.set_extra(replica.sockets(), replica.on_message)
             frames = links.recv(wait, _MAX_MERGE)
             if not frames:
                 continue

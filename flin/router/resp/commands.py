@@ -18,7 +18,7 @@ import time
 from typing import Any, Callable
 
 from ... import __version__
-from ...protocol import STATS, ErrorReply
+from ...protocol import EXISTS, GET, MGET, REPLICA, STATS, TTL, ErrorReply
 from . import reply as R
 from . import strings
 from .common import NOT_INT, Plan, Session, arity, to_int
@@ -28,6 +28,7 @@ from .keyspace import Keyspace, glob_matcher, literal_prefix
 
 # Known Redis commands that Flin refuses, and why (never half-done).
 _ATOMIC = "Flin cannot run commands atomically together across shards"
+_REPLICA_READS = (GET, MGET, EXISTS, TTL)
 REFUSED: dict[str, str] = {
     **{c: "%s: %s; send the commands without %s (redis-py: pipeline(transaction=False))"
        % (c.upper(), _ATOMIC, c.upper()) for c in ("multi", "watch", "unwatch")},
@@ -53,7 +54,6 @@ REFUSED: dict[str, str] = {
     "shutdown": "SHUTDOWN: stop the cluster with `flin stop`",
     "replicaof": "REPLICAOF: not supported", "slaveof": "SLAVEOF: not supported",
     "cluster": "CLUSTER: this is one Flin cluster; clients need no slot map",
-    "readonly": "READONLY: Flin has no replicas yet",
 }
 
 
@@ -86,7 +86,24 @@ class Commands:
                 return self._unknown(s, args, lower.decode("utf-8", "replace"))
         if not s.authed and name.lower() not in (b"auth", b"hello", b"quit"):
             return R.error("NOAUTH Authentication required.")
-        return handler(s, args)  # type: ignore[no-any-return]
+        out = handler(s, args)
+        if s.readonly and type(out) is tuple:   # READONLY: its reads from any copy
+            out = ([[REPLICA, c] if c[0] in _REPLICA_READS else c for c in out[0]], out[1])
+        return out  # type: ignore[no-any-return]
+
+    def c_readonly(self, s: Session, a: list) -> bytes:
+        """READONLY (Redis Cluster's): this connection's GET, MGET, EXISTS and
+        TTL may be answered by any copy of the key's shard, maybe stale."""
+        if len(a) != 1:
+            return arity("readonly")
+        s.readonly = True
+        return R.OK
+
+    def c_readwrite(self, s: Session, a: list) -> bytes:
+        if len(a) != 1:
+            return arity("readwrite")
+        s.readonly = False
+        return R.OK
 
     def _after_multi(self, s: Session, lower: bytes) -> bytes:
         """Between a refused MULTI and its EXEC or DISCARD nothing runs, so that

@@ -19,7 +19,8 @@ SYNTAX = R.error("ERR syntax error")
 class Session:
     """One connection's state: its id, name, protocol, whether it authenticated."""
 
-    __slots__ = ("id", "name", "proto", "authed", "lib", "addr", "created", "quit", "multi")
+    __slots__ = ("id", "name", "proto", "authed", "lib", "addr", "created", "quit", "multi",
+                 "readonly")
 
     def __init__(self, cid: int, addr: str, authed: bool) -> None:
         self.id, self.addr, self.authed = cid, addr, authed
@@ -29,6 +30,7 @@ class Session:
         self.created = time.time()
         self.quit = False                # close after this reply (QUIT)
         self.multi = False               # after a (refused) MULTI, until EXEC or DISCARD
+        self.readonly = False            # READONLY: reads may come from any copy (replicas)
 
 
 def arity(name: str) -> bytes:
