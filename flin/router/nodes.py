@@ -20,6 +20,7 @@ class Nodes:
     cfg: Config
     ring: Any
     state: list
+    links: Any
     ready_shards: set[int] | None
     handoff: dict[int, float]
 
@@ -70,6 +71,10 @@ class Nodes:
         for s in range(n):   # a primary lost, or being elected: always waited for a while
             self.handoff[s] = float("inf")
         self.primaries = prim
+        links = self.links   # ``links.ZmqLinks``: the primary's name, by its term
+        for s, p in prim.items():
+            if p and p[1] is not None and int(p[1]) > links.terms[s]:
+                links.idents[s], links.terms[s] = b"shard-%d-%d" % (s, int(p[1])), int(p[1])
         me = view.get("me")
         self.ready_shards = {s for s, p in prim.items() if p and p[0] == me}
 

@@ -26,7 +26,7 @@ links a DEALER, named by its node, to the primary's endpoint.
 - Terms fence: a batch of a lower term than a follower knows is answered
   ``stale``, and a primary told of a higher term stops being primary.
 
-Messages are msgpack arrays: F->P ``["sub", term, last_term, seq, voter]``,
+Messages are msgpack arrays: F->P ``["sub", term, last_term, seq, voter, in_step]``,
 ``["ack", term, seq, last_term]``, ``["snapok", n]``; P->F ``["b", term, seq, prev,
 items]``, ``["snap", term, n, items]``, ``["snapend", term, seq, history]``,
 ``["stale", term]``; anyone -> copy ``["pos"]`` -> ``["pos", term,
@@ -258,7 +258,10 @@ class Replica(Following):
         if f is None:
             f = self.followers[name] = Follower(name)
         if kind == "sub":
-            self._on_sub(f, int(msg[1]), int(msg[2]), int(msg[3]), bool(msg[4]))
+            if msg[5] and f.snap is None and f.acked >= 0:    # in step: a heartbeat
+                f.acked = max(f.acked, int(msg[3]))
+            else:
+                self._on_sub(f, int(msg[1]), int(msg[2]), int(msg[3]), bool(msg[4]))
         elif kind == "ack":
             term, seq, last_term = int(msg[1]), int(msg[2]), int(msg[3])
             if term > self.term:
@@ -284,8 +287,6 @@ class Replica(Following):
             f.snap = None
         first = self.log[0][0] if self.log else self.seq + 1
         if voter and seq <= self.seq and self.term_at(seq) == last_term and seq + 1 >= first:
-            if f.acked == seq and f.snap is None:
-                return                              # (its heartbeat: in step already)
             f.snap, f.acked, f.snapdone = None, seq, False   # what it lacks, from the log
             for s, frame in self.log:
                 if s > seq:
@@ -332,7 +333,7 @@ class Replica(Following):
         if self.upstream is not None and self.snap_n < 0 and now >= self.sub_at:
             # in step too, now and then: a primary that restarted learns of us
             self.sub_at = now + (SUB_EVERY_S if not self.in_step else 2 * SUB_EVERY_S)
-            self._up(["sub", self.term, self.last_term, self.seq, self.voter])
+            self._up(["sub", self.term, self.last_term, self.seq, self.voter, self.in_step])
         if self.role == "primary" and self.behind:
             self.refuse([], False, False)
 
