@@ -55,14 +55,18 @@ def primary_of(hosts, shard: int) -> str:
     return hosts.status()["replica_shards"][shard]["primary"]
 
 
-def _storm_then(hosts, nodes, fault, heal, seconds=3.0):
-    """Run the storm through the nodes ``fault`` spares, fault, measure the
-    failover of a shard the faulted node was primary of, heal, check."""
+def _storm_then(hosts, nodes, fault, heal, seconds=3.0, through_victim=False):
+    """Run the storm through the nodes ``fault`` spares (and the victim too,
+    ``through_victim``), fault, measure the failover of a shard the faulted
+    node was primary of, heal, check."""
     victim = nodes[0]
     shard = next(r["shard"] for r in hosts.status()["replica_shards"]
                  if r["primary"] == victim.name)
     others = [n for n in nodes if n is not victim]
-    storm = Storm([n.endpoint for n in others]).start()
+    # (through the victim: its clients wait out a pause, their requests in its router)
+    storm = Storm([n.endpoint for n in (nodes if through_victim else others)],
+                  registers=4 if through_victim else 3,
+                  timeout=10.0 if through_victim else 4.0).start()
     time.sleep(seconds)
     t0 = time.monotonic()
     fault(victim)
@@ -106,7 +110,9 @@ def test_a_paused_primary_a_zombie_is_fenced_and_rejoins_as_follower(hosts):
         time.sleep(max(0.0, paused_for[0] + 4.0 - time.monotonic()))
         resume(n)
         time.sleep(1.0)      # what it does on waking is in the history the storm keeps
-    _storm_then(hosts, nodes, fault, heal)
+    # clients of the zombie's own router too: their requests wait in it while
+    # it is paused, and reach its shards the moment it wakes
+    _storm_then(hosts, nodes, fault, heal, through_victim=True)
     wait_in_step(hosts, 30, "the zombie rejoins as a follower")
     st = hosts.status()
     assert all(r["primary"] != "n1" or r["term"] > 1 for r in st["replica_shards"])

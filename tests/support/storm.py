@@ -52,8 +52,11 @@ class Storm:
             t.join(self.timeout + 10)
 
     def _client(self, i: int) -> flin.Client:
+        # FLIN_TEST_STORM_READ_FROM=replica: reads that may be stale, to see
+        # the linearizability check fail on a real history
         return flin.Client(self.endpoints[i % len(self.endpoints)], timeout=self.timeout,
-                           retries=2, discover=False)
+                           retries=2, discover=False,
+                           read_from=os.environ.get("FLIN_TEST_STORM_READ_FROM", "primary"))
 
     def _outcome(self, exc: Exception) -> str:
         name = type(exc).__name__
@@ -117,17 +120,22 @@ class Storm:
         """Read everything back through ``c``; assert nothing acknowledged was
         lost and the registers' history is linearizable; return the figures."""
         finals = {k: _read(c, k) for k in self.registers}
+        failed = []                      # every check that failed, not only the first
         lost = lost_writes(self.history, finals)
-        assert not lost, "acknowledged register writes lost: %s" % [o.summary() for o in lost]
+        if lost:
+            failed.append("acknowledged register writes lost: %s" % [o.summary() for o in lost])
         missing = []
         for i in range(0, len(self.acked), 500):
             part = self.acked[i:i + 500]
             got = _retry(lambda: c.mget(part))
             missing += [k for k, v in zip(part, got) if v != k]
-        assert not missing, "%d of %d acknowledged storm writes lost, e.g. %s" % (
-            len(missing), len(self.acked), missing[:5])
+        if missing:
+            failed.append("%d of %d acknowledged storm writes lost, e.g. %s"
+                          % (len(missing), len(self.acked), missing[:5]))
         ok, why = check_linearizable(self.history)
-        assert ok, why
+        if not ok:
+            failed.append(why)
+        assert not failed, "\n".join(failed)
         return {"ops": len(self.history), "acked_writes": len(self.acked), **self.counts,
                 "errors": dict(self.errors)}
 
@@ -147,21 +155,27 @@ def _read(c: flin.Client, key: bytes) -> bytes | None:
     return _retry(lambda: c.get(key))
 
 
-def primaries_logged(folder: str) -> list[tuple[int, int, str]]:
-    """``(shard, term, node)`` for every "primary for term" line of every
-    node log in ``folder`` (every start of every node)."""
+def logged(folder: str, pattern: str) -> list[tuple[int, int, str]]:
+    """``(shard, term, node)`` for every line matching ``pattern`` (groups:
+    shard, term) of every node log in ``folder`` (every start of every node)."""
     out = []
     for path in glob.glob(os.path.join(folder, "*.log")):
         node = os.path.basename(path).rsplit("-", 1)[0]
         with open(path, errors="replace") as f:
-            for m in re.finditer(r"shard (\d+): primary for term (\d+)", f.read()):
+            for m in re.finditer(pattern, f.read()):
                 out.append((int(m.group(1)), int(m.group(2)), node))
     return out
 
 
 def one_primary_per_term(folder: str) -> None:
-    both = two_primaries(primaries_logged(folder))
-    assert not both, "two nodes were primary of the same shard in the same term: %s" % both
+    """No two nodes acknowledged writes of one shard in one term, nor did two
+    nodes' agents each win one shard's election to the same term."""
+    acked = two_primaries(logged(folder, r"shard (\d+): acknowledging writes in term (\d+)"))
+    assert not acked, "two nodes acknowledged writes of a shard in one term: %s" % acked
+    won = two_primaries(logged(folder, r"primary of shard (\d+), term (\d+)"))
+    assert not won, "two nodes were elected primary of a shard in one term: %s" % won
+    assert logged(folder, r"shard (\d+): acknowledging writes in term (\d+)"), \
+        "no node logged acknowledging a write: the check looks at nothing"
 
 
 def key_on(shard: int, shards: int, prefix: str = "f") -> bytes:
