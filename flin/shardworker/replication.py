@@ -42,9 +42,10 @@ from typing import Any, Callable
 
 import zmq
 
-from .. import errors
+from .. import errors, protocol
 from ..config import Config
 from ..curve import AUTHORIZED, BACK_SERVER
+from ..protocol import ErrorReply
 from ..zapgate import BACK_DOMAIN, Gatekeeper
 from .following import HISTORY_KEPT, META, Following, _pack, _unpack
 
@@ -91,6 +92,7 @@ class Replica(Following):
         self.log_bytes = 0
         self.behind = 0                             # a write not acknowledged in time: its seq
         self.acked_term = -1                        # the last term we acknowledged writes in
+        self.held: collections.deque = collections.deque()   # (seq, since, router, answer)
         self.upstream: Any = None                   # a follower's DEALER to the primary
         self.sub_at = 0.0
         self.in_step = False
@@ -181,9 +183,9 @@ class Replica(Following):
         wb.put(META, self._meta())
         return self.seq
 
-    def replicate(self, items: list, seq: int) -> bool:
-        """Send the committed batch ``seq`` to the followers and wait for
-        enough acknowledgements; False if they did not come in time."""
+    def replicate(self, items: list, seq: int) -> None:
+        """Send the committed batch ``seq`` to the followers in step. Its
+        answers wait in ``hold`` until enough copies acknowledged it."""
         prev = self.term_at(seq - 1)
         frame = _pack(["b", self.term, seq, prev, items])
         self.log.append((seq, frame))
@@ -191,35 +193,58 @@ class Replica(Following):
         while self.log_bytes > LOG_BYTES and len(self.log) > 1:
             self.log_bytes -= len(self.log.popleft()[1])
         if _NO_SHIP:                     # tests break replication on purpose
-            return self._acked(seq)
+            return
         for f in self.followers.values():
             if f.acked >= 0 and f.snap is None:
                 self._send(f.name, frame)
-        if self.need <= 1:
-            return self._acked(seq)
-        deadline = time.monotonic() + ACK_WAIT_S
-        while self._majority() < seq and self.role == "primary":
-            left = deadline - time.monotonic()
-            if left <= 0 or not self.sock.poll(int(left * 1000) + 1):
-                if time.monotonic() >= deadline:
-                    break
-                continue
-            self.on_message()
-        if self._majority() >= seq:
-            return self._acked(seq)
-        self.behind = seq
-        return False
 
-    def _acked(self, seq: int) -> bool:
+    def holds(self) -> bool:
+        """Whether an answer given now must wait (a batch not yet on enough copies)."""
+        return self.role == "primary" and (bool(self.held) or self._majority() < self.seq)
+
+    def hold(self, router: int, reply: bytes) -> None:
+        """Keep an answer until every batch committed so far is on enough
+        copies: a read as well as a write, so that nothing a failover could
+        drop is ever seen (the commit is pipelined: the shard goes on meanwhile)."""
+        self.held.append((self.seq, time.monotonic(), router, reply))
+
+    def release(self) -> list[tuple[int, bytes]]:
+        """The answers whose batches are now on enough copies; past
+        ``ACK_WAIT_S``, or past the lease, or no longer primary, they become
+        errors (``OutcomeUnknown``) and the shard refuses until it catches up."""
+        out: list[tuple[int, bytes]] = []
+        held = self.held
+        if not held:
+            return out
+        done = self._majority()
+        now = time.monotonic()
+        until = self.store.writable_until
+        lost = self.role != "primary" or (until is not None and now > until)
+        while held:
+            seq, t0, router, reply = held[0]
+            if seq <= done and not lost:
+                self._acked(seq)
+            elif lost or now - t0 > ACK_WAIT_S:
+                self.behind = max(self.behind, seq)
+                reply = protocol.encode(protocol.request_id_of(reply), ErrorReply(
+                    errors.OutcomeUnknown.code, "shard %d: fewer than %d of its copies "
+                    "acknowledged it in time%s: outcome unknown" % (
+                        self.shard, self.need, "" if not lost else " (no longer primary)")))
+            else:
+                break
+            held.popleft()
+            out.append((router, reply))
+        return out
+
+    def _acked(self, seq: int) -> None:
         if self.acked_term != self.term:    # the fault tests check one primary per term
             self.acked_term = self.term
             log.info("shard %d: acknowledging writes in term %d (from seq %d)",
                      self.shard, self.term, seq)
-        return True
 
     def _majority(self) -> int:
         """The last seq held by enough copies (``need``, ours included)."""
-        if self.need <= 1:
+        if self.need <= 1 or _NO_SHIP:
             return self.seq
         acks = sorted((f.acked for n, f in self.followers.items()
                        if n.decode() in self.replicas), reverse=True)
@@ -345,8 +370,6 @@ class Replica(Following):
             # in step too, now and then: a primary that restarted learns of us
             self.sub_at = now + (SUB_EVERY_S if not self.in_step else 2 * SUB_EVERY_S)
             self._up(["sub", self.term, self.last_term, self.seq, self.voter, self.in_step])
-        if self.role == "primary" and self.behind:
-            self.refuse([], False, False)
 
     def status(self) -> dict[str, Any]:
         """For STATS and ``flin cluster status``: role, term, seq, each follower's lag."""

@@ -247,10 +247,8 @@ class Store:
         self.write_failed_at = 0.0
         if not self.still_there():   # after the write: a delete before it is never acknowledged
             return self._gone()
-        if replica is not None and not replica.replicate(list(pend.items()), seq):
-            return self.error(errors.OutcomeUnknown, "shard %d: written on its primary, but "
-                              "fewer than %d of its copies acknowledged it in time: outcome "
-                              "unknown" % (self.shard, replica.need))
+        if replica is not None:      # its answers wait for the copies (``replication.hold``)
+            replica.replicate(list(pend.items()), seq)
         return None
 
     def _gone(self) -> ErrorReply:

@@ -206,6 +206,8 @@ def run(cfg: Config, shard: int, ring: Ring | None = None, epoch: int = 1) -> in
         while not stopping:
             now = time.monotonic()
             if replica is not None:    # who is primary: looked at often (a failover waits on it)
+                for router, reply in replica.release():
+                    links.send(router, reply)
                 replica.tick()
                 if now >= next_view and view is not None:
                     next_view = now + _REPLICA_VIEW_S
@@ -259,7 +261,10 @@ def run(cfg: Config, shard: int, ring: Ring | None = None, epoch: int = 1) -> in
                     finally:
                         store.via_replica = False
             for router, reply in serve(store, frames, shard, tracker):
-                links.send(router, reply)      # to a router that died: lost with it
+                if replica is not None and replica.holds():   # until on enough copies
+                    replica.hold(router, reply)
+                else:
+                    links.send(router, reply)  # to a router that died: lost with it
             if store.vanished:
                 break
     finally:
