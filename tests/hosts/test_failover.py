@@ -236,3 +236,31 @@ def test_a_partitioned_primary_is_replaced_and_rejoins(tmp_short):
                 hosts.close()
         finally:
             ns.destroy()
+
+
+def test_replica_reads_spread_over_the_copies_through_every_door(hosts):
+    import redis
+    from tests.support.hosts import free_port
+    nodes = replicated(hosts)
+    port = free_port(HOSTS[0])
+    nodes[0].stop()
+    nodes[0].extra = ["--resp", "%s:%d" % (HOSTS[0], port)]
+    nodes[0].start()
+    wait_in_step(hosts, 30, "n1 back in step")
+    key = key_on(1, SHARDS, "rr")
+    with nodes[0].client() as c:
+        c.set(key, b"v")
+        before = c.stats()["shards"][1]["ops"].get("get", 0)
+        with nodes[0].client(read_from="replica") as r:
+            assert all(r.get(key) == b"v" for _ in range(300))
+            assert r.mget([key, b"nope"]) == [b"v", None] and r.exists(key)
+        served = c.stats()["shards"][1]["ops"].get("get", 0) - before
+    # three copies: the primary answered about a third of the 300 replica reads
+    assert served < 200, "the primary served %d of 300 replica reads" % served
+    rc = redis.Redis(host=HOSTS[0], port=port, socket_timeout=5)
+    assert rc.execute_command("READONLY") in (b"OK", True)
+    assert rc.get(key) == b"v"
+    assert rc.execute_command("READWRITE") in (b"OK", True)
+    rc.set(key, b"w")
+    assert rc.get(key) == b"w"
+    rc.close()
