@@ -71,9 +71,13 @@ def writes(folder: str, shards: int, rounds: int, duration: float) -> dict:
                 print("round %d %-13s write batch 100: %d ops/s" % (r, name, got), flush=True)
             finally:
                 hosts.close()
+    return _summary(rows, "R=3 majority", "R=1", "ratio_r3_to_r1")
+
+
+def _summary(rows: dict[str, list], top: str, bottom: str, name: str) -> dict:
+    """Each mode's best round, and the ratio of two of them."""
     best = {k: max(v) for k, v in rows.items()}
-    return {"rounds": rows, "best": best,
-            "ratio_r3_to_r1": round(best["R=3 majority"] / best["R=1"], 2)}
+    return {"rounds": rows, "best": best, name: round(best[top] / best[bottom], 2)}
 
 
 def bench_writes(endpoint: str, duration: float, out: str) -> int:
@@ -144,9 +148,7 @@ def reads(folder: str, shards: int, rounds: int, duration: float) -> dict:
                 print("round %d reads from %-7s batch 1: %d ops/s" % (r, mode, got), flush=True)
     finally:
         hosts.close()
-    best = {k: max(v) for k, v in rows.items()}
-    return {"rounds": rows, "best": best,
-            "ratio_replica_to_primary": round(best["replica"] / best["primary"], 2)}
+    return _summary(rows, "replica", "primary", "ratio_replica_to_primary")
 
 
 def failovers(folder: str, shards: int, n: int) -> dict:

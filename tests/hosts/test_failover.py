@@ -6,14 +6,13 @@ each: no acknowledged write is lost, the history is linearizable, no two
 nodes were primary of one shard in one term, and failover took < 5 s."""
 from __future__ import annotations
 
-import os
 import shutil
 import time
 
 import pytest
 
 from tests.support.faults import wait_for
-from tests.support.hosts import Etcd, Hosts, Netns, flin_cli
+from tests.support.hosts import Netns, flin_cli, netns_hosts
 from tests.support.storm import (
     Storm, key_on, one_primary_per_term, pause, resume, wait_written,
 )
@@ -196,17 +195,9 @@ def test_a_partitioned_primary_is_replaced_and_rejoins(tmp_short):
     """n3 lives in a network namespace; cutting its link leaves it alone with
     its primaries: the other side elects new ones, and n3, fenced by its
     lease, acknowledges nothing meanwhile; healed, it rejoins as follower."""
-    ns = Netns("flinr%d" % (os.getpid() % 100000)).create()
-    keys = os.path.join(tmp_short, "keys")
-    assert flin_cli("keygen", keys, "--server", "router", "--client", "worker").returncode == 0
-    hosts = None
-    try:
-        hosts = Hosts(tmp_short)
-        hosts.etcd.stop()                                 # again, reachable from the namespace
-        hosts.etcd = Etcd(tmp_short, host=ns.host_ip).start()
+    with netns_hosts(tmp_short, "flinr") as (hosts, ns, extra):
         hosts.create(SHARDS, ["n3", "n1", "n2"], ("--replicas", "3"))
-        extra = ["--backend-keys", keys, "--insecure"]   # not loopback: CURVE between nodes
-        n3 = hosts.node("n3", ns.ns_ip, extra, netns=ns.name).start()
+        hosts.node("n3", ns.ns_ip, extra, netns=ns.name).start()
         n1 = hosts.node("n1", ns.host_ip, extra).start()
         n2 = hosts.node("n2", ns.host_ip, extra).start()
         wait_for(lambda: all(r["primary"] for r in hosts.status()["replica_shards"]), 20,
@@ -230,12 +221,6 @@ def test_a_partitioned_primary_is_replaced_and_rejoins(tmp_short):
         assert primary_of(hosts, shard) != "n3"
         wait_in_step(hosts, 30, "the cut-off node rejoins as a follower")
         one_primary_per_term(tmp_short)
-    finally:
-        try:
-            if hosts is not None:
-                hosts.close()
-        finally:
-            ns.destroy()
 
 
 def test_replica_reads_spread_over_the_copies_through_every_door(hosts):

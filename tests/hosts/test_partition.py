@@ -16,7 +16,7 @@ import pytest
 from flin.ring import Ring
 from tests.support.cluster import ROOT
 from tests.support.faults import wait_for
-from tests.support.hosts import Etcd, Hosts, Netns, flin_cli, set_ok
+from tests.support.hosts import Netns, netns_hosts, set_ok
 
 pytestmark = pytest.mark.skipif(not Netns.possible(),
                                 reason="needs root and ip netns (CI runs as root)")
@@ -39,16 +39,8 @@ def _node_key_gone_at(etcd_url: str, cluster: str, node: str, timeout: float) ->
 
 
 def test_a_node_cut_off_stops_acknowledging_writes_before_its_lease_expires(tmp_short):
-    ns = Netns("flinp%d" % (os.getpid() % 100000)).create()
-    keys = os.path.join(tmp_short, "keys")
-    assert flin_cli("keygen", keys, "--server", "router", "--client", "worker").returncode == 0
-    hosts = None
-    try:
-        hosts = Hosts(tmp_short)
-        hosts.etcd.stop()                                 # again, reachable from the namespace
-        hosts.etcd = Etcd(tmp_short, host=ns.host_ip).start()
+    with netns_hosts(tmp_short, "flinp") as (hosts, ns, extra):
         hosts.create(2, ["n1", "n2"])
-        extra = ["--backend-keys", keys, "--insecure"]   # not loopback: CURVE between nodes
         n1 = hosts.node("n1", ns.host_ip, extra).start()
         n2 = hosts.node("n2", ns.ns_ip, extra, netns=ns.name).start()
         mine = [k for k in ("p%d" % i for i in range(200)) if Ring(2).shard(k.encode()) == 1]
@@ -81,10 +73,4 @@ def test_a_node_cut_off_stops_acknowledging_writes_before_its_lease_expires(tmp_
         wait_for(lambda: hosts.status()["nodes"]["n2"]["alive"], 30, "n2 to register again")
         with n1.client(timeout=10) as c:
             wait_for(lambda: set_ok(c, mine[1]), 20, "writes to n2's shard again")
-    finally:
-        try:
-            if hosts is not None:
-                hosts.close()
-        finally:
-            ns.destroy()
 

@@ -6,6 +6,7 @@ own data folder; or in a network namespace where a test needs a partition
 (``Netns``). Every process is stopped, and checked gone, at the end."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -306,3 +307,27 @@ def writer(endpoint: str, keys: list[str], seconds: float, out: str) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "writer":
         writer(sys.argv[2], sys.argv[5:], float(sys.argv[3]), sys.argv[4])
+
+
+@contextlib.contextmanager
+def netns_hosts(folder: str, name: str):
+    """A network namespace and ``Hosts`` whose etcd listens on its host side
+    (reachable from inside), with CURVE keys for the nodes (not loopback):
+    yields ``(hosts, ns, extra)``, ``extra`` the nodes' key options; all torn
+    down at the end."""
+    ns = Netns("%s%d" % (name, os.getpid() % 100000)).create()
+    keys = os.path.join(folder, "keys")
+    assert flin_cli("keygen", keys, "--server", "router", "--client", "worker").returncode == 0
+    hosts = None
+    try:
+        hosts = Hosts(folder)
+        hosts.etcd.stop()                                 # again, reachable from the namespace
+        hosts.etcd = Etcd(folder, host=ns.host_ip).start()
+        yield hosts, ns, ["--backend-keys", keys, "--insecure"]
+    finally:
+        try:
+            if hosts is not None:
+                hosts.close()
+        finally:
+            ns.destroy()
+
