@@ -40,14 +40,7 @@ def run_elections(agent: Any) -> dict[int, int]:
     cfg = agent.cfg
     me, cluster = cfg.node or "", cfg.cluster or ""
     reps = (agent.topology or {}).get("replicas") or []
-    # a shard's first primary is its first copy (the primaries spread over the
-    # nodes), unless that node has not come up within a lease
-    now = time.monotonic()
-    orphans = [s for s, copies in enumerate(reps)
-               if me in copies and s not in agent.primaries
-               and (agent.terms.get(s, 0) > 0 or copies[0] == me or
-                    (copies[0] not in agent.nodes
-                     and now - agent.orphaned.setdefault(s, now) > agent.ttl))]
+    orphans = [s for s, copies in enumerate(reps) if me in copies and s not in agent.primaries]
     if not orphans or not agent.lease:
         return {}
     targets = {}
@@ -58,9 +51,15 @@ def run_elections(agent: Any) -> dict[int, int]:
                 targets[(s, n)] = cfg.repl_endpoint(s, reg["advertise"], int(reg["repl_port"]))
     answers = ask_positions(cfg, targets, ASK_S)
     won = {}
+    now = time.monotonic()
     for s in orphans:
         voters = {n: (int(p[1]), int(p[2])) for (shard, n), p in answers.items()
                   if shard == s and p[3]}
+        first = reps[s][0]
+        if agent.terms.get(s, 0) == 0 and first != me and not _BLIND and (
+                first in voters or (answers.get((s, first)) is None
+                                    and now - agent.orphaned.setdefault(s, now) <= agent.ttl)):
+            continue      # a new shard's first primary is its first copy, if it comes up
         # a shard that never had a primary acknowledged nothing as replicated
         # (new, or kept as one copy until now): any voter will do
         quorum = len(reps[s]) // 2 + 1 if agent.terms.get(s, 0) > 0 else 1

@@ -49,6 +49,8 @@ class Following:
     history: list[list[int]]
     in_step: bool
     snap_n: int
+    snap_id: int
+    snap_heard: float
     sub_at: float
     primary: str | None
     log: Any
@@ -79,6 +81,7 @@ class Following:
             secure_client(up, backend_client_keys(self.cfg.backend_keys))
         up.connect(self.cfg.repl_endpoint(self.shard, info["advertise"], int(info["repl_port"])))
         self.upstream, self.in_step, self.sub_at = up, False, 0.0
+        self.snap_n = -1                # a copy under way from another primary is void
 
     def _close_upstream(self) -> None:
         if self.upstream is not None:
@@ -88,72 +91,106 @@ class Following:
     def _from_primary(self, data: bytes) -> None:
         try:
             msg = _unpack(data)
-            kind, term = msg[0], int(msg[1])
-        except Exception:
-            return
-        if term < self.term:
-            self.upstream.send(_pack(["stale", self.term]), zmq.NOBLOCK)
-            return
-        self.term = max(self.term, term)
-        store = self.store
-        if kind == "b":
-            seq, prev, items = int(msg[2]), int(msg[3]), msg[4]
-            if seq <= self.seq and self.in_step:
-                self._ack()
+            kind, term = msg[0], msg[1]
+            if type(term) is not int:
+                raise ValueError("a term must be an integer")
+            if term < self.term:
+                self._up(["stale", self.term])
                 return
-            if seq != self.seq + 1 or prev != self.last_term or not self.voter:
+            self.term = max(self.term, term)
+            if kind == "b":
+                self._batch(term, msg)
+            elif kind in ("snap", "snapend"):
+                self._snapshot(term, kind, msg)
+            elif kind == "stale":
                 self.in_step = False
-                return
-            if term != self.last_term:
-                self.history = (self.history + [[term, seq]])[-HISTORY_KEPT:]
-            self.seq, self.last_term = seq, term
-            with store.db.write_batch(sync=store.sync) as wb:
-                for k, v in items:
-                    if v is None:
-                        wb.delete(k)
-                    else:
-                        wb.put(k, v)
-                wb.put(META, self._meta())
-            self.in_step = True
+        except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+            log.warning("shard %d: a malformed replication message from %s: %s", self.shard,
+                        self.primary, exc)
+
+    def _batch(self, term: int, msg: list) -> None:
+        seq, prev, items = msg[2], msg[3], msg[4]
+        if type(seq) is not int or type(prev) is not int or type(items) is not list:
+            raise ValueError("a batch is [b, term, seq, prev, items]")
+        if seq <= self.seq and self.in_step:
             self._ack()
-        elif kind == "snap":
-            n = int(msg[2])
+            return
+        if seq != self.seq + 1 or prev != self.last_term or not self.voter:
+            self.in_step = False
+            return
+        pairs = [(k, v) for k, v in items]
+        if any(type(k) is not bytes or not (v is None or type(v) is bytes) for k, v in pairs):
+            raise ValueError("a batch's items are [key, value or nil] of bytes")
+        if term != self.last_term:
+            self.history = (self.history + [[term, seq]])[-HISTORY_KEPT:]
+        self.seq, self.last_term = seq, term
+        store = self.store
+        with store.db.write_batch(sync=store.sync) as wb:
+            for k, v in pairs:
+                if v is None:
+                    wb.delete(k)
+                else:
+                    wb.put(k, v)
+            wb.put(META, self._meta())
+        self.in_step = True
+        self._ack()
+
+    def _snapshot(self, term: int, kind: str, msg: list) -> None:
+        """A chunk of a snapshot copy, or its end: taken only in order, of
+        the copy under way (``snap_id``); the end only after every chunk."""
+        sid, n = msg[2], msg[3]
+        if type(sid) is not int or type(n) is not int:
+            raise ValueError("a snapshot message names its copy and place")
+        self.snap_heard = time.monotonic()
+        store = self.store
+        if kind == "snap":
             if n == 0:
                 self._wipe()
-            elif n != self.snap_n:
-                self.in_step, self.snap_n = False, -1
+                self.snap_id = sid
+            elif sid != self.snap_id or n != self.snap_n:
+                self.in_step, self.snap_n = False, -1    # a gap: start over (sub)
                 return
+            pairs = [(k, v) for k, v in msg[4]]
+            if any(type(k) is not bytes or type(v) is not bytes for k, v in pairs):
+                raise ValueError("a snapshot chunk's items are [key, value] of bytes")
             with store.db.write_batch(sync=False) as wb:
-                for k, v in msg[3]:
+                for k, v in pairs:
                     wb.put(k, v)
-            self.snap_n = n + 1
-            self._up(["snapok", n])
-        elif kind == "snapend":
-            if self.snap_n < 0 and self.voter:
-                return
-            self.history = [list(h) for h in msg[3]]
-            self.seq, self.last_term = int(msg[2]), self.term_at(int(msg[2]))
-            self.voter, self.snap_n = True, -1
-            with store.db.write_batch(sync=True) as wb:
-                wb.put(META, self._meta())
-            log.info("shard %d: copied from %s up to seq %d", self.shard, self.primary, self.seq)
-            self.in_step = True
-            self._ack()
-        elif kind == "stale":
-            self.in_step = False
+            self.snap_n, self.snap_heard = n + 1, time.monotonic()
+            self._up(["snapok", sid, n])
+            return
+        if n == 0 and self.snap_n < 0:                   # an empty shard: no chunk came
+            self._wipe()
+            self.snap_id = sid
+        if sid != self.snap_id or self.snap_n != n:      # a chunk missing: start over
+            self.in_step, self.snap_n = False, -1
+            return
+        seq, history = msg[4], msg[5]
+        if type(seq) is not int or type(history) is not list:
+            raise ValueError("a snapshot's end is [snapend, term, id, chunks, seq, history]")
+        self.history = [[int(t), int(first)] for t, first in history]
+        self.seq, self.last_term = seq, self.term_at(seq)
+        self.voter, self.snap_n = True, -1
+        with store.db.write_batch(sync=True) as wb:
+            wb.put(META, self._meta())
+        log.info("shard %d: copied from %s up to seq %d", self.shard, self.primary, self.seq)
+        self.in_step = True
+        self._ack()
 
     def _wipe(self) -> None:
         """Drop every entry before a snapshot copy: not a voter until it ends."""
         db = self.store.db
         self.voter, self.seq, self.last_term, self.history = False, 0, 0, []
         db.put(META, self._meta(), sync=True)
-        while True:
-            keys = [k for k in db.iterator(include_value=False) if k != META][:10_000]
-            if not keys:
-                break
-            with db.write_batch() as wb:
-                for k in keys:
-                    wb.delete(k)
+        wb, n = db.write_batch(), 0
+        for k in db.iterator(include_value=False):    # (a snapshot of the keys: one pass)
+            if k != META:
+                wb.delete(k)
+                n += 1
+                if n % 10_000 == 0:
+                    wb.write()
+                    wb = db.write_batch()
+        wb.write()
         self.snap_n = 0
 
     def _ack(self) -> None:
@@ -197,9 +234,10 @@ def ask_positions(cfg: Config, endpoints: dict[Any, str], timeout: float) -> dic
             for s, _ in poller.poll(int(left * 1000) + 1):
                 try:
                     msg = _unpack(s.recv(zmq.NOBLOCK))
-                    if msg[0] == "pos":
+                    if msg[0] == "pos" and len(msg) == 6 and all(
+                            type(v) is int for v in msg[1:4]) and type(msg[4]) is bool:
                         out[socks[s]] = msg[1:]
-                except (zmq.Again, ValueError, IndexError, TypeError):
+                except (zmq.Again, ValueError, IndexError, TypeError, KeyError):
                     pass
     finally:
         for s in socks:

@@ -56,6 +56,7 @@ LOG_BYTES = 64 << 20        # of recent batches the primary keeps for followers 
 SNAP_BYTES = 1 << 20        # of entries per snapshot chunk
 SNAP_WINDOW = 4             # snapshot chunks in flight to one follower
 SUB_EVERY_S = 0.5           # a follower not in step says where it stands this often
+SNAP_STALL_S = 5.0          # a snapshot copy silent this long is asked for again
 _NO_SHIP = os.environ.get("FLIN_TEST_REPL_NO_SHIP") == "1"   # acknowledge unreplicated writes
 
 
@@ -68,6 +69,7 @@ class Follower:
         self.acked = -1             # every batch up to this one it holds (-1: not in step)
         self.snap: Any = None       # a snapshot being sent: [plyvel snapshot, after key, seq]
         self.sent = self.snapacked = 0
+        self.snap_id = 0
         self.snapdone = False
 
 
@@ -84,6 +86,7 @@ class Replica(Following):
         self.voter = bool(meta.get("v", True))      # (a new follower's folder says False)
         self.term = self.last_term                  # the highest term known
         self.role = "follower"
+        self.promoted = -1                          # the term we were last made primary at
         self.primary: str | None = None             # the primary's node name
         self.replicas: list[str] = []
         self.need = 1                               # copies a write must be on, ours included
@@ -97,6 +100,7 @@ class Replica(Following):
         self.sub_at = 0.0
         self.in_step = False
         self.snap_n = -1                            # a snapshot being received: next chunk
+        self.snap_id, self.snap_heard = 0, 0.0      # ... which copy, and when it last moved
         self.on_role: Callable[[str, int], None] | None = None   # the worker's links follow
         self.ctx = zmq.Context(1)
         self.gate = Gatekeeper(self.ctx)
@@ -120,7 +124,7 @@ class Replica(Following):
         if term > self.term:
             self.term = term
         if node == self.me and term == self.term and self.voter:
-            if self.role != "primary":
+            if self.role != "primary" or self.promoted != term:   # (again, at a new term)
                 self._promote(term)
             return
         if self.role == "primary":
@@ -131,18 +135,23 @@ class Replica(Following):
 
     def _promote(self, term: int) -> None:
         self._close_upstream()
-        self.role, self.primary = "primary", self.me
-        if self.last_term != term:
-            self.history = (self.history + [[term, self.seq + 1]])[-HISTORY_KEPT:]
+        self.role, self.primary, self.promoted = "primary", self.me, term
+        self.history = ([h for h in self.history if h[1] <= self.seq]
+                        + [[term, self.seq + 1]])[-HISTORY_KEPT:]
         self.followers.clear()
         self.behind = 0
         log.warning("shard %d: primary for term %d at seq %d", self.shard, term, self.seq)
+        # a first batch of this term: nothing is answered until it is on enough
+        # copies, so no entry of an earlier term counts before (Raft's no-op)
+        with self.store.db.write_batch(sync=self.store.sync) as wb:
+            seq = self.stamp(wb)
+        self.replicate([], seq)
         if self.on_role is not None:
             self.on_role("primary", term)
 
     def _step_down(self, why: str) -> None:
         log.warning("shard %d: no longer primary (term %d): %s", self.shard, self.term, why)
-        self.role = "follower"
+        self.role, self.promoted = "follower", -1
         self.followers.clear()
         self.log.clear()
         self.log_bytes = 0
@@ -190,7 +199,11 @@ class Replica(Following):
         frame = _pack(["b", self.term, seq, prev, items])
         self.log.append((seq, frame))
         self.log_bytes += len(frame)
-        while self.log_bytes > LOG_BYTES and len(self.log) > 1:
+        # a follower taking a copy needs the batches after it: kept, up to 4x
+        pinned = min((f.snap[2] for f in self.followers.values() if f.snap is not None),
+                     default=seq)
+        while len(self.log) > 1 and self.log_bytes > LOG_BYTES and (
+                self.log[0][0] <= pinned or self.log_bytes > 4 * LOG_BYTES):
             self.log_bytes -= len(self.log.popleft()[1])
         if _NO_SHIP:                     # tests break replication on purpose
             return
@@ -281,49 +294,50 @@ class Replica(Following):
         try:
             msg = _unpack(data)
             kind = msg[0]
-        except Exception:
-            return
-        if kind == "pos":
-            self._send(name, _pack(["pos", self.term, self.last_term, self.seq, self.voter,
-                                    self.role]))
-            return
-        if self.role != "primary" or name.decode(errors="replace") not in self.replicas:
-            self._send(name, _pack(["stale", self.term]))
-            return
-        f = self.followers.get(name)
-        if f is None:
-            f = self.followers[name] = Follower(name)
-        if kind == "sub":
-            if msg[5] and f.snap is None and f.acked >= 0:    # in step: a heartbeat
-                f.acked = max(f.acked, int(msg[3]))
-            else:
-                self._on_sub(f, int(msg[1]), int(msg[2]), int(msg[3]), bool(msg[4]))
-        elif kind == "ack":
-            term, seq, last_term = int(msg[1]), int(msg[2]), int(msg[3])
-            if term > self.term:
-                self.term = term
-                self._step_down("follower %s knows term %d" % (name.decode(), term))
-            elif f.snap is None and f.acked >= 0:
-                f.acked = max(f.acked, seq)
-            else:                        # a copy just ended, or a follower we did not know
-                self._on_sub(f, term, last_term, seq)
-        elif kind == "snapok":
-            f.snapacked = int(msg[1]) + 1
-            self.pump(f)
+            if kind == "pos":
+                self._send(name, _pack(["pos", self.term, self.last_term, self.seq,
+                                        self.voter, self.role]))
+                return
+            if self.role != "primary" or name.decode(errors="replace") not in self.replicas:
+                self._send(name, _pack(["stale", self.term]))
+                return
+            f = self.followers.get(name)
+            if f is None:
+                f = self.followers[name] = Follower(name)
+            if kind == "sub":
+                term, last_term, seq = _ints(msg[1:4])
+                if msg[5] and f.snap is None and f.acked >= 0:    # in step: a heartbeat
+                    f.acked = max(f.acked, min(seq, self.seq))
+                else:
+                    self._on_sub(f, term, last_term, seq, bool(msg[4]))
+            elif kind == "ack":
+                term, seq, last_term = _ints(msg[1:4])
+                if term > self.term:     # (not taken as ours: only etcd's view raises it)
+                    self._step_down("follower %s knows term %d" % (name.decode(), term))
+                elif f.snap is None and f.acked >= 0:
+                    f.acked = max(f.acked, min(seq, self.seq))
+                else:                    # a copy just ended, or a follower we did not know
+                    self._on_sub(f, term, last_term, seq)
+            elif kind == "snapok":
+                sid, n = _ints(msg[1:3])
+                if f.snap is not None and sid == f.snap_id and n < f.sent:
+                    f.snapacked = max(f.snapacked, n + 1)
+                    self.pump(f)
+        except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+            log.warning("shard %d: a malformed replication message from %r: %s", self.shard,
+                        name[:64], exc)
 
     def _on_sub(self, f: Follower, term: int, last_term: int, seq: int,
                 voter: bool = True) -> None:
         if term > self.term:
-            self.term = term
             self._step_down("follower %s knows term %d" % (f.name.decode(), term))
             return
-        if f.snap is not None and not f.snapdone:
-            if f.snap[0] is not None:
-                f.snap[0].close()
-            f.snap = None
+        if f.snap is not None and f.snap[0] is not None:
+            f.snap[0].close()
+        f.snap = None
         first = self.log[0][0] if self.log else self.seq + 1
         if voter and seq <= self.seq and self.term_at(seq) == last_term and seq + 1 >= first:
-            f.snap, f.acked, f.snapdone = None, seq, False   # what it lacks, from the log
+            f.acked, f.snapdone = seq, False      # what it lacks, from the log
             for s, frame in self.log:
                 if s > seq:
                     self._send(f.name, frame)
@@ -331,11 +345,13 @@ class Replica(Following):
         log.info("shard %d: follower %s at seq %d (term %d) is not in our log (seq %d): "
                  "sending a copy", self.shard, f.name.decode(), seq, last_term, self.seq)
         f.acked, f.sent, f.snapacked, f.snapdone = -1, 0, 0, False
+        f.snap_id = int.from_bytes(os.urandom(6), "big")
         f.snap = [self.store.db.snapshot(), None, self.seq]
         self.pump(f)
 
     def pump(self, f: Follower) -> None:
-        """Send the next chunks of a snapshot copy, at most ``SNAP_WINDOW`` ahead."""
+        """Send the next chunks of a snapshot copy, at most ``SNAP_WINDOW`` ahead;
+        each names the copy (``snap_id``) and its place, and the end says how many."""
         while f.snap is not None and not f.snapdone and f.sent - f.snapacked < SNAP_WINDOW:
             snap, after, seq = f.snap
             items, size = [], 0
@@ -351,11 +367,11 @@ class Replica(Following):
             it.close()
             if items:
                 f.snap[1] = items[-1][0]
-                self._send(f.name, _pack(["snap", self.term, f.sent, items]))
+                self._send(f.name, _pack(["snap", self.term, f.snap_id, f.sent, items]))
                 f.sent += 1
                 if size >= SNAP_BYTES:
                     continue
-            self._send(f.name, _pack(["snapend", self.term, seq,
+            self._send(f.name, _pack(["snapend", self.term, f.snap_id, f.sent, seq,
                                       [h for h in self.history if h[1] <= seq] or
                                       self.history[:1]]))
             f.snapdone = True
@@ -366,6 +382,10 @@ class Replica(Following):
     def tick(self) -> None:
         """Background: a follower not in step says where it stands."""
         now = time.monotonic()
+        if self.snap_n >= 0 and now - self.snap_heard > SNAP_STALL_S:
+            log.warning("shard %d: the copy from %s stalled; asking again", self.shard,
+                        self.primary)
+            self.snap_n = -1
         if self.upstream is not None and self.snap_n < 0 and now >= self.sub_at:
             # in step too, now and then: a primary that restarted learns of us
             self.sub_at = now + (SUB_EVERY_S if not self.in_step else 2 * SUB_EVERY_S)
@@ -386,6 +406,13 @@ class Replica(Following):
         self.sock.close(0)
         self.gate.stop()
         self.ctx.term()
+
+
+def _ints(values: list) -> list[int]:
+    """Numbers from the network: ints only (``ValueError`` else)."""
+    if any(type(v) is not int for v in values):
+        raise ValueError("expected integers, got %r" % (values,))
+    return list(values)
 
 
 def _needed(replicas: int, acks: str) -> int:

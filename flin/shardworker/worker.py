@@ -257,7 +257,10 @@ def run(cfg: Config, shard: int, ring: Ring | None = None, epoch: int = 1) -> in
                     store.via_replica = True
                     try:
                         for router, reply in serve(store, reads, shard):
-                            links.send(router, reply)
+                            if replica.holds():   # (the primary's: nothing a failover drops)
+                                replica.hold(router, reply)
+                            else:
+                                links.send(router, reply)
                     finally:
                         store.via_replica = False
             for router, reply in serve(store, frames, shard, tracker):

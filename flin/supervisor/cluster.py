@@ -146,9 +146,9 @@ class ClusterSupervisor(Supervisor):
             if topo.replicas else {}
         for s in sorted(local):
             if not shard_present(cfg, s):
-                # a copy missing from a shard that has had a primary (a new copy,
-                # or a wiped one) starts empty and copies its primary's
-                new_copy(cfg.shard_dir(s), follower=had.get(s, 0) > 0)
+                # a copy missing from a shard opened before (a new copy, or a
+                # wiped one) starts empty, no voter, and copies its primary's
+                new_copy(cfg.shard_dir(s), follower=had.get(s, 0) > 0 or topo.opened[s])
             held.add(s)
         placed = topo.placement
         # held here, placed elsewhere: moved away while this node was down (the
