@@ -93,6 +93,7 @@ class Agent:
         self.written: str | None = None
         self.stopping = False
         self.wake = threading.Event()
+        self.renewing = threading.Event()       # set: the renewing thread stops
         self.watching: Any = None               # the watch's cancel function
         self.watch_rev = 0
         self.failsafe_ok_at = 0.0
@@ -106,7 +107,8 @@ class Agent:
         sent = time.monotonic()
         if self.lease:
             if self.etcd.refresh(self.lease) > 0:
-                self.renewed_at, self.refresh_at = sent, sent + self.ttl / 3
+                self.renewed_at = max(self.renewed_at or 0.0, sent)
+                self.refresh_at = sent + self.ttl / 3
                 return
             log.warning("node %s: its lease expired in etcd; registering anew", self.cfg.node)
         self.lease = self.etcd.grant(self.ttl)
@@ -293,11 +295,34 @@ class Agent:
         self.fence(time.monotonic())
         self.publish()
 
+    def renew(self) -> None:
+        """A thread of its own that only renews the lease (its own etcd
+        client): the loop's slower work (elections, positions, a slow etcd
+        read) never holds a renewal back past the write fence's margin."""
+        etcd = Etcd(options(self.cfg))
+        while not self.stopping:
+            lease = self.lease
+            if lease:
+                sent = time.monotonic()
+                try:
+                    if etcd.refresh(lease) > 0 and lease == self.lease:
+                        self.renewed_at = max(self.renewed_at or 0.0, sent)
+                        if not self.no_fence:   # (the loop publishes it)
+                            self.writable_until = max(
+                                self.writable_until, sent + self.ttl - margin(self.ttl))
+                except EtcdError:
+                    pass                  # the loop sees etcd's state and says so
+            self.renewing.wait(self.ttl / 4)
+        etcd.close()
+
     def run(self) -> None:
+        renewer = threading.Thread(target=self.renew, daemon=True, name="flin-renew")
+        renewer.start()
         while not self.stopping:
             self.step()
             self.wake.wait(_POLL_S)
             self.wake.clear()
+        self.renewing.set()
         self.stop_watch()
         if self.lease:                  # the node leaves now, not a lease later
             try:
