@@ -26,11 +26,32 @@ log = logging.getLogger("flin.replica")
 META = b"\x00repl"          # the copy's (term, seq, history, voter); no data key starts with \x00
 HISTORY_KEPT = 32           # terms remembered (term -> its first seq)
 _pack = msgpack.packb
-__all__ = ["META", "HISTORY_KEPT", "Following", "_pack", "_unpack", "ask_positions", "mark_new"]
+__all__ = ["META", "HISTORY_KEPT", "Follower", "Following", "_ints", "_pack", "_unpack",
+           "ask_positions", "mark_new"]
 
 
 def _unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, use_list=True, max_bin_len=1 << 27)
+
+
+class Follower:
+    """What the primary knows of one follower."""
+
+    def __init__(self, name: bytes) -> None:
+        self.name = name
+        self.acked = -1             # every batch up to this one it holds (-1: not in step)
+        self.snap: Any = None       # a snapshot being sent: [plyvel snapshot, after key, seq]
+        self.sent = self.snapacked = 0
+        self.snap_id = 0
+        self.snapdone = False
+
+
+def _ints(values: list) -> list[int]:
+    """Numbers from the network: ints only (``ValueError`` else)."""
+    if any(type(v) is not int for v in values):
+        raise ValueError("expected integers, got %r" % (values,))
+    return list(values)
+
 
 
 class Following:

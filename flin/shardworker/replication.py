@@ -47,7 +47,7 @@ from ..config import Config
 from ..curve import AUTHORIZED, BACK_SERVER
 from ..protocol import ErrorReply
 from ..zapgate import BACK_DOMAIN, Gatekeeper
-from .following import HISTORY_KEPT, META, Following, _pack, _unpack
+from .following import HISTORY_KEPT, META, Follower, Following, _ints, _pack, _unpack
 
 log = logging.getLogger("flin.replica")
 
@@ -59,18 +59,6 @@ SUB_EVERY_S = 0.5           # a follower not in step says where it stands this o
 SNAP_STALL_S = 5.0          # a snapshot copy silent this long is asked for again
 _NO_SHIP = os.environ.get("FLIN_TEST_REPL_NO_SHIP") == "1"   # acknowledge unreplicated writes
 
-
-
-class Follower:
-    """What the primary knows of one follower."""
-
-    def __init__(self, name: bytes) -> None:
-        self.name = name
-        self.acked = -1             # every batch up to this one it holds (-1: not in step)
-        self.snap: Any = None       # a snapshot being sent: [plyvel snapshot, after key, seq]
-        self.sent = self.snapacked = 0
-        self.snap_id = 0
-        self.snapdone = False
 
 
 class Replica(Following):
@@ -391,13 +379,6 @@ class Replica(Following):
             self.sub_at = now + (SUB_EVERY_S if not self.in_step else 2 * SUB_EVERY_S)
             self._up(["sub", self.term, self.last_term, self.seq, self.voter, self.in_step])
 
-    def status(self) -> dict[str, Any]:
-        """For STATS and ``flin cluster status``: role, term, seq, each follower's lag."""
-        lag = {f.name.decode(): (self.seq - f.acked if f.acked >= 0 else None)
-               for f in self.followers.values()}
-        return {"role": self.role, "term": self.term, "seq": self.seq, "voter": self.voter,
-                "primary": self.primary, "lag": lag if self.role == "primary" else {}}
-
     def close(self) -> None:
         self._close_upstream()
         for f in self.followers.values():
@@ -406,13 +387,6 @@ class Replica(Following):
         self.sock.close(0)
         self.gate.stop()
         self.ctx.term()
-
-
-def _ints(values: list) -> list[int]:
-    """Numbers from the network: ints only (``ValueError`` else)."""
-    if any(type(v) is not int for v in values):
-        raise ValueError("expected integers, got %r" % (values,))
-    return list(values)
 
 
 def _needed(replicas: int, acks: str) -> int:
